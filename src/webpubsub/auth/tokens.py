@@ -1,0 +1,257 @@
+"""Access-key JWTs: REST bearer tokens and client access tokens (spec 2.1, 3).
+
+Both are HS256 tokens signed with the UTF-8 bytes of an access key. The service accepts a
+token signed by any configured key (primary and secondary, for rotation without downtime).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import jwt
+
+from ..core.errors import Unauthorized
+
+CLOCK_SKEW_SECONDS = 300
+MAX_TOKEN_LENGTH = 16 * 1024
+DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+HTTP_SCHEME = {"ws": "http", "wss": "https", "http": "http", "https": "https"}
+
+CLIENT_PATHS = {
+    "default": "client/hubs",
+    "mqtt": "clients/mqtt/hubs",
+    "socketio": "clients/socketio/hubs",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Scheme (http/https), lower-case host and port of a URL."""
+
+    scheme: str
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, url: str) -> Origin | None:
+        try:
+            parts = urlsplit(url)
+            scheme = HTTP_SCHEME.get(parts.scheme.lower())
+            port = parts.port
+        except ValueError:
+            return None
+        if scheme is None or not parts.hostname:
+            return None
+        return cls(scheme, parts.hostname.lower(), port or DEFAULT_PORTS[scheme])
+
+    @classmethod
+    def from_host_header(cls, scheme: str, host: str) -> Origin | None:
+        return cls.parse(f"{scheme}://{host}")
+
+
+def _segments(path: str) -> list[str]:
+    return [unquote(s) for s in path.strip("/").split("/")] if path.strip("/") else []
+
+
+def _same_path(expected: list[str], actual: list[str], hub_index: int | None) -> bool:
+    if len(expected) != len(actual):
+        return False
+    for i, (a, b) in enumerate(zip(expected, actual, strict=True)):
+        if a != b and not (i == hub_index and a.lower() == b.lower()):
+            return False
+    return True
+
+
+def _hub_index(segments: list[str]) -> int | None:
+    for i, segment in enumerate(segments[:-1]):
+        if segment == "hubs":
+            return i + 1
+    return None
+
+
+@dataclass
+class TokenValidator:
+    """Checks access-key JWTs against the configured keys and the service's public endpoint.
+
+    Args:
+        keys: access keys; a token signed with any of them is accepted.
+        public_endpoint: the URL clients and SDKs know the service by (``aud`` names it).
+    """
+
+    keys: Sequence[str]
+    public_endpoint: str
+
+    def __post_init__(self) -> None:
+        self._origin = Origin.parse(self.public_endpoint)
+        self._prefix = _segments(urlsplit(self.public_endpoint).path)
+
+    def decode(self, token: str) -> dict[str, Any]:
+        """Verify signature and lifetime (``exp`` required, ``nbf`` honoured, 5 min skew)."""
+        if not token:
+            raise Unauthorized("The access token is empty.", code="Error.Unauthorized.NoToken")
+        if len(token) > MAX_TOKEN_LENGTH:
+            raise Unauthorized("The access token is too long.", code="Error.Unauthorized.Invalid")
+        last_error = "the signature does not match any access key"
+        for key in self.keys:
+            try:
+                claims: dict[str, Any] = jwt.decode(
+                    token,
+                    key.encode("utf-8"),
+                    algorithms=["HS256"],
+                    leeway=CLOCK_SKEW_SECONDS,
+                    options={"require": ["exp"], "verify_aud": False},
+                )
+                return claims
+            except jwt.InvalidSignatureError:
+                continue
+            except jwt.ExpiredSignatureError:
+                raise Unauthorized(
+                    "The access token has expired.", code="Error.Unauthorized.TokenExpired"
+                ) from None
+            except jwt.ImmatureSignatureError:
+                raise Unauthorized(
+                    "The access token is not yet valid (nbf).", code="Error.Unauthorized.Invalid"
+                ) from None
+            except jwt.MissingRequiredClaimError as exc:
+                raise Unauthorized(
+                    f"The access token lacks the '{exc.claim}' claim.",
+                    code="Error.Unauthorized.Invalid",
+                ) from None
+            except jwt.InvalidAlgorithmError:
+                raise Unauthorized(
+                    "The access token must be signed with HS256.",
+                    code="Error.Unauthorized.Invalid",
+                ) from None
+            except jwt.InvalidTokenError as exc:
+                last_error = str(exc) or type(exc).__name__
+                break
+        raise Unauthorized(
+            f"The access token is invalid: {last_error}.", code="Error.Unauthorized.Invalid"
+        )
+
+    def check_audience(
+        self, claims: dict[str, Any], path: str, host: str | None, scheme: str
+    ) -> None:
+        """Check ``aud`` names this request: same path (hub case-insensitive, query ignored)
+        on the public endpoint or on the request's own Host (spec 2.1 [I])."""
+        audiences = claims.get("aud")
+        if isinstance(audiences, str):
+            audiences = [audiences]
+        if not isinstance(audiences, list) or not audiences:
+            raise Unauthorized(
+                "The access token has no audience.", code="Error.Unauthorized.InvalidAudience"
+            )
+        actual = _segments(path)
+        origins = {self._origin}
+        if host:
+            origins.add(Origin.from_host_header(scheme, host))
+        for audience in audiences:
+            if isinstance(audience, str) and self._audience_matches(audience, actual, origins):
+                return
+        expected = self.public_endpoint.rstrip("/") + path
+        raise Unauthorized(
+            "Failed to validate audience. Expected Audiences: "
+            f"{expected}. Actual Audiences: {', '.join(map(str, audiences))[:500]}",
+            code="Error.Unauthorized.InvalidAudience",
+        )
+
+    def _audience_matches(
+        self, audience: str, actual: list[str], origins: set[Origin | None]
+    ) -> bool:
+        origin = Origin.parse(audience)
+        if origin is None or origin not in origins:
+            return False
+        aud_path = _segments(urlsplit(audience).path)
+        if aud_path == self._prefix or not aud_path:
+            return True  # the bare endpoint (some third-party clients sign that)
+        hub_index = _hub_index(aud_path)
+        if _same_path(aud_path, actual, hub_index):
+            return True
+        # Behind a proxy that strips the public endpoint's path prefix.
+        prefixed = self._prefix + actual
+        return _same_path(aud_path, prefixed, hub_index)
+
+    def authenticate(self, token: str, path: str, host: str | None, scheme: str) -> dict[str, Any]:
+        """Decode and audience-check a token for the request ``path``; returns its claims."""
+        claims = self.decode(token)
+        self.check_audience(claims, path, host, scheme)
+        return claims
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <jwt>`` header, or None."""
+    if not authorization:
+        return None
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip()
+
+
+def client_audience(endpoint: str, hub: str, client_type: str = "default") -> str:
+    """``aud`` of a client access token: the http(s) URL of the client endpoint (spec 3.1)."""
+    return f"{endpoint.rstrip('/')}/{CLIENT_PATHS[client_type]}/{hub}"
+
+
+def client_url(endpoint: str, hub: str, client_type: str = "default") -> str:
+    """The ws(s) base URL a client connects to (spec 3.1)."""
+    base = client_audience(endpoint, hub, client_type)
+    if base.startswith("https://"):
+        return "wss://" + base[len("https://") :]
+    if base.startswith("http://"):
+        return "ws://" + base[len("http://") :]
+    return base
+
+
+def mint_client_token(
+    key: str,
+    audience: str,
+    *,
+    user_id: str | None = None,
+    roles: Iterable[str] = (),
+    groups: Iterable[str] = (),
+    minutes_to_expire: float = 60,
+    now: float | None = None,
+) -> str:
+    """Sign a client access token with the claims of spec 3.2."""
+    issued = int(now if now is not None else time.time())
+    claims: dict[str, Any] = {
+        "aud": audience,
+        "iat": issued,
+        "exp": issued + int(minutes_to_expire * 60),
+    }
+    if user_id:
+        claims["sub"] = user_id
+    roles = list(roles)
+    if roles:
+        claims["role"] = roles
+    groups = list(groups)
+    if groups:
+        claims["webpubsub.group"] = groups
+    return jwt.encode(claims, key.encode("utf-8"), algorithm="HS256")
+
+
+def mint_rest_token(key: str, audience: str, *, lifetime_seconds: int = 3600) -> str:
+    """Sign a REST bearer token for one request URL (spec 2.1)."""
+    now = int(time.time())
+    return jwt.encode(
+        {"aud": audience, "iat": now, "exp": now + lifetime_seconds},
+        key.encode("utf-8"),
+        algorithm="HS256",
+    )
+
+
+def claim_list(claims: dict[str, Any], name: str) -> list[str]:
+    """A claim that may be one string or a list of strings, as a list (spec 3.2)."""
+    value = claims.get(name)
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise Unauthorized(f"The '{name}' claim must be a string or a list of strings.")

@@ -1,0 +1,144 @@
+"""One client connection's state in the routing core, behind a transport that moves bytes."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable
+from enum import IntEnum
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from .errors import ClientError
+    from .message import Message
+    from .requests import ClientRequest
+
+
+class CloseCode(IntEnum):
+    """WebSocket close codes the service uses (RFC 6455 7.4.1, spec 4.10)."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    UNSUPPORTED_DATA = 1003
+    INVALID_DATA = 1007
+    POLICY_VIOLATION = 1008
+    MESSAGE_TOO_BIG = 1009
+    INTERNAL_ERROR = 1011
+    TRY_AGAIN_LATER = 1013
+
+
+class Transport(Protocol):
+    """What the core needs from the I/O edge: queue frames, close with a code."""
+
+    def send(self, frame: bytes) -> None:
+        """Queue the bytes of one or more complete WebSocket frames."""
+
+    def close(self, code: int, reason: str) -> None:
+        """Send a close frame and drop the connection."""
+
+
+class Codec(Protocol):
+    """A subprotocol's encoder/decoder (see ``webpubsub.protocols``)."""
+
+    subprotocol: str | None
+    is_pubsub: bool
+    is_reliable: bool
+
+    def encode_message(self, message: Message) -> bytes: ...
+
+    def encode_ack(self, ack_id: int, error: ClientError | None) -> bytes | None: ...
+
+    def encode_connected(
+        self, connection_id: str, user_id: str | None, reconnection_token: str | None
+    ) -> bytes | None: ...
+
+    def encode_disconnected(self, reason: str) -> bytes | None: ...
+
+    def encode_pong(self) -> bytes | None: ...
+
+    def decode(self, data: bytes, is_text: bool) -> ClientRequest: ...
+
+
+MAX_ACK_IDS = 65536
+
+
+def new_connection_id() -> str:
+    """A unique, opaque connection id (32 url-safe characters)."""
+    return secrets.token_urlsafe(24)
+
+
+class Connection:
+    """A logical client connection: identity, roles, groups and its transport.
+
+    The hub owns membership; ``groups`` here mirrors it so removal is O(groups of this
+    connection), and so filters can test ``'g' in groups`` directly.
+    """
+
+    __slots__ = (
+        "_ack_ids",
+        "claims",
+        "closed",
+        "codec",
+        "connection_id",
+        "groups",
+        "hub",
+        "raw_group",
+        "raw_no_echo",
+        "roles",
+        "state",
+        "transport",
+        "user_id",
+    )
+
+    def __init__(
+        self,
+        hub: str,
+        codec: Codec,
+        transport: Transport,
+        *,
+        user_id: str | None = None,
+        roles: Iterable[str] = (),
+        connection_id: str | None = None,
+        claims: dict[str, Any] | None = None,
+    ) -> None:
+        self.connection_id = connection_id or new_connection_id()
+        self.hub = hub
+        self.user_id = user_id or None
+        self.codec = codec
+        self.transport = transport
+        self.roles: set[str] = set(roles)
+        self.groups: set[str] = set()
+        self.state: str | None = None
+        self.claims = claims or {}
+        self.closed = False
+        # webpubsub_mode=sendToGroup for simple clients (spec 4.2)
+        self.raw_group: str | None = None
+        self.raw_no_echo = False
+        self._ack_ids: dict[int, None] = {}
+
+    @property
+    def subprotocol(self) -> str | None:
+        return self.codec.subprotocol
+
+    def seen_ack(self, ack_id: int) -> bool:
+        """Record ``ack_id``; True when it was already processed (spec 4.5, Duplicate)."""
+        if ack_id in self._ack_ids:
+            return True
+        self._ack_ids[ack_id] = None
+        if len(self._ack_ids) > MAX_ACK_IDS:
+            del self._ack_ids[next(iter(self._ack_ids))]
+        return False
+
+    def send(self, frame: bytes | None) -> None:
+        if frame is not None and not self.closed:
+            self.transport.send(frame)
+
+    def close(self, code: int, reason: str) -> None:
+        """Say goodbye in the subprotocol's own words, then close the socket."""
+        if self.closed:
+            return
+        self.send(self.codec.encode_disconnected(reason))
+        self.closed = True
+        self.transport.close(code, reason)
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.connection_id} hub={self.hub} user={self.user_id}>"

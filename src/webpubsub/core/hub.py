@@ -1,0 +1,163 @@
+"""The hub: registry of one hub's local connections, users and groups, and local fan-out.
+
+No sockets and no event loop: connections write through their ``Transport``. Groups are
+attached to connections, not users (spec 0): adding a user adds its current connections.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from . import commands as c
+from .connection import CloseCode, Connection
+from .message import Message, Source
+from .odata import Filter
+from .roles import revoke, role_for
+
+
+class Hub:
+    """Connections of one hub on this node, indexed by id, user and group."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.connections: dict[str, Connection] = {}
+        self.users: dict[str, dict[str, Connection]] = {}
+        self.groups: dict[str, dict[str, Connection]] = {}
+
+    # -- registry -------------------------------------------------------------------------
+
+    def add(self, conn: Connection) -> None:
+        self.connections[conn.connection_id] = conn
+        if conn.user_id is not None:
+            self.users.setdefault(conn.user_id, {})[conn.connection_id] = conn
+
+    def remove(self, conn: Connection) -> bool:
+        """Forget a connection and its memberships; False when it was not here."""
+        if self.connections.pop(conn.connection_id, None) is None:
+            return False
+        for group in conn.groups:
+            self._drop_member(group, conn)
+        conn.groups.clear()
+        if conn.user_id is not None:
+            user = self.users.get(conn.user_id)
+            if user is not None:
+                user.pop(conn.connection_id, None)
+                if not user:
+                    del self.users[conn.user_id]
+        return True
+
+    def join(self, conn: Connection, group: str) -> None:
+        if group in conn.groups:
+            return
+        conn.groups.add(group)
+        self.groups.setdefault(group, {})[conn.connection_id] = conn
+
+    def leave(self, conn: Connection, group: str) -> None:
+        if group not in conn.groups:
+            return
+        conn.groups.discard(group)
+        self._drop_member(group, conn)
+
+    def _drop_member(self, group: str, conn: Connection) -> None:
+        members = self.groups.get(group)
+        if members is not None:
+            members.pop(conn.connection_id, None)
+            if not members:
+                del self.groups[group]
+
+    # -- queries ----------------------------------------------------------------------------
+
+    def group_members(self, group: str) -> list[Connection]:
+        return list(self.groups.get(group, {}).values())
+
+    def select(
+        self,
+        target: c.Target,
+        excluded: frozenset[str] = frozenset(),
+        filter: Filter | None = None,
+    ) -> Iterator[Connection]:
+        """The local connections a target names, minus ``excluded``, where ``filter`` holds."""
+        conns: Iterable[Connection]
+        match target:
+            case c.ToAll():
+                conns = self.connections.values()
+            case c.ToGroup(group):
+                conns = self.groups.get(group, {}).values()
+            case c.ToUser(user_id):
+                conns = self.users.get(user_id, {}).values()
+            case c.ToConnection(connection_id):
+                found = self.connections.get(connection_id)
+                conns = (found,) if found is not None else ()
+        for conn in conns:
+            if conn.connection_id in excluded:
+                continue
+            if filter is not None and not filter.matches(conn):
+                continue
+            yield conn
+
+    # -- fan-out --------------------------------------------------------------------------
+
+    def deliver(self, message: Message, conns: Iterable[Connection]) -> int:
+        """Queue ``message`` on every connection, encoding it once per codec; returns count.
+
+        The frame cache lives on the message, keyed by codec: a broadcast to N connections of
+        k subprotocols encodes k frames (design: encode once per fan-out).
+        """
+        frames = message.frames
+        count = 0
+        for conn in conns:
+            if conn.closed:
+                continue
+            codec = conn.codec
+            frame = frames.get(codec)
+            if frame is None:
+                frame = frames[codec] = codec.encode_message(message)
+            conn.transport.send(frame)
+            count += 1
+        return count
+
+    # -- commands ---------------------------------------------------------------------------
+
+    def apply(self, command: c.Command) -> list[Connection]:
+        """Apply a command to the local connections; returns connections that were closed."""
+        closed: list[Connection] = []
+        match command:
+            case c.Send(target, message, excluded, filter):
+                if isinstance(target, c.ToGroup):
+                    message = message.with_source(Source.GROUP, target.group)
+                self.deliver(message, list(self.select(target, excluded, filter)))
+            case c.CloseConnections(target, reason, excluded):
+                for conn in list(self.select(target, excluded)):
+                    code = (
+                        CloseCode.POLICY_VIOLATION if conn.codec.is_reliable else CloseCode.NORMAL
+                    )
+                    self.remove(conn)
+                    conn.close(code, reason)
+                    closed.append(conn)
+            case c.AddToGroup(target, group):
+                for conn in list(self.select(target)):
+                    self.join(conn, group)
+            case c.RemoveFromGroup(target, group):
+                for conn in list(self.select(target)):
+                    self.leave(conn, group)
+            case c.RemoveFromAllGroups(target):
+                for conn in list(self.select(target)):
+                    for group in list(conn.groups):
+                        self.leave(conn, group)
+            case c.AddToGroups(groups, filter):
+                for conn in list(self.select(c.ToAll(), filter=filter)):
+                    for group in groups:
+                        self.join(conn, group)
+            case c.RemoveFromGroups(groups, filter):
+                for conn in list(self.select(c.ToAll(), filter=filter)):
+                    for group in groups:
+                        self.leave(conn, group)
+            case c.Grant(connection_id, permission, target_name):
+                conn = self.connections.get(connection_id)
+                if conn is not None:
+                    conn.roles.add(role_for(permission, target_name))
+            case c.Revoke(connection_id, permission, target_name):
+                conn = self.connections.get(connection_id)
+                if conn is not None:
+                    revoke(conn.roles, permission, target_name)
+        return closed

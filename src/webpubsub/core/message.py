@@ -1,0 +1,110 @@
+"""The message model: what travels from a publisher to connections (spec 1.3, 4.4).
+
+A :class:`Message` holds the payload once, as bytes, with its data type. Codecs in
+``webpubsub.protocols`` turn it into one frame per (subprotocol, data type), so a broadcast
+encodes each variant once whatever the number of recipients.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from .errors import BadRequest, UnsupportedMediaType
+
+
+class DataType(StrEnum):
+    """``dataType`` of the JSON protocols."""
+
+    TEXT = "text"
+    JSON = "json"
+    BINARY = "binary"
+    PROTOBUF = "protobuf"
+
+
+class Source(StrEnum):
+    """``from`` of a downstream ``message``: REST send/upstream reply, or a group."""
+
+    SERVER = "server"
+    GROUP = "group"
+
+
+CONTENT_TYPES = {
+    "text/plain": DataType.TEXT,
+    "application/json": DataType.JSON,
+    "application/octet-stream": DataType.BINARY,
+}
+CONTENT_TYPE_OF = {
+    DataType.TEXT: "text/plain",
+    DataType.JSON: "application/json",
+    DataType.BINARY: "application/octet-stream",
+    DataType.PROTOBUF: "application/x-protobuf",
+}
+
+
+def data_type_for(content_type: str | None) -> DataType:
+    """Map a REST ``Content-Type`` to a data type (spec 1.3); parameters such as charset ignored."""
+    if not content_type:
+        raise UnsupportedMediaType(
+            "Content-Type is required: use text/plain, application/json or "
+            "application/octet-stream.",
+            target="Content-Type",
+        )
+    media = content_type.split(";", 1)[0].strip().lower()
+    try:
+        return CONTENT_TYPES[media]
+    except KeyError:
+        raise UnsupportedMediaType(
+            f"Unsupported Content-Type '{content_type[:100]}': use text/plain, "
+            "application/json or application/octet-stream.",
+            target="Content-Type",
+        ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One payload addressed to connections.
+
+    ``data`` is the payload as it travels to a simple (raw) client: UTF-8 text for ``text``,
+    the JSON text for ``json``, bytes for ``binary``/``protobuf``.
+    """
+
+    data: bytes
+    data_type: DataType
+    source: Source = Source.SERVER
+    group: str | None = None
+    from_user_id: str | None = None
+    # Encoded frames by codec key; filled lazily while fanning out (see protocols.frame_for).
+    frames: dict[object, bytes] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def from_rest(cls, body: bytes, content_type: str | None) -> Message:
+        """Build a message from a REST send body, checking it matches its type (spec 1.3)."""
+        data_type = data_type_for(content_type)
+        if data_type is DataType.JSON:
+            check_json(body)
+        elif data_type is DataType.TEXT:
+            try:
+                body.decode("utf-8")
+            except UnicodeDecodeError:
+                raise BadRequest("A text/plain body must be valid UTF-8.") from None
+        return cls(body, data_type)
+
+    def with_source(self, source: Source, group: str | None) -> Message:
+        """The same payload addressed from another source (frames are not shared)."""
+        return Message(self.data, self.data_type, source, group, self.from_user_id)
+
+
+def check_json(body: bytes) -> Any:
+    """Parse JSON or raise BadRequest."""
+    try:
+        return json.loads(body, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        raise BadRequest("The body is not valid JSON.", code="Error.InvalidJson") from None
+
+
+def _reject_constant(name: str) -> Any:
+    # NaN and Infinity are Python extensions, not JSON: other SDKs cannot parse them.
+    raise ValueError(name)

@@ -1,0 +1,258 @@
+"""The node: the facade over this process's hubs, the broker, and client request handling.
+
+REST routes and client endpoints call the node; the node decides (permissions, acks,
+duplicates, membership) and the edges only move bytes. A node without a broker is a
+single in-memory service; with one (e.g. Redis) every command reaches every node.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import Protocol
+
+from . import commands as c
+from .connection import CloseCode, Connection
+from .errors import (
+    ClientError,
+    Duplicate,
+    Forbidden,
+    InternalServerError,
+    InvalidMessage,
+    InvalidRequest,
+    ProtocolViolation,
+)
+from .hub import Hub
+from .message import Message, Source
+from .names import group_name_problem
+from .requests import (
+    ClientRequest,
+    JoinGroup,
+    LeaveGroup,
+    Ping,
+    SendEvent,
+    SendToGroup,
+    SequenceAck,
+    Unsupported,
+)
+from .roles import Permission, has_permission, is_allowed
+
+log = logging.getLogger("webpubsub.node")
+
+
+class Broker(Protocol):
+    """Carries commands to every node of a hub (see ``webpubsub.engine``).
+
+    Guarantees: at-most-once delivery; commands from one publisher to one hub are applied
+    in publish order on every node.
+    """
+
+    def publish(self, hub: str, command: c.Command) -> None: ...
+
+
+class UserEventHandler(Protocol):
+    """Receives user events (``event`` requests, simple-client frames) for the upstream."""
+
+    def __call__(self, conn: Connection, request: SendEvent) -> None: ...
+
+
+DisconnectHook = Callable[[Connection, str], None]
+
+
+class Node:
+    """All hubs of this process and the operations REST and clients ask for."""
+
+    def __init__(self, broker: Broker | None = None, *, max_groups_per_connection: int = 1000):
+        self.hubs: dict[str, Hub] = {}
+        self.broker = broker
+        self.max_groups_per_connection = max_groups_per_connection
+        self.on_user_event: UserEventHandler | None = None
+        self.on_disconnected: list[DisconnectHook] = []
+
+    # -- hubs and connections -----------------------------------------------------------
+
+    def hub(self, key: str) -> Hub | None:
+        """The hub with this key (lower-case name), or None when it has no connection here."""
+        return self.hubs.get(key)
+
+    def connect(self, conn: Connection, groups: Iterable[str] = ()) -> None:
+        """Register an accepted connection, join its initial groups, greet it (spec 4.1)."""
+        hub = self.hubs.get(conn.hub)
+        if hub is None:
+            hub = self.hubs[conn.hub] = Hub(conn.hub)
+        hub.add(conn)
+        for group in groups:
+            hub.join(conn, group)
+        conn.send(conn.codec.encode_connected(conn.connection_id, conn.user_id, None))
+
+    def disconnect(self, conn: Connection, reason: str = "") -> None:
+        """Forget a connection that went away; runs the disconnect hooks once."""
+        hub = self.hubs.get(conn.hub)
+        if hub is None or not hub.remove(conn):
+            return
+        conn.closed = True
+        if not hub.connections:
+            del self.hubs[conn.hub]
+        self._disconnected(conn, reason)
+
+    def _disconnected(self, conn: Connection, reason: str) -> None:
+        for hook in self.on_disconnected:
+            try:
+                hook(conn, reason)
+            except Exception:
+                log.exception("disconnect hook failed for %s", conn.connection_id)
+
+    # -- commands -----------------------------------------------------------------------
+
+    def execute(self, hub: str, command: c.Command) -> None:
+        """Carry out a command on every node (through the broker, if any)."""
+        if self.broker is None:
+            self.apply(hub, command)
+        else:
+            self.broker.publish(hub, command)
+
+    def apply(self, hub_key: str, command: c.Command) -> None:
+        """Apply a command to this node's connections (the broker calls this)."""
+        hub = self.hubs.get(hub_key)
+        if hub is None:
+            return
+        for conn in hub.apply(command):
+            reason = command.reason if isinstance(command, c.CloseConnections) else ""
+            self._disconnected(conn, reason)
+        if not hub.connections:
+            self.hubs.pop(hub_key, None)
+
+    # -- queries (local; a cluster engine answers these from shared state) ---------------
+
+    def find_connection(self, hub: str, connection_id: str) -> Connection | None:
+        found = self.hubs.get(hub)
+        return found.connections.get(connection_id) if found else None
+
+    def connection_exists(self, hub: str, connection_id: str) -> bool:
+        return self.find_connection(hub, connection_id) is not None
+
+    def user_exists(self, hub: str, user_id: str) -> bool:
+        found = self.hubs.get(hub)
+        return bool(found and user_id in found.users)
+
+    def group_exists(self, hub: str, group: str) -> bool:
+        found = self.hubs.get(hub)
+        return bool(found and group in found.groups)
+
+    def group_members(self, hub: str, group: str) -> list[tuple[str, str | None]]:
+        """(connection id, user id) of a group's members, in a stable order for paging."""
+        found = self.hubs.get(hub)
+        if found is None:
+            return []
+        return sorted((m.connection_id, m.user_id) for m in found.group_members(group))
+
+    def has_permission(
+        self, hub: str, connection_id: str, permission: Permission, target: str | None
+    ) -> bool:
+        conn = self.find_connection(hub, connection_id)
+        return conn is not None and has_permission(conn.roles, permission, target)
+
+    # -- client requests (spec 4.3-4.6) ---------------------------------------------------
+
+    def receive(self, conn: Connection, data: bytes, is_text: bool) -> None:
+        """One complete client message (all frames joined): decode it and act on it."""
+        try:
+            request = conn.codec.decode(data, is_text)
+        except ProtocolViolation as exc:
+            self.close(conn, exc.code, exc.message)
+            return
+        except InvalidRequest as exc:
+            if exc.ack_id is not None:
+                self._ack(conn, exc.ack_id, InvalidMessage(exc.message))
+            return
+        self.handle(conn, request)
+
+    def handle(self, conn: Connection, request: ClientRequest) -> None:
+        """Act on one client request and answer it (ack, pong) through its codec."""
+        ack_id = getattr(request, "ack_id", None)
+        if ack_id is not None and conn.seen_ack(ack_id):
+            self._ack(conn, ack_id, Duplicate(f"Message with ack-id: {ack_id} has been processed"))
+            return
+        try:
+            self._dispatch(conn, request)
+        except ClientError as error:
+            if ack_id is not None:
+                self._ack(conn, ack_id, error)
+            return
+        if ack_id is not None and not isinstance(request, SendEvent):
+            self._ack(conn, ack_id, None)
+
+    def _ack(self, conn: Connection, ack_id: int, error: ClientError | None) -> None:
+        conn.send(conn.codec.encode_ack(ack_id, error))
+
+    def _dispatch(self, conn: Connection, request: ClientRequest) -> None:
+        match request:
+            case JoinGroup(group):
+                self._check_group(group)
+                self._require(conn, Permission.JOIN_LEAVE_GROUP, group, "join")
+                hub = self.hubs[conn.hub]
+                if group not in conn.groups and len(conn.groups) >= self.max_groups_per_connection:
+                    raise InvalidMessage(
+                        f"The connection is already in {self.max_groups_per_connection} groups."
+                    )
+                hub.join(conn, group)
+            case LeaveGroup(group):
+                self._check_group(group)
+                self._require(conn, Permission.JOIN_LEAVE_GROUP, group, "leave")
+                self.hubs[conn.hub].leave(conn, group)
+            case SendToGroup(group, data, data_type, _, no_echo):
+                self._check_group(group)
+                self._require(conn, Permission.SEND_TO_GROUP, group, "send message to")
+                message = Message(data, data_type, Source.GROUP, group, conn.user_id)
+                excluded = frozenset((conn.connection_id,)) if no_echo else frozenset()
+                self.execute(conn.hub, c.Send(c.ToGroup(group), message, excluded))
+            case SendEvent():
+                self._user_event(conn, request)
+            case Ping():
+                conn.send(conn.codec.encode_pong())
+            case SequenceAck():
+                pass  # reliable subprotocols (resend buffer) are not implemented yet
+            case Unsupported(kind):
+                raise InvalidMessage(f"The message type '{kind}' is not supported.")
+
+    def _user_event(self, conn: Connection, request: SendEvent) -> None:
+        if conn.raw_group is not None:
+            # Simple client in webpubsub_mode=sendToGroup (spec 4.2).
+            self.handle(
+                conn,
+                SendToGroup(
+                    conn.raw_group, request.data, request.data_type, None, conn.raw_no_echo
+                ),
+            )
+            return
+        if self.on_user_event is not None:
+            self.on_user_event(conn, request)
+            return
+        if not conn.codec.is_pubsub:
+            # Simple clients are dropped when no handler takes their frames (spec 4.2).
+            self.close(conn, CloseCode.INTERNAL_ERROR, "No event handler is configured.")
+            return
+        raise InternalServerError(
+            f"No event handler is configured for the event '{request.event}'."
+        )
+
+    @staticmethod
+    def _check_group(group: str) -> None:
+        problem = group_name_problem(group)
+        if problem:
+            raise InvalidMessage(problem)
+
+    @staticmethod
+    def _require(conn: Connection, permission: Permission, group: str, verb: str) -> None:
+        if not is_allowed(conn.roles, permission, group):
+            raise Forbidden(f"The client has no permission to {verb} group '{group}'.")
+
+    def close(self, conn: Connection, code: int, reason: str) -> None:
+        """Close one local connection now (protocol violation, shutdown)."""
+        conn.close(code, reason)
+        self.disconnect(conn, reason)
+
+    def close_all(self, code: int, reason: str) -> None:
+        for hub in list(self.hubs.values()):
+            for conn in list(hub.connections.values()):
+                self.close(conn, code, reason)

@@ -1,0 +1,63 @@
+"""Client requests, as events: what a client asks of the service over a PubSub subprotocol.
+
+Codecs (JSON, protobuf, raw) parse frames into these values; :class:`~webpubsub.core.hub.Hub`
+acts on them. One frozen dataclass per message type of spec 4.3.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .message import DataType
+
+
+@dataclass(frozen=True, slots=True)
+class JoinGroup:
+    group: str
+    ack_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LeaveGroup:
+    group: str
+    ack_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SendToGroup:
+    group: str
+    data: bytes
+    data_type: DataType
+    ack_id: int | None = None
+    no_echo: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SendEvent:
+    """A user event for the upstream (``event`` type, or any frame of a simple client)."""
+
+    event: str
+    data: bytes
+    data_type: DataType
+    ack_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class SequenceAck:
+    sequence_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Unsupported:
+    """A known-but-unsupported request type (streaming, invoke, group state) with its ackId."""
+
+    type: str
+    ack_id: int | None = None
+
+
+ClientRequest = JoinGroup | LeaveGroup | SendToGroup | SendEvent | Ping | SequenceAck | Unsupported

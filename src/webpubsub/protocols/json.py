@@ -1,0 +1,204 @@
+"""``json.webpubsub.azure.v1``: JSON envelopes in text frames (spec 4.3, 4.4).
+
+Decoding turns one frame into a :mod:`~webpubsub.core.requests` value; encoding builds the
+downstream envelopes. A data message embeds the payload without re-parsing it: JSON payloads
+were validated when they entered the service, so their text goes in as is.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+
+from ..core.errors import ClientError, InvalidRequest, ProtocolViolation
+from ..core.message import DataType, Message, Source
+from ..core.requests import (
+    ClientRequest,
+    JoinGroup,
+    LeaveGroup,
+    Ping,
+    SendEvent,
+    SendToGroup,
+    SequenceAck,
+    Unsupported,
+)
+from .frames import text_frame
+
+SUBPROTOCOL = "json.webpubsub.azure.v1"
+UINT64_MAX = 2**64 - 1
+
+# Message types the current clients know but this service does not implement (spec 4.11, 4.12).
+UNSUPPORTED_TYPES = frozenset(
+    {
+        "streamData",
+        "streamEnd",
+        "invoke",
+        "cancelInvocation",
+        "setGroupState",
+        "subscribeGroupState",
+        "unsubscribeGroupState",
+    }
+)
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def dumps(value: Any) -> bytes:
+    return _dumps(value).encode()
+
+
+def encode_data(data: bytes, data_type: DataType) -> bytes:
+    """The JSON text of a ``data`` field for a payload of ``data_type`` (spec 4.4)."""
+    if data_type is DataType.JSON:
+        return data
+    if data_type is DataType.TEXT:
+        return dumps(data.decode("utf-8", "replace"))
+    return b'"' + base64.b64encode(data) + b'"'
+
+
+def decode_data(envelope: dict[str, Any], ack_id: int | None) -> tuple[bytes, DataType]:
+    """Payload bytes and data type from a request's ``dataType``/``data`` (default json)."""
+    raw_type = envelope.get("dataType", "json")
+    try:
+        data_type = DataType(raw_type) if isinstance(raw_type, str) else None
+    except ValueError:
+        data_type = None
+    if data_type is None:
+        raise InvalidRequest(f"Unsupported dataType {str(raw_type)[:40]!r}.", ack_id)
+    data = envelope.get("data")
+    if data_type is DataType.JSON:
+        return dumps(data), data_type
+    if not isinstance(data, str):
+        raise InvalidRequest(f"'data' must be a string for dataType '{data_type}'.", ack_id)
+    if data_type is DataType.TEXT:
+        return data.encode("utf-8", "surrogatepass"), data_type
+    try:
+        return base64.b64decode(data, validate=True), data_type
+    except (binascii.Error, ValueError):
+        raise InvalidRequest(
+            f"'data' is not valid base64 for dataType '{data_type}'.", ack_id
+        ) from None
+
+
+class JsonCodec:
+    """Encoder/decoder of the JSON subprotocol (non-reliable)."""
+
+    subprotocol: str | None = SUBPROTOCOL
+    is_pubsub = True
+    is_reliable = False
+
+    # -- downstream -------------------------------------------------------------------------
+
+    def message_body(self, message: Message) -> bytes:
+        """The JSON text of a ``message`` envelope."""
+        if message.source is Source.GROUP:
+            head = b'{"type":"message","from":"group","group":' + dumps(message.group)
+            if message.from_user_id is not None:
+                head += b',"fromUserId":' + dumps(message.from_user_id)
+        else:
+            head = b'{"type":"message","from":"server"'
+        return (
+            head
+            + b',"dataType":"'
+            + message.data_type.value.encode()
+            + b'","data":'
+            + encode_data(message.data, message.data_type)
+            + b"}"
+        )
+
+    def encode_message(self, message: Message) -> bytes:
+        return text_frame(self.message_body(message))
+
+    def encode_ack(self, ack_id: int, error: ClientError | None) -> bytes | None:
+        ack: dict[str, Any] = {"type": "ack", "ackId": ack_id, "success": error is None}
+        if error is not None:
+            ack["error"] = {"name": error.name, "message": error.message}
+        return text_frame(dumps(ack))
+
+    def encode_connected(
+        self, connection_id: str, user_id: str | None, reconnection_token: str | None
+    ) -> bytes | None:
+        body: dict[str, Any] = {
+            "type": "system",
+            "event": "connected",
+            "userId": user_id,
+            "connectionId": connection_id,
+        }
+        if reconnection_token is not None:
+            body["reconnectionToken"] = reconnection_token
+        return text_frame(dumps(body))
+
+    def encode_disconnected(self, reason: str) -> bytes | None:
+        return text_frame(dumps({"type": "system", "event": "disconnected", "message": reason}))
+
+    def encode_pong(self) -> bytes | None:
+        return text_frame(b'{"type":"pong"}')
+
+    # -- upstream ---------------------------------------------------------------------------
+
+    def decode(self, data: bytes, is_text: bool) -> ClientRequest:
+        try:
+            envelope = json.loads(data)
+        except (ValueError, RecursionError):
+            raise ProtocolViolation("The message is not valid JSON.") from None
+        if not isinstance(envelope, dict) or not isinstance(envelope.get("type"), str):
+            raise ProtocolViolation("The message must be a JSON object with a string 'type'.")
+        kind: str = envelope["type"]
+        ack_id = self._ack_id(envelope)
+        if kind == "joinGroup":
+            return JoinGroup(self._group(envelope, ack_id), ack_id)
+        if kind == "leaveGroup":
+            return LeaveGroup(self._group(envelope, ack_id), ack_id)
+        if kind == "sendToGroup":
+            group = self._group(envelope, ack_id)
+            if "stream" in envelope:
+                return Unsupported("stream", ack_id)
+            no_echo = envelope.get("noEcho", False)
+            if not isinstance(no_echo, bool):
+                raise InvalidRequest("'noEcho' must be a boolean.", ack_id)
+            payload, data_type = decode_data(envelope, ack_id)
+            return SendToGroup(group, payload, data_type, ack_id, no_echo)
+        if kind == "event":
+            event = envelope.get("event")
+            if not isinstance(event, str) or not event:
+                raise InvalidRequest("'event' must be a non-empty string.", ack_id)
+            payload, data_type = decode_data(envelope, ack_id)
+            return SendEvent(event, payload, data_type, ack_id)
+        if kind == "ping":
+            return Ping()
+        if kind == "sequenceAck":
+            sequence_id = envelope.get("sequenceId")
+            if not _is_uint64(sequence_id):
+                raise ProtocolViolation("'sequenceId' must be an unsigned integer.")
+            return SequenceAck(sequence_id)
+        return Unsupported(kind[:64], ack_id)
+
+    @staticmethod
+    def _ack_id(envelope: dict[str, Any]) -> int | None:
+        if "ackId" not in envelope or envelope["ackId"] is None:
+            return None
+        ack_id = envelope["ackId"]
+        if not _is_uint64(ack_id):
+            raise ProtocolViolation("'ackId' must be an unsigned 64-bit integer.")
+        return int(ack_id)
+
+    @staticmethod
+    def _group(envelope: dict[str, Any], ack_id: int | None) -> str:
+        group = envelope.get("group")
+        if not isinstance(group, str):
+            raise InvalidRequest("'group' must be a string.", ack_id)
+        return group
+
+    def __repr__(self) -> str:
+        return f"JsonCodec({self.subprotocol})"
+
+
+def _is_uint64(value: Any) -> bool:
+    return type(value) is int and 0 <= value <= UINT64_MAX
+
+
+JSON = JsonCodec()
+
+__all__ = ["JSON", "SUBPROTOCOL", "JsonCodec"]

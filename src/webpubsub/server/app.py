@@ -1,0 +1,156 @@
+"""The service: one port serving the REST API and the client endpoint, over one node."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from ..auth.tokens import TokenValidator, bearer_token
+from ..core.connection import CloseCode
+from ..core.errors import RequestError, Unauthorized
+from ..core.node import Node
+from . import rest
+from .client_endpoint import ClientEndpoint
+from .config import Settings
+from .connection import Flusher, ServiceProtocol
+from .http import HttpRequest, HttpResponse
+
+log = logging.getLogger("webpubsub.server")
+access_log = logging.getLogger("webpubsub.access")
+
+
+class Service:
+    """A running (or ready to run) service: settings, node, listening socket, connections."""
+
+    def __init__(self, settings: Settings, node: Node | None = None) -> None:
+        settings.ensure_key()
+        self.settings = settings
+        self.node = node or Node(
+            max_groups_per_connection=settings.limits.max_groups_per_connection
+        )
+        self.protocols: set[ServiceProtocol] = set()
+        self._server: asyncio.Server | None = None
+        self._keep_alive: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.flusher: Flusher
+        self.validator: TokenValidator
+        self.client_endpoint: ClientEndpoint
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        assert self._loop is not None, "the service is not started"
+        return self._loop
+
+    @property
+    def endpoint(self) -> str:
+        return self.settings.endpoint
+
+    @property
+    def connection_string(self) -> str:
+        return self.settings.connection_string
+
+    async def start(self) -> None:
+        """Bind the port and start serving (``port=0`` picks a free port)."""
+        self._loop = asyncio.get_running_loop()
+        self.flusher = Flusher(self._loop)
+        self._server = await self._loop.create_server(
+            lambda: ServiceProtocol(self),
+            self.settings.host,
+            self.settings.port,
+            reuse_address=True,
+            backlog=4096,
+        )
+        if self.settings.port == 0:
+            self.settings.port = self._server.sockets[0].getsockname()[1]
+        self.validator = TokenValidator(self.settings.access_keys, self.settings.endpoint)
+        scheme = "https" if self.settings.endpoint.startswith("https") else "http"
+        self.client_endpoint = ClientEndpoint(self.validator, self.settings.limits, scheme)
+        self._schedule_keep_alive()
+
+    async def stop(self, reason: str = "Service is shutting down.") -> None:
+        """Stop accepting, close every client with 1001, wait (bounded) for them to go."""
+        if self._server is not None:
+            self._server.close()
+        if self._keep_alive is not None:
+            self._keep_alive.cancel()
+        self.node.close_all(CloseCode.GOING_AWAY, reason)
+        deadline = time.monotonic() + self.settings.limits.shutdown_grace
+        while self.protocols and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        for proto in list(self.protocols):
+            if proto.transport is not None:
+                proto.transport.abort()
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+
+    def _schedule_keep_alive(self) -> None:
+        interval = self.settings.limits.keep_alive_interval
+        self._keep_alive = self.loop.call_later(interval, self._ping_all)
+
+    def _ping_all(self) -> None:
+        for proto in list(self.protocols):
+            proto.ping()
+        self._schedule_keep_alive()
+
+    # -- HTTP -------------------------------------------------------------------------------
+
+    def base_url(self, request: HttpRequest) -> str:
+        """The scheme://host[:port] the caller used (for absolute ``nextLink`` URLs)."""
+        if self.settings.public_endpoint:
+            return self.settings.endpoint
+        host = request.header("host")
+        return f"http://{host}" if host else self.settings.endpoint
+
+    async def handle_http(self, request: HttpRequest) -> HttpResponse:
+        """Answer one non-upgrade HTTP request."""
+        started = time.perf_counter()
+        operation = "-"
+        try:
+            if self.client_endpoint.matches(request.path):
+                result = self.client_endpoint.handshake(request, _NoTransport())
+                response = result if isinstance(result, HttpResponse) else HttpResponse(426)
+            else:
+                route, params = rest.resolve(request.method, request.path)
+                operation = route.operation
+                if route.auth:
+                    self._authenticate(request)
+                response = await route.handler(rest.Call(request, params, self))
+        except RequestError as exc:
+            response = HttpResponse.error(exc)
+        except Exception:
+            log.exception("unexpected error serving %s %s", request.method, request.path)
+            response = HttpResponse.json(
+                500, {"code": "Error.InternalServerError", "message": "Internal server error."}
+            )
+            response.headers.append(("x-ms-error-code", "Error.InternalServerError"))
+        if access_log.isEnabledFor(logging.DEBUG):
+            access_log.debug(
+                "%s %s %s -> %d (%.1f ms)",
+                request.method,
+                request.path,
+                operation,
+                response.status,
+                (time.perf_counter() - started) * 1000,
+            )
+        return response
+
+    def _authenticate(self, request: HttpRequest) -> None:
+        token = bearer_token(request.header("authorization"))
+        if token is None:
+            raise Unauthorized(
+                "An Authorization: Bearer <access-key JWT> header is required.",
+                code="Error.Unauthorized.NoToken",
+            )
+        self.validator.authenticate(token, request.path, request.header("host"), "http")
+
+
+class _NoTransport:
+    """Transport for a handshake that cannot complete (a plain GET on the client path)."""
+
+    def send(self, frame: bytes) -> None:
+        pass
+
+    def close(self, code: int, reason: str) -> None:
+        pass

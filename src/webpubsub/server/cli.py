@@ -1,0 +1,120 @@
+"""``webpubsub``: the command line (``webpubsub serve``)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from .. import __version__
+from .app import Service
+from .config import LOG_LEVELS, ConfigError, Settings, load_settings
+
+log = logging.getLogger("webpubsub")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="webpubsub",
+        description="A self-hosted service wire-compatible with Azure Web PubSub.",
+    )
+    parser.add_argument("--version", action="version", version=f"webpubsub {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser(
+        "serve",
+        help="run the service (REST API and client WebSocket endpoint on one port)",
+        description="Run the service in memory on one port. Settings come from flags, then "
+        "WEBPUBSUB_* environment variables, then the TOML config file.",
+    )
+    serve.add_argument("--host", help="interface to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default 8080; 0 = any)")
+    serve.add_argument(
+        "--public-endpoint",
+        help="the URL clients and SDKs use, e.g. https://pubsub.example.com behind a proxy "
+        "(token audiences name it; default http://HOST:PORT)",
+    )
+    serve.add_argument("--access-key", help="primary access key (env WEBPUBSUB_ACCESS_KEY)")
+    serve.add_argument("--secondary-key", help="secondary access key (env WEBPUBSUB_SECONDARY_KEY)")
+    serve.add_argument("--config", help="TOML config file (env WEBPUBSUB_CONFIG)")
+    serve.add_argument("--log-level", choices=LOG_LEVELS, help="default info")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings(
+            args.config,
+            overrides={
+                "host": args.host,
+                "port": args.port,
+                "public_endpoint": args.public_endpoint,
+                "access_key": args.access_key,
+                "secondary_key": args.secondary_key,
+                "log_level": args.log_level,
+            },
+        )
+    except ConfigError as exc:
+        print(f"webpubsub: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+    try:
+        _run(settings)
+    except OSError as exc:
+        print(
+            f"webpubsub: cannot listen on {settings.host}:{settings.port}: {exc.strerror}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # The websockets library logs every open/close at INFO; keep that for debug.
+    websocket_level = logging.DEBUG if level == "debug" else logging.WARNING
+    logging.getLogger("webpubsub.websocket").setLevel(websocket_level)
+
+
+def _run(settings: Settings) -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
+        runner = asyncio.run
+    else:
+        runner = uvloop.run
+    with contextlib.suppress(KeyboardInterrupt):
+        runner(_serve(settings))
+
+
+async def _serve(settings: Settings) -> None:
+    service = Service(settings)
+    await service.start()
+    _announce(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down: closing %d connection(s)", len(service.protocols))
+    await service.stop()
+    log.info("stopped")
+
+
+def _announce(settings: Settings) -> None:
+    print(f"webpubsub {__version__} listening on {settings.endpoint}", flush=True)
+    print(f"Connection string: {settings.connection_string}", flush=True)
+    if settings.generated_key:
+        print(
+            "(a random access key was generated; pass --access-key or set "
+            "WEBPUBSUB_ACCESS_KEY to keep one)",
+            flush=True,
+        )

@@ -1,0 +1,175 @@
+"""The client endpoint ``GET /client/hubs/{hub}``: the handshake policy (spec 3, 4.1, 4.2).
+
+Order: path and hub -> access token (query or header) -> claims -> subprotocol -> the
+websockets handshake. Failures are HTTP statuses with an ``ErrorDetail`` body, never a socket.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
+
+from websockets.datastructures import Headers
+from websockets.http11 import Request
+from websockets.server import ServerProtocol
+
+from ..auth.tokens import TokenValidator, bearer_token, claim_list
+from ..core.connection import Connection, Transport
+from ..core.errors import BadRequest, RequestError, Unauthorized
+from ..core.names import check_hub, group_name_problem
+from ..core.roles import Permission, is_allowed
+from ..protocols import select_codec
+from .http import HttpRequest, HttpResponse
+
+if TYPE_CHECKING:
+    from .config import Limits
+
+log = logging.getLogger("webpubsub.client")
+ws_log = logging.getLogger("webpubsub.websocket")
+
+Accepted = tuple[ServerProtocol, Connection, list[str]]
+
+
+class ClientEndpoint:
+    def __init__(self, validator: TokenValidator, limits: Limits, scheme: str = "http") -> None:
+        self.validator = validator
+        self.limits = limits
+        self.scheme = scheme
+
+    def matches(self, path: str) -> bool:
+        return path.startswith(("/client/", "/clients/")) or path == "/client"
+
+    def handshake(self, request: HttpRequest, transport: Transport) -> HttpResponse | Accepted:
+        """Accept the upgrade (websockets protocol, connection, initial groups) or refuse it."""
+        try:
+            return self._handshake(request, transport)
+        except RequestError as exc:
+            log.info(
+                "refused client %s %s: %s %s", request.client, request.path, exc.status, exc.message
+            )
+            return HttpResponse.error(exc)
+
+    def _handshake(self, request: HttpRequest, transport: Transport) -> HttpResponse | Accepted:
+        hub_name = self._hub_name(request)
+        hub = check_hub(hub_name)
+        claims = self._claims(request, f"/client/hubs/{hub_name}")
+        user_id = claims.get("sub")
+        if user_id is not None and not isinstance(user_id, str):
+            raise Unauthorized("The 'sub' claim must be a single string.")
+        roles = claim_list(claims, "role")
+        groups = claim_list(claims, "webpubsub.group")
+        for group in groups:
+            problem = group_name_problem(group)
+            if problem:
+                raise BadRequest(f"Invalid group in the token: {problem}", target="webpubsub.group")
+        offered = [
+            p.strip()
+            for value in request.header_all("sec-websocket-protocol")
+            for p in value.split(",")
+            if p.strip()
+        ]
+        codec = select_codec(offered)
+        if codec is None:
+            raise BadRequest(
+                f"None of the offered subprotocols is supported: {', '.join(offered)[:200]}. "
+                "Supported: json.webpubsub.azure.v1, or none for a simple WebSocket client.",
+                code="Error.UnsupportedSubprotocol",
+            )
+        conn = Connection(hub, codec, transport, user_id=user_id, roles=roles, claims=claims)
+        self._simple_mode(request, conn)
+
+        chosen = codec.subprotocol
+        ws = ServerProtocol(
+            subprotocols=[chosen] if chosen else None,  # type: ignore[list-item]
+            select_subprotocol=(lambda _p, _o: chosen) if chosen else None,  # type: ignore[arg-type,return-value]
+            max_size=self.limits.max_message_size,
+            logger=ws_log,
+        )
+        ws_request = Request(request.path + _query_suffix(request), Headers(request.headers))
+        response = ws.accept(ws_request)
+        if response.status_code != 101:
+            body = (response.body or b"").decode("utf-8", "replace").strip()
+            error = RequestError(
+                body or response.reason_phrase,
+                code="Error.BadHandshake",
+                status=response.status_code,
+            )
+            response_out = HttpResponse.error(error)
+            response_out.headers.extend(
+                (k, v) for k, v in response.headers.raw_items() if k.lower() in ("upgrade", "allow")
+            )
+            return response_out
+        ws.send_response(response)
+        # The request was parsed by httptools; go straight to frames.
+        ws.parser = ws.parse()
+        next(ws.parser)
+        log.debug(
+            "client connected %s hub=%s user=%s subprotocol=%s",
+            conn.connection_id,
+            hub,
+            user_id,
+            chosen,
+        )
+        return ws, conn, groups
+
+    def _hub_name(self, request: HttpRequest) -> str:
+        segments = [unquote(s) for s in request.path.strip("/").split("/")]
+        if len(segments) == 3 and segments[:2] == ["client", "hubs"]:
+            return segments[2]
+        if segments == ["client"]:
+            hub = request.query_one("hub")
+            if hub:
+                return hub
+            raise BadRequest("The 'hub' query parameter is required on /client/.", target="hub")
+        if segments[:1] == ["clients"] and len(segments) >= 2:
+            raise BadRequest(
+                f"The '{segments[1][:40]}' client protocol is not supported by this service.",
+                code="Error.UnsupportedClientProtocol",
+            )
+        raise _not_found(request.path)
+
+    def _claims(self, request: HttpRequest, audience_path: str) -> dict[str, Any]:
+        query_token = request.query_one("access_token")
+        header_token = bearer_token(request.header("authorization"))
+        if query_token and header_token and query_token != header_token:
+            raise Unauthorized(
+                "Two different access tokens were sent (query and Authorization header).",
+                code="Error.Unauthorized.AmbiguousToken",
+            )
+        token = query_token or header_token
+        if not token:
+            raise Unauthorized(
+                "An access token is required: pass it as the access_token query parameter or "
+                "an Authorization: Bearer header.",
+                code="Error.Unauthorized.NoToken",
+            )
+        claims = self.validator.decode(token)
+        path = request.path if request.path.rstrip("/") != "/client" else audience_path
+        self.validator.check_audience(claims, path, request.header("host"), self.scheme)
+        return claims
+
+    def _simple_mode(self, request: HttpRequest, conn: Connection) -> None:
+        """``webpubsub_mode=sendToGroup&group=g`` for simple clients (spec 4.2)."""
+        mode = request.query_one("webpubsub_mode")
+        if mode is None or mode == "sendEvent":
+            return
+        if mode != "sendToGroup":
+            raise BadRequest(f"Unknown webpubsub_mode '{mode[:40]}'.", target="webpubsub_mode")
+        groups = request.query.get("group", [])
+        if len(groups) != 1 or group_name_problem(groups[0]):
+            raise BadRequest(
+                "webpubsub_mode=sendToGroup needs exactly one valid group.", target="group"
+            )
+        if not is_allowed(conn.roles, Permission.SEND_TO_GROUP, groups[0]):
+            raise Unauthorized(f"The token has no permission to send to group '{groups[0]}'.")
+        conn.raw_group = groups[0]
+        conn.raw_no_echo = request.query_one("noEcho") in ("true", "True", "1")
+
+
+def _query_suffix(request: HttpRequest) -> str:
+    return "?" + request.query_string if request.query_string else ""
+
+
+def _not_found(path: str) -> RequestError:
+    return RequestError(f"No endpoint at {path[:200]}.", code="Error.NotFound", status=404)

@@ -1,0 +1,162 @@
+"""Service settings: defaults, a TOML file, environment variables and flags, in that order.
+
+Every setting has a safe default, so ``webpubsub serve`` needs no file at all.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+MIB = 1024 * 1024
+
+
+class ConfigError(Exception):
+    """A setting that cannot be used; the CLI prints it and exits with status 2."""
+
+
+@dataclass
+class Limits:
+    """Resource limits (each one a knob in ``[limits]`` of the config file)."""
+
+    max_message_size: int = MIB  # spec 6: one message <= 1 MB (REST body and WebSocket message)
+    max_url_length: int = 8192
+    max_header_count: int = 100
+    max_header_bytes: int = 32 * 1024
+    request_timeout: float = 30.0  # seconds to receive a complete first request
+    close_timeout: float = 5.0  # seconds to wait for the client's close frame
+    max_write_buffer: int = 16 * MIB  # unsent bytes per connection before it is cut
+    max_groups_per_connection: int = 1000
+    keep_alive_interval: float = 20.0  # WebSocket pings (spec 4.9)
+    shutdown_grace: float = 5.0
+
+    @property
+    def max_body_size(self) -> int:
+        return self.max_message_size
+
+
+@dataclass
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    public_endpoint: str | None = None
+    access_keys: list[str] = field(default_factory=list)
+    log_level: str = "info"
+    limits: Limits = field(default_factory=Limits)
+    generated_key: bool = False
+
+    @property
+    def endpoint(self) -> str:
+        """The URL SDKs and clients use: the public endpoint, or this host and port."""
+        if self.public_endpoint:
+            return self.public_endpoint.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+    @property
+    def connection_string(self) -> str:
+        return f"Endpoint={self.endpoint};AccessKey={self.access_keys[0]};Version=1.0;"
+
+    def ensure_key(self) -> None:
+        """Generate a random access key when none was configured."""
+        if not self.access_keys:
+            self.access_keys = [secrets.token_urlsafe(32)]
+            self.generated_key = True
+
+
+def load_settings(
+    config_file: str | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build settings from a TOML file, then ``WEBPUBSUB_*`` variables, then flag overrides."""
+    env = os.environ if env is None else env
+    settings = Settings()
+    config_file = config_file or env.get("WEBPUBSUB_CONFIG")
+    if config_file:
+        _apply_file(settings, Path(config_file))
+    _apply_env(settings, env)
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _set(settings, key, value)
+    _validate(settings)
+    settings.ensure_key()
+    return settings
+
+
+def _apply_file(settings: Settings, path: Path) -> None:
+    try:
+        data = tomllib.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    for key in ("host", "port", "public_endpoint", "log_level"):
+        if key in data:
+            _set(settings, key, data[key])
+    keys = data.get("keys", {})
+    if not isinstance(keys, dict):
+        raise ConfigError("[keys] must be a table with 'primary' and optionally 'secondary'")
+    _set_keys(settings, keys.get("primary"), keys.get("secondary"))
+    limits = data.get("limits", {})
+    known = {f.name for f in fields(Limits)}
+    for key, value in limits.items():
+        if key not in known:
+            raise ConfigError(f"unknown limit '{key}' (known: {', '.join(sorted(known))})")
+        if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+            raise ConfigError(f"limit '{key}' must be a positive number")
+        setattr(settings.limits, key, value)
+
+
+def _apply_env(settings: Settings, env: Mapping[str, str]) -> None:
+    for key in ("host", "port", "public_endpoint", "log_level"):
+        value = env.get(f"WEBPUBSUB_{key.upper()}")
+        if value:
+            _set(settings, key, value)
+    _set_keys(settings, env.get("WEBPUBSUB_ACCESS_KEY"), env.get("WEBPUBSUB_SECONDARY_KEY"))
+
+
+def _set_keys(settings: Settings, primary: Any, secondary: Any) -> None:
+    for value in (primary, secondary):
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            raise ConfigError("access keys must be non-empty strings")
+    if primary:
+        settings.access_keys = [primary, *settings.access_keys[1:2]]
+    if secondary:
+        if not settings.access_keys:
+            raise ConfigError("a secondary access key needs a primary key")
+        settings.access_keys = [settings.access_keys[0], secondary]
+
+
+def _set(settings: Settings, key: str, value: Any) -> None:
+    if key == "access_key":
+        _set_keys(settings, value, None)
+    elif key == "secondary_key":
+        _set_keys(settings, None, value)
+    elif key == "port":
+        try:
+            settings.port = int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"port must be a number, not {value!r}") from None
+    elif key == "log_level":
+        settings.log_level = str(value).lower()
+    else:
+        setattr(settings, key, value)
+
+
+def _validate(settings: Settings) -> None:
+    if not 0 <= settings.port <= 65535:
+        raise ConfigError(f"port must be between 0 and 65535, not {settings.port}")
+    if settings.log_level not in LOG_LEVELS:
+        raise ConfigError(f"log level must be one of {', '.join(LOG_LEVELS)}")
+    endpoint = settings.public_endpoint
+    if endpoint and not endpoint.startswith(("http://", "https://")):
+        raise ConfigError("the public endpoint must start with http:// or https://")

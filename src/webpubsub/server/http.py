@@ -1,0 +1,94 @@
+"""HTTP/1.1 requests and responses on the service port, parsed with httptools.
+
+:class:`HttpRequest` is what a REST route or the client endpoint sees; :class:`HttpResponse`
+is what it answers. The connection protocol that drives the parser lives in ``connection.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import parse_qs
+
+from ..core.errors import RequestError
+
+
+@dataclass(slots=True)
+class HttpRequest:
+    """One parsed request: method, raw target, headers (lower-case names) and body."""
+
+    method: str
+    target: str
+    headers: list[tuple[str, str]]
+    body: bytes = b""
+    client: str = ""
+    _query: dict[str, list[str]] | None = field(default=None, repr=False)
+
+    @property
+    def path(self) -> str:
+        """The raw (still percent-encoded) path, without the query."""
+        return self.target.split("?", 1)[0]
+
+    @property
+    def query_string(self) -> str:
+        return self.target.split("?", 1)[1] if "?" in self.target else ""
+
+    @property
+    def query(self) -> dict[str, list[str]]:
+        """Query parameters; repeated keys keep every value (``excluded=a&excluded=b``)."""
+        if self._query is None:
+            self._query = parse_qs(self.query_string, keep_blank_values=True)
+        return self._query
+
+    def query_one(self, name: str) -> str | None:
+        values = self.query.get(name)
+        return values[0] if values else None
+
+    def header(self, name: str) -> str | None:
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+    def header_all(self, name: str) -> list[str]:
+        return [value for key, value in self.headers if key == name]
+
+
+@dataclass(slots=True)
+class HttpResponse:
+    status: int
+    body: bytes = b""
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    content_type: str | None = None
+
+    @classmethod
+    def json(cls, status: int, value: Any) -> HttpResponse:
+        body = json.dumps(value, separators=(",", ":")).encode()
+        return cls(status, body, content_type="application/json; charset=utf-8")
+
+    @classmethod
+    def error(cls, exc: RequestError) -> HttpResponse:
+        """The spec's ``ErrorDetail`` body plus ``x-ms-error-code`` (spec 1.1)."""
+        detail: dict[str, Any] = {"code": exc.code, "message": exc.message}
+        if exc.target:
+            detail["target"] = exc.target
+        response = cls.json(exc.status, detail)
+        response.headers.append(("x-ms-error-code", exc.code))
+        return response
+
+    def serialize(self, *, head: bool = False, keep_alive: bool = True) -> bytes:
+        reason = _REASONS.get(self.status, "Unknown")
+        lines = [f"HTTP/1.1 {self.status} {reason}"]
+        if self.content_type and self.body:
+            lines.append(f"Content-Type: {self.content_type}")
+        lines.append(f"Content-Length: {len(self.body)}")
+        if not keep_alive:
+            lines.append("Connection: close")
+        lines.extend(f"{k}: {v}" for k, v in self.headers)
+        head_bytes = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
+        return head_bytes if head else head_bytes + self.body
+
+
+_REASONS = {s.value: s.phrase for s in HTTPStatus}
