@@ -7,6 +7,8 @@ from collections.abc import Iterable
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .reliable import Recovery
+
 if TYPE_CHECKING:
     from .errors import ClientError
     from .message import Message
@@ -57,6 +59,10 @@ class Codec(Protocol):
 
     def decode(self, data: bytes, is_text: bool) -> ClientRequest: ...
 
+    def sequence(self, encoded: bytes, sequence_id: int) -> tuple[bytes, ...]:
+        """Reliable codecs: the frame pieces of an encoded message with its sequence id."""
+        ...
+
 
 MAX_ACK_IDS = 65536
 
@@ -83,6 +89,7 @@ class Connection:
         "hub",
         "raw_group",
         "raw_no_echo",
+        "recovery",
         "roles",
         "state",
         "transport",
@@ -114,6 +121,8 @@ class Connection:
         self.raw_group: str | None = None
         self.raw_no_echo = False
         self._ack_ids: dict[int, None] = {}
+        # Reliable subprotocols keep a resend buffer and survive a dropped socket (spec 4.7).
+        self.recovery: Recovery | None = Recovery() if codec.is_reliable else None
 
     @property
     def subprotocol(self) -> str | None:
@@ -128,9 +137,37 @@ class Connection:
             del self._ack_ids[next(iter(self._ack_ids))]
         return False
 
+    @property
+    def attached(self) -> bool:
+        """Whether a socket carries this connection now (False while it is recovering)."""
+        return self.recovery is None or self.recovery.attached
+
     def send(self, frame: bytes | None) -> None:
-        if frame is not None and not self.closed:
+        """Send a control envelope (ack, pong, system): not buffered, lost if detached."""
+        if frame is not None and not self.closed and self.attached:
             self.transport.send(frame)
+
+    def deliver(self, encoded: bytes) -> bool:
+        """Send an encoded data message; reliable connections number and buffer it.
+
+        Returns False when the resend buffer overflowed: the connection must be closed as
+        unrecoverable (spec 4.7).
+        """
+        if self.closed:
+            return True
+        recovery = self.recovery
+        if recovery is None:
+            self.transport.send(encoded)
+            return True
+        buffer = recovery.buffer
+        sequence_id = buffer.take_id()
+        pieces = self.codec.sequence(encoded, sequence_id)
+        if not buffer.push(sequence_id, pieces):
+            return False
+        if recovery.attached:
+            for piece in pieces:
+                self.transport.send(piece)
+        return True
 
     def close(self, code: int, reason: str) -> None:
         """Say goodbye in the subprotocol's own words, then close the socket."""
@@ -138,7 +175,8 @@ class Connection:
             return
         self.send(self.codec.encode_disconnected(reason))
         self.closed = True
-        self.transport.close(code, reason)
+        if self.attached:
+            self.transport.close(code, reason)
 
     def __repr__(self) -> str:
         return f"<Connection {self.connection_id} hub={self.hub} user={self.user_id}>"

@@ -14,6 +14,8 @@ from .message import Message, Source
 from .odata import Filter
 from .roles import revoke, role_for
 
+BUFFER_FULL = "The reliable message buffer of the connection is full."
+
 
 class Hub:
     """Connections of one hub on this node, indexed by id, user and group."""
@@ -97,24 +99,29 @@ class Hub:
 
     # -- fan-out --------------------------------------------------------------------------
 
-    def deliver(self, message: Message, conns: Iterable[Connection]) -> int:
-        """Queue ``message`` on every connection, encoding it once per codec; returns count.
+    def deliver(self, message: Message, conns: Iterable[Connection]) -> list[Connection]:
+        """Queue ``message`` on every connection, encoding it once per codec.
 
         The frame cache lives on the message, keyed by codec: a broadcast to N connections of
-        k subprotocols encodes k frames (design: encode once per fan-out).
+        k subprotocols encodes k frames (design: encode once per fan-out); reliable
+        connections add only their sequence id. Returns the connections whose resend buffer
+        overflowed, which the caller must close.
         """
         frames = message.frames
-        count = 0
+        overflowed: list[Connection] = []
         for conn in conns:
-            if conn.closed:
-                continue
             codec = conn.codec
             frame = frames.get(codec)
             if frame is None:
                 frame = frames[codec] = codec.encode_message(message)
-            conn.transport.send(frame)
-            count += 1
-        return count
+            if not conn.deliver(frame):
+                overflowed.append(conn)
+        return overflowed
+
+    def close(self, conn: Connection, code: int, reason: str) -> None:
+        """Remove a connection and close it (it will not be recoverable)."""
+        self.remove(conn)
+        conn.close(code, reason)
 
     # -- commands ---------------------------------------------------------------------------
 
@@ -125,14 +132,15 @@ class Hub:
             case c.Send(target, message, excluded, filter):
                 if isinstance(target, c.ToGroup):
                     message = message.with_source(Source.GROUP, target.group)
-                self.deliver(message, list(self.select(target, excluded, filter)))
+                for conn in self.deliver(message, list(self.select(target, excluded, filter))):
+                    self.close(conn, CloseCode.POLICY_VIOLATION, BUFFER_FULL)
+                    closed.append(conn)
             case c.CloseConnections(target, reason, excluded):
                 for conn in list(self.select(target, excluded)):
                     code = (
                         CloseCode.POLICY_VIOLATION if conn.codec.is_reliable else CloseCode.NORMAL
                     )
-                    self.remove(conn)
-                    conn.close(code, reason)
+                    self.close(conn, code, reason)
                     closed.append(conn)
             case c.AddToGroup(target, group):
                 for conn in list(self.select(target)):

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from . import commands as c
-from .connection import CloseCode, Connection
+from .connection import CloseCode, Connection, Transport
 from .errors import (
     ClientError,
     Duplicate,
@@ -22,9 +22,10 @@ from .errors import (
     InvalidRequest,
     ProtocolViolation,
 )
-from .hub import Hub
+from .hub import BUFFER_FULL, Hub
 from .message import Message, Source
 from .names import group_name_problem
+from .reliable import RECOVERY_WINDOW
 from .requests import (
     ClientRequest,
     JoinGroup,
@@ -38,6 +39,10 @@ from .requests import (
 from .roles import Permission, has_permission, is_allowed
 
 log = logging.getLogger("webpubsub.node")
+
+
+class RecoveryRefused(Exception):
+    """A reliable reconnection that cannot be honoured (spec 4.7: close with 1008)."""
 
 
 class Broker(Protocol):
@@ -62,10 +67,19 @@ DisconnectHook = Callable[[Connection, str], None]
 class Node:
     """All hubs of this process and the operations REST and clients ask for."""
 
-    def __init__(self, broker: Broker | None = None, *, max_groups_per_connection: int = 1000):
+    def __init__(
+        self,
+        broker: Broker | None = None,
+        *,
+        max_groups_per_connection: int = 1000,
+        recovery_window: float = RECOVERY_WINDOW,
+    ):
         self.hubs: dict[str, Hub] = {}
         self.broker = broker
         self.max_groups_per_connection = max_groups_per_connection
+        self.recovery_window = recovery_window
+        # Reliable connections whose socket dropped, waiting for the client (spec 4.7).
+        self.recovering: set[Connection] = set()
         self.on_user_event: UserEventHandler | None = None
         self.on_disconnected: list[DisconnectHook] = []
 
@@ -83,10 +97,69 @@ class Node:
         hub.add(conn)
         for group in groups:
             hub.join(conn, group)
-        conn.send(conn.codec.encode_connected(conn.connection_id, conn.user_id, None))
+        token = conn.recovery.token if conn.recovery else None
+        conn.send(conn.codec.encode_connected(conn.connection_id, conn.user_id, token))
+
+    def connection_lost(self, conn: Connection, transport: Transport, now: float) -> None:
+        """The socket under ``conn`` is gone: keep a reliable connection for its recovery
+        window, forget any other at once."""
+        if conn.transport is not transport:
+            return  # a recovery already moved the connection to a new socket
+        recovery = conn.recovery
+        if recovery is not None and not conn.closed and self._is_registered(conn):
+            recovery.attached = False
+            recovery.deadline = now + self.recovery_window
+            self.recovering.add(conn)
+            return
+        self.disconnect(conn)
+
+    def resume(
+        self, hub: str, connection_id: str, token: str, transport: Transport, now: float
+    ) -> Connection:
+        """Move a reliable connection to a new socket and replay what was not acknowledged.
+
+        Raises RecoveryRefused when the connection is unknown, closed or the token is wrong;
+        the edge then closes the new socket with 1008 so the client stops retrying.
+        """
+        conn = self.find_connection(hub, connection_id)
+        recovery = conn.recovery if conn is not None else None
+        if conn is None or recovery is None or conn.closed:
+            raise RecoveryRefused("The connection cannot be recovered: it no longer exists.")
+        if not recovery.check_token(token):
+            raise RecoveryRefused("The reconnection token is invalid.")
+        if recovery.attached:
+            # The client came back before we noticed the old socket die.
+            conn.transport.close(CloseCode.POLICY_VIOLATION, "Replaced by a recovered socket.")
+        conn.transport = transport
+        recovery.attached = True
+        recovery.deadline = None
+        self.recovering.discard(conn)
+        conn.send(conn.codec.encode_connected(conn.connection_id, conn.user_id, recovery.token))
+        for pieces in recovery.buffer.pending():
+            for piece in pieces:
+                transport.send(piece)
+        return conn
+
+    def expire(self, now: float) -> None:
+        """End the reliable connections whose recovery window has passed."""
+        expired = [
+            conn
+            for conn in self.recovering
+            if conn.recovery is not None
+            and conn.recovery.deadline is not None
+            and conn.recovery.deadline <= now
+        ]
+        for conn in expired:
+            self.recovering.discard(conn)
+            conn.closed = True
+            self.disconnect(conn, "The connection was not recovered in time.")
+
+    def _is_registered(self, conn: Connection) -> bool:
+        return self.find_connection(conn.hub, conn.connection_id) is conn
 
     def disconnect(self, conn: Connection, reason: str = "") -> None:
         """Forget a connection that went away; runs the disconnect hooks once."""
+        self.recovering.discard(conn)
         hub = self.hubs.get(conn.hub)
         if hub is None or not hub.remove(conn):
             return
@@ -117,7 +190,8 @@ class Node:
         if hub is None:
             return
         for conn in hub.apply(command):
-            reason = command.reason if isinstance(command, c.CloseConnections) else ""
+            self.recovering.discard(conn)
+            reason = command.reason if isinstance(command, c.CloseConnections) else BUFFER_FULL
             self._disconnected(conn, reason)
         if not hub.connections:
             self.hubs.pop(hub_key, None)
@@ -210,8 +284,9 @@ class Node:
                 self._user_event(conn, request)
             case Ping():
                 conn.send(conn.codec.encode_pong())
-            case SequenceAck():
-                pass  # reliable subprotocols (resend buffer) are not implemented yet
+            case SequenceAck(sequence_id):
+                if conn.recovery is not None:
+                    conn.recovery.buffer.ack(sequence_id)
             case Unsupported(kind):
                 raise InvalidMessage(f"The message type '{kind}' is not supported.")
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..core.connection import Codec
-from .json import JSON
+from .json import JSON, RELIABLE_JSON
+from .protobuf import PROTOBUF, RELIABLE_PROTOBUF
 from .raw import RAW
 
 # Predefined PubSub subprotocols (spec 4.1), and the codecs this service implements.
@@ -18,7 +19,9 @@ PUBSUB_SUBPROTOCOLS = (
     "protobuf.webpubsub.azure.v1",
     "protobuf.reliable.webpubsub.azure.v1",
 )
-CODECS: dict[str, Codec] = {JSON.subprotocol or "": JSON}
+CODECS: dict[str, Codec] = {
+    codec.subprotocol or "": codec for codec in (JSON, RELIABLE_JSON, PROTOBUF, RELIABLE_PROTOBUF)
+}
 
 
 def select_codec(offered: Sequence[str]) -> Codec | None:
@@ -35,4 +38,13 @@ def select_codec(offered: Sequence[str]) -> Codec | None:
     return None if predefined else RAW
 
 
-__all__ = ["CODECS", "JSON", "PUBSUB_SUBPROTOCOLS", "RAW", "select_codec"]
+__all__ = [
+    "CODECS",
+    "JSON",
+    "PROTOBUF",
+    "PUBSUB_SUBPROTOCOLS",
+    "RAW",
+    "RELIABLE_JSON",
+    "RELIABLE_PROTOBUF",
+    "select_codec",
+]

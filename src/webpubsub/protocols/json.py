@@ -24,9 +24,10 @@ from ..core.requests import (
     SequenceAck,
     Unsupported,
 )
-from .frames import text_frame
+from .frames import OP_TEXT, header, text_frame
 
 SUBPROTOCOL = "json.webpubsub.azure.v1"
+RELIABLE_SUBPROTOCOL = "json.reliable.webpubsub.azure.v1"
 UINT64_MAX = 2**64 - 1
 
 # Message types the current clients know but this service does not implement (spec 4.11, 4.12).
@@ -138,6 +139,9 @@ class JsonCodec:
 
     # -- upstream ---------------------------------------------------------------------------
 
+    def sequence(self, encoded: bytes, sequence_id: int) -> tuple[bytes, ...]:
+        raise NotImplementedError("json.webpubsub.azure.v1 has no sequence ids")
+
     def decode(self, data: bytes, is_text: bool) -> ClientRequest:
         try:
             envelope = json.loads(data)
@@ -195,10 +199,29 @@ class JsonCodec:
         return f"JsonCodec({self.subprotocol})"
 
 
+class ReliableJsonCodec(JsonCodec):
+    """``json.reliable.webpubsub.azure.v1``: as the JSON protocol, plus ``sequenceId``.
+
+    The shared encoding of a message is its envelope without the opening brace; each
+    connection adds ``{"sequenceId":N,`` and a frame header, a few bytes (spec 4.7).
+    """
+
+    subprotocol: str | None = RELIABLE_SUBPROTOCOL
+    is_reliable = True
+
+    def encode_message(self, message: Message) -> bytes:
+        return self.message_body(message)[1:]
+
+    def sequence(self, encoded: bytes, sequence_id: int) -> tuple[bytes, ...]:
+        prefix = b'{"sequenceId":%d,' % sequence_id
+        return header(OP_TEXT, len(prefix) + len(encoded)) + prefix, encoded
+
+
 def _is_uint64(value: Any) -> bool:
     return type(value) is int and 0 <= value <= UINT64_MAX
 
 
 JSON = JsonCodec()
+RELIABLE_JSON = ReliableJsonCodec()
 
-__all__ = ["JSON", "SUBPROTOCOL", "JsonCodec"]
+__all__ = ["JSON", "RELIABLE_JSON", "RELIABLE_SUBPROTOCOL", "SUBPROTOCOL", "JsonCodec"]

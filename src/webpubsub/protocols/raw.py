@@ -34,6 +34,9 @@ class RawCodec:
     def encode_pong(self) -> bytes | None:
         return None
 
+    def sequence(self, encoded: bytes, sequence_id: int) -> tuple[bytes, ...]:
+        raise NotImplementedError("simple clients have no sequence ids")
+
     def decode(self, data: bytes, is_text: bool) -> ClientRequest:
         return SendEvent("message", data, DataType.TEXT if is_text else DataType.BINARY)
 

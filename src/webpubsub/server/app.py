@@ -27,7 +27,8 @@ class Service:
         settings.ensure_key()
         self.settings = settings
         self.node = node or Node(
-            max_groups_per_connection=settings.limits.max_groups_per_connection
+            max_groups_per_connection=settings.limits.max_groups_per_connection,
+            recovery_window=settings.limits.recovery_window,
         )
         self.protocols: set[ServiceProtocol] = set()
         self._server: asyncio.Server | None = None
@@ -65,7 +66,10 @@ class Service:
             self.settings.port = self._server.sockets[0].getsockname()[1]
         self.validator = TokenValidator(self.settings.access_keys, self.settings.endpoint)
         scheme = "https" if self.settings.endpoint.startswith("https") else "http"
-        self.client_endpoint = ClientEndpoint(self.validator, self.settings.limits, scheme)
+        self.client_endpoint = ClientEndpoint(
+            self.node, self.validator, self.settings.limits, scheme
+        )
+        self._next_ping = self.loop.time() + self.settings.limits.keep_alive_interval
         self._schedule_keep_alive()
 
     async def stop(self, reason: str = "Service is shutting down.") -> None:
@@ -86,12 +90,16 @@ class Service:
             self._server = None
 
     def _schedule_keep_alive(self) -> None:
-        interval = self.settings.limits.keep_alive_interval
-        self._keep_alive = self.loop.call_later(interval, self._ping_all)
+        self._keep_alive = self.loop.call_later(1.0, self._tick)
 
-    def _ping_all(self) -> None:
-        for proto in list(self.protocols):
-            proto.ping()
+    def _tick(self) -> None:
+        """Once a second: expire reliable connections past their window, ping when due."""
+        now = self.loop.time()
+        self.node.expire(now)
+        if now >= self._next_ping:
+            self._next_ping = now + self.settings.limits.keep_alive_interval
+            for proto in list(self.protocols):
+                proto.ping()
         self._schedule_keep_alive()
 
     # -- HTTP -------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ websockets handshake. Failures are HTTP statuses with an ``ErrorDetail`` body, n
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
@@ -23,16 +24,33 @@ from ..protocols import select_codec
 from .http import HttpRequest, HttpResponse
 
 if TYPE_CHECKING:
+    from ..core.node import Node
     from .config import Limits
 
 log = logging.getLogger("webpubsub.client")
 ws_log = logging.getLogger("webpubsub.websocket")
 
-Accepted = tuple[ServerProtocol, Connection, list[str]]
+
+@dataclass
+class Accepted:
+    """An upgraded client: a new connection to register, or a recovery to resume.
+
+    ``refusal`` is set when the upgrade is accepted only to be closed at once with 1008,
+    which is how a refused reliable recovery is told to stop retrying (spec 4.7).
+    """
+
+    ws: ServerProtocol
+    conn: Connection | None = None
+    groups: list[str] = field(default_factory=list)
+    resume: tuple[str, str, str] | None = None  # hub, connection id, reconnection token
+    refusal: str | None = None
 
 
 class ClientEndpoint:
-    def __init__(self, validator: TokenValidator, limits: Limits, scheme: str = "http") -> None:
+    def __init__(
+        self, node: Node, validator: TokenValidator, limits: Limits, scheme: str = "http"
+    ) -> None:
+        self.node = node
         self.validator = validator
         self.limits = limits
         self.scheme = scheme
@@ -53,6 +71,16 @@ class ClientEndpoint:
     def _handshake(self, request: HttpRequest, transport: Transport) -> HttpResponse | Accepted:
         hub_name = self._hub_name(request)
         hub = check_hub(hub_name)
+        offered = [
+            p.strip()
+            for value in request.header_all("sec-websocket-protocol")
+            for p in value.split(",")
+            if p.strip()
+        ]
+        connection_id = request.query_one("awps_connection_id")
+        token = request.query_one("awps_reconnection_token")
+        if connection_id and token:
+            return self._recover(request, offered, (hub, connection_id, token))
         claims = self._claims(request, f"/client/hubs/{hub_name}")
         user_id = claims.get("sub")
         if user_id is not None and not isinstance(user_id, str):
@@ -63,23 +91,43 @@ class ClientEndpoint:
             problem = group_name_problem(group)
             if problem:
                 raise BadRequest(f"Invalid group in the token: {problem}", target="webpubsub.group")
-        offered = [
-            p.strip()
-            for value in request.header_all("sec-websocket-protocol")
-            for p in value.split(",")
-            if p.strip()
-        ]
         codec = select_codec(offered)
         if codec is None:
             raise BadRequest(
-                f"None of the offered subprotocols is supported: {', '.join(offered)[:200]}. "
-                "Supported: json.webpubsub.azure.v1, or none for a simple WebSocket client.",
+                f"None of the offered subprotocols is supported: {', '.join(offered)[:200]}.",
                 code="Error.UnsupportedSubprotocol",
             )
         conn = Connection(hub, codec, transport, user_id=user_id, roles=roles, claims=claims)
         self._simple_mode(request, conn)
+        ws = self._upgrade(request, codec.subprotocol)
+        if isinstance(ws, HttpResponse):
+            return ws
+        log.debug(
+            "client connected %s hub=%s user=%s subprotocol=%s",
+            conn.connection_id,
+            hub,
+            user_id,
+            codec.subprotocol,
+        )
+        return Accepted(ws, conn, groups)
 
-        chosen = codec.subprotocol
+    def _recover(
+        self, request: HttpRequest, offered: list[str], resume: tuple[str, str, str]
+    ) -> HttpResponse | Accepted:
+        """A reliable client coming back (spec 4.7): the token in the query is the proof."""
+        hub, connection_id, _ = resume
+        codec = select_codec(offered)
+        chosen = codec.subprotocol if codec is not None else None
+        ws = self._upgrade(request, chosen)
+        if isinstance(ws, HttpResponse):
+            return ws
+        conn = self.node.find_connection(hub, connection_id)
+        if conn is None or conn.codec is not codec:
+            return Accepted(ws, refusal="The connection cannot be recovered.")
+        return Accepted(ws, resume=resume)
+
+    def _upgrade(self, request: HttpRequest, chosen: str | None) -> ServerProtocol | HttpResponse:
+        """Run the websockets handshake; returns the open protocol or the refusal."""
         ws = ServerProtocol(
             subprotocols=[chosen] if chosen else None,  # type: ignore[list-item]
             select_subprotocol=(lambda _p, _o: chosen) if chosen else None,  # type: ignore[arg-type,return-value]
@@ -95,23 +143,16 @@ class ClientEndpoint:
                 code="Error.BadHandshake",
                 status=response.status_code,
             )
-            response_out = HttpResponse.error(error)
-            response_out.headers.extend(
+            refusal = HttpResponse.error(error)
+            refusal.headers.extend(
                 (k, v) for k, v in response.headers.raw_items() if k.lower() in ("upgrade", "allow")
             )
-            return response_out
+            return refusal
         ws.send_response(response)
         # The request was parsed by httptools; go straight to frames.
         ws.parser = ws.parse()
         next(ws.parser)
-        log.debug(
-            "client connected %s hub=%s user=%s subprotocol=%s",
-            conn.connection_id,
-            hub,
-            user_id,
-            chosen,
-        )
-        return ws, conn, groups
+        return ws
 
     def _hub_name(self, request: HttpRequest) -> str:
         segments = [unquote(s) for s in request.path.strip("/").split("/")]

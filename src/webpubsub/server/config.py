@@ -35,6 +35,7 @@ class Limits:
     max_groups_per_connection: int = 1000
     keep_alive_interval: float = 20.0  # WebSocket pings (spec 4.9)
     shutdown_grace: float = 5.0
+    recovery_window: float = 30.0  # seconds a dropped reliable connection waits (spec 4.7)
 
     @property
     def max_body_size(self) -> int:

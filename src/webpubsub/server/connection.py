@@ -20,6 +20,7 @@ from websockets.server import ServerProtocol
 
 from ..core.connection import CloseCode, Connection
 from ..core.errors import PayloadTooLarge, RequestError
+from ..core.node import RecoveryRefused
 from .http import HttpRequest, HttpResponse
 
 if TYPE_CHECKING:
@@ -97,12 +98,17 @@ class ServiceProtocol(asyncio.Protocol):
             if timer is not None:
                 timer.cancel()
         self._pending.clear()
-        if self.conn is not None:
-            reason = (
-                "" if self.ws is None or self.ws.close_rcvd is None else self.ws.close_rcvd.reason
-            )
-            self.service.node.disconnect(self.conn, reason)
-            self.conn.closed = True
+        conn = self.conn
+        if conn is None:
+            return
+        node = self.service.node
+        close = self.ws.close_rcvd if self.ws is not None else None
+        if close is not None and conn.transport is self:
+            # The client said goodbye (or answered ours): the connection ends for good.
+            conn.closed = True
+            node.disconnect(conn, close.reason)
+        else:
+            node.connection_lost(conn, self, self.service.loop.time())
 
     def data_received(self, data: bytes) -> None:
         if self.ws is not None:
@@ -232,11 +238,22 @@ class ServiceProtocol(asyncio.Protocol):
         if isinstance(result, HttpResponse):
             self._refuse(result)
             return
-        ws, conn, groups = result
-        self.ws = ws
-        self.conn = conn
+        self.ws = result.ws
         self._write_ws()  # the 101 response
-        self.service.node.connect(conn, groups)
+        node = self.service.node
+        if result.resume is not None:
+            hub, connection_id, token = result.resume
+            try:
+                self.conn = node.resume(hub, connection_id, token, self, self.service.loop.time())
+            except RecoveryRefused as exc:
+                result.refusal = str(exc)
+        elif result.conn is not None:
+            self.conn = result.conn
+            node.connect(result.conn, result.groups)
+        if result.refusal is not None:
+            log.info("refused recovery from %s: %s", self.peer, result.refusal)
+            self.close(CloseCode.POLICY_VIOLATION, result.refusal)
+            return
         if rest:
             self._ws_received(rest)
 
