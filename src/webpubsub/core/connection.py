@@ -85,6 +85,7 @@ class Connection:
         "closed",
         "codec",
         "connection_id",
+        "event_id",
         "groups",
         "hub",
         "raw_group",
@@ -114,7 +115,8 @@ class Connection:
         self.transport = transport
         self.roles: set[str] = set(roles)
         self.groups: set[str] = set()
-        self.state: str | None = None
+        self.state: str | None = None  # ce-connectionState, set by the upstream (spec 5.9)
+        self.event_id = 0  # ce-id of the last upstream event of this connection
         self.claims = claims or {}
         self.closed = False
         # webpubsub_mode=sendToGroup for simple clients (spec 4.2)

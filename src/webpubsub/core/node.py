@@ -237,7 +237,7 @@ class Node:
             return
         except InvalidRequest as exc:
             if exc.ack_id is not None:
-                self._ack(conn, exc.ack_id, InvalidMessage(exc.message))
+                self.ack(conn, exc.ack_id, InvalidMessage(exc.message))
             return
         self.handle(conn, request)
 
@@ -245,18 +245,19 @@ class Node:
         """Act on one client request and answer it (ack, pong) through its codec."""
         ack_id = getattr(request, "ack_id", None)
         if ack_id is not None and conn.seen_ack(ack_id):
-            self._ack(conn, ack_id, Duplicate(f"Message with ack-id: {ack_id} has been processed"))
+            self.ack(conn, ack_id, Duplicate(f"Message with ack-id: {ack_id} has been processed"))
             return
         try:
             self._dispatch(conn, request)
         except ClientError as error:
             if ack_id is not None:
-                self._ack(conn, ack_id, error)
+                self.ack(conn, ack_id, error)
             return
         if ack_id is not None and not isinstance(request, SendEvent):
-            self._ack(conn, ack_id, None)
+            self.ack(conn, ack_id, None)
 
-    def _ack(self, conn: Connection, ack_id: int, error: ClientError | None) -> None:
+    def ack(self, conn: Connection, ack_id: int, error: ClientError | None) -> None:
+        """Answer a request that carried ``ackId`` (success when ``error`` is None)."""
         conn.send(conn.codec.encode_ack(ack_id, error))
 
     def _dispatch(self, conn: Connection, request: ClientRequest) -> None:

@@ -9,12 +9,14 @@ import time
 from ..auth.tokens import TokenValidator, bearer_token
 from ..core.connection import CloseCode
 from ..core.errors import RequestError, Unauthorized
+from ..core.events import HubSettings
 from ..core.node import Node
 from . import rest
 from .client_endpoint import ClientEndpoint
 from .config import Settings
 from .connection import Flusher, ServiceProtocol
 from .http import HttpRequest, HttpResponse
+from .upstream import Upstream
 
 log = logging.getLogger("webpubsub.server")
 access_log = logging.getLogger("webpubsub.access")
@@ -67,10 +69,33 @@ class Service:
         self.validator = TokenValidator(self.settings.access_keys, self.settings.endpoint)
         scheme = "https" if self.settings.endpoint.startswith("https") else "http"
         self.client_endpoint = ClientEndpoint(
-            self.node, self.validator, self.settings.limits, scheme
+            self.node, self.validator, self.settings.limits, self.hub_settings, scheme
         )
+        self.upstream = Upstream(self.node, self.settings, self.hub_settings)
+        self.node.on_user_event = self.upstream.user_event
+        self.node.on_disconnected.append(self.upstream.disconnected)
+        self.log_settings()
         self._next_ping = self.loop.time() + self.settings.limits.keep_alive_interval
         self._schedule_keep_alive()
+
+    def hub_settings(self, hub: str) -> HubSettings:
+        return self.settings.hub(hub)
+
+    def reload(self, settings: Settings) -> None:
+        """Apply reloadable settings (access keys, hub settings) without a restart."""
+        if settings.access_keys:
+            self.settings.access_keys[:] = settings.access_keys
+        self.settings.hubs = settings.hubs
+        self.upstream.reset_validation()
+        log.info("settings reloaded")
+        self.log_settings()
+
+    def log_settings(self) -> None:
+        hubs = self.settings.hubs
+        if not hubs:
+            log.info("hub settings: none (no event handlers, anonymous clients refused)")
+        for name, hub in sorted(hubs.items()):
+            log.info("hub settings [%s]: %s", name, hub.describe())
 
     async def stop(self, reason: str = "Service is shutting down.") -> None:
         """Stop accepting, close every client with 1001, wait (bounded) for them to go."""
@@ -88,6 +113,7 @@ class Service:
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
+        await self.upstream.close()
 
     def _schedule_keep_alive(self) -> None:
         self._keep_alive = self.loop.call_later(1.0, self._tick)
@@ -118,7 +144,7 @@ class Service:
         try:
             if self.client_endpoint.matches(request.path):
                 result = self.client_endpoint.handshake(request, _NoTransport())
-                response = result if isinstance(result, HttpResponse) else HttpResponse(426)
+                response = result if isinstance(result, HttpResponse) else _upgrade_required()
             else:
                 route, params = rest.resolve(request.method, request.path)
                 operation = route.operation
@@ -162,3 +188,14 @@ class _NoTransport:
 
     def close(self, code: int, reason: str) -> None:
         pass
+
+
+def _upgrade_required() -> HttpResponse:
+    error = RequestError(
+        "This is a WebSocket endpoint: connect with a WebSocket client.",
+        code="Error.UpgradeRequired",
+        status=426,
+    )
+    response = HttpResponse.error(error)
+    response.headers.append(("Upgrade", "websocket"))
+    return response

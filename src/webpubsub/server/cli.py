@@ -8,7 +8,7 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from .. import __version__
 from .app import Service
@@ -41,13 +41,26 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--secondary-key", help="secondary access key (env WEBPUBSUB_SECONDARY_KEY)")
     serve.add_argument("--config", help="TOML config file (env WEBPUBSUB_CONFIG)")
     serve.add_argument("--log-level", choices=LOG_LEVELS, help="default info")
+    serve.add_argument(
+        "--event-handler",
+        metavar="URL_TEMPLATE",
+        help="send every hub's events to this URL, e.g. http://localhost:3000/eventhandler/{event} "
+        "(env WEBPUBSUB_EVENT_HANDLER; per-hub handlers go in the config file)",
+    )
+    serve.add_argument(
+        "--allow-anonymous",
+        action="store_true",
+        default=None,
+        help="let clients connect without an access token (env WEBPUBSUB_ALLOW_ANONYMOUS)",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        settings = load_settings(
+
+    def load() -> Settings:
+        return load_settings(
             args.config,
             overrides={
                 "host": args.host,
@@ -56,14 +69,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "access_key": args.access_key,
                 "secondary_key": args.secondary_key,
                 "log_level": args.log_level,
+                "event_handler": args.event_handler,
+                "allow_anonymous": args.allow_anonymous,
             },
         )
+
+    try:
+        settings = load()
     except ConfigError as exc:
         print(f"webpubsub: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
     try:
-        _run(settings)
+        _run(settings, load)
     except OSError as exc:
         print(
             f"webpubsub: cannot listen on {settings.host}:{settings.port}: {exc.strerror}",
@@ -84,7 +102,7 @@ def configure_logging(level: str) -> None:
     logging.getLogger("webpubsub.websocket").setLevel(websocket_level)
 
 
-def _run(settings: Settings) -> None:
+def _run(settings: Settings, load: Callable[[], Settings]) -> None:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
@@ -92,10 +110,10 @@ def _run(settings: Settings) -> None:
     else:
         runner = uvloop.run
     with contextlib.suppress(KeyboardInterrupt):
-        runner(_serve(settings))
+        runner(_serve(settings, load))
 
 
-async def _serve(settings: Settings) -> None:
+async def _serve(settings: Settings, load: Callable[[], Settings]) -> None:
     service = Service(settings)
     await service.start()
     _announce(settings)
@@ -103,6 +121,14 @@ async def _serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+
+    def reload() -> None:
+        try:
+            service.reload(load())
+        except ConfigError as exc:
+            log.error("reload failed, keeping the current settings: %s", exc)
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
     await stop.wait()
     log.info("shutting down: closing %d connection(s)", len(service.protocols))
     await service.stop()

@@ -7,6 +7,7 @@ websockets handshake. Failures are HTTP statuses with an ``ErrorDetail`` body, n
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
@@ -16,11 +17,12 @@ from websockets.http11 import Request
 from websockets.server import ServerProtocol
 
 from ..auth.tokens import TokenValidator, bearer_token, claim_list
-from ..core.connection import Connection, Transport
+from ..core.connection import Connection, Transport, new_connection_id
 from ..core.errors import BadRequest, RequestError, Unauthorized
+from ..core.events import ConnectResult, EventHandlerSettings, EventKind, HubSettings
 from ..core.names import check_hub, group_name_problem
 from ..core.roles import Permission, is_allowed
-from ..protocols import select_codec
+from ..protocols import CODECS, RAW, select_codec
 from .http import HttpRequest, HttpResponse
 
 if TYPE_CHECKING:
@@ -46,11 +48,33 @@ class Accepted:
     refusal: str | None = None
 
 
+@dataclass
+class Pending:
+    """A handshake waiting for the hub's blocking ``connect`` event (spec 5.5)."""
+
+    request: HttpRequest
+    hub: str
+    hub_name: str
+    claims: dict[str, Any]
+    user_id: str | None
+    roles: list[str]
+    groups: list[str]
+    offered: list[str]
+    handler: EventHandlerSettings | None
+    connection_id: str = field(default_factory=new_connection_id)
+
+
 class ClientEndpoint:
     def __init__(
-        self, node: Node, validator: TokenValidator, limits: Limits, scheme: str = "http"
+        self,
+        node: Node,
+        validator: TokenValidator,
+        limits: Limits,
+        hub_settings: Callable[[str], HubSettings],
+        scheme: str = "http",
     ) -> None:
         self.node = node
+        self.hub_settings = hub_settings
         self.validator = validator
         self.limits = limits
         self.scheme = scheme
@@ -58,7 +82,9 @@ class ClientEndpoint:
     def matches(self, path: str) -> bool:
         return path.startswith(("/client/", "/clients/")) or path == "/client"
 
-    def handshake(self, request: HttpRequest, transport: Transport) -> HttpResponse | Accepted:
+    def handshake(
+        self, request: HttpRequest, transport: Transport
+    ) -> HttpResponse | Accepted | Pending:
         """Accept the upgrade (websockets protocol, connection, initial groups) or refuse it."""
         try:
             return self._handshake(request, transport)
@@ -68,7 +94,9 @@ class ClientEndpoint:
             )
             return HttpResponse.error(exc)
 
-    def _handshake(self, request: HttpRequest, transport: Transport) -> HttpResponse | Accepted:
+    def _handshake(
+        self, request: HttpRequest, transport: Transport
+    ) -> HttpResponse | Accepted | Pending:
         hub_name = self._hub_name(request)
         hub = check_hub(hub_name)
         offered = [
@@ -81,31 +109,76 @@ class ClientEndpoint:
         token = request.query_one("awps_reconnection_token")
         if connection_id and token:
             return self._recover(request, offered, (hub, connection_id, token))
-        claims = self._claims(request, f"/client/hubs/{hub_name}")
+        settings = self.hub_settings(hub)
+        claims = self._claims(request, f"/client/hubs/{hub_name}", settings.allow_anonymous)
         user_id = claims.get("sub")
         if user_id is not None and not isinstance(user_id, str):
             raise Unauthorized("The 'sub' claim must be a single string.")
-        roles = claim_list(claims, "role")
         groups = claim_list(claims, "webpubsub.group")
         for group in groups:
             problem = group_name_problem(group)
             if problem:
                 raise BadRequest(f"Invalid group in the token: {problem}", target="webpubsub.group")
-        codec = select_codec(offered)
+        pending = Pending(
+            request=request,
+            hub=hub,
+            hub_name=hub_name,
+            claims=claims,
+            user_id=user_id,
+            roles=claim_list(claims, "role"),
+            groups=groups,
+            offered=offered,
+            handler=settings.handler_for("connect", EventKind.CONNECT),
+        )
+        if pending.handler is not None:
+            return pending  # the edge calls the connect event, then finish()
+        return self._finish(pending, transport, None)
+
+    def finish(
+        self, pending: Pending, transport: Transport, result: ConnectResult | None
+    ) -> HttpResponse | Accepted:
+        """Complete a handshake after the ``connect`` event answered (spec 4.1, 5.5)."""
+        try:
+            return self._finish(pending, transport, result)
+        except RequestError as exc:
+            return HttpResponse.error(exc)
+
+    def _finish(
+        self, pending: Pending, transport: Transport, result: ConnectResult | None
+    ) -> HttpResponse | Accepted:
+        user_id, roles, groups = pending.user_id, pending.roles, pending.groups
+        codec = select_codec(pending.offered)
+        if result is not None:
+            if result.user_id is not None:
+                user_id = result.user_id
+            if result.roles is not None:
+                roles = result.roles
+            groups = list(dict.fromkeys([*groups, *result.groups]))
+            if result.subprotocol is not None:
+                codec = CODECS.get(result.subprotocol, RAW)
         if codec is None:
             raise BadRequest(
-                f"None of the offered subprotocols is supported: {', '.join(offered)[:200]}.",
+                "None of the offered subprotocols is supported: "
+                f"{', '.join(pending.offered)[:200]}.",
                 code="Error.UnsupportedSubprotocol",
             )
-        conn = Connection(hub, codec, transport, user_id=user_id, roles=roles, claims=claims)
-        self._simple_mode(request, conn)
-        ws = self._upgrade(request, codec.subprotocol)
+        conn = Connection(
+            pending.hub,
+            codec,
+            transport,
+            user_id=user_id,
+            roles=roles,
+            claims=pending.claims,
+            connection_id=pending.connection_id,
+        )
+        self._simple_mode(pending.request, conn)
+        ws = self._upgrade(pending.request, codec.subprotocol)
         if isinstance(ws, HttpResponse):
             return ws
         log.debug(
             "client connected %s hub=%s user=%s subprotocol=%s",
             conn.connection_id,
-            hub,
+            pending.hub,
             user_id,
             codec.subprotocol,
         )
@@ -170,7 +243,9 @@ class ClientEndpoint:
             )
         raise _not_found(request.path)
 
-    def _claims(self, request: HttpRequest, audience_path: str) -> dict[str, Any]:
+    def _claims(
+        self, request: HttpRequest, audience_path: str, allow_anonymous: bool = False
+    ) -> dict[str, Any]:
         query_token = request.query_one("access_token")
         header_token = bearer_token(request.header("authorization"))
         if query_token and header_token and query_token != header_token:
@@ -179,6 +254,8 @@ class ClientEndpoint:
                 code="Error.Unauthorized.AmbiguousToken",
             )
         token = query_token or header_token
+        if not token and allow_anonymous:
+            return {}
         if not token:
             raise Unauthorized(
                 "An access token is required: pass it as the access_token query parameter or "

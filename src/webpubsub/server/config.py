@@ -13,7 +13,11 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from ..core.errors import BadRequest
+from ..core.events import SYSTEM_EVENTS, EventHandlerSettings, HubSettings
+
 LOG_LEVELS = ("debug", "info", "warning", "error")
+DEFAULT_HUB = HubSettings()
 MIB = 1024 * 1024
 
 
@@ -36,6 +40,8 @@ class Limits:
     keep_alive_interval: float = 20.0  # WebSocket pings (spec 4.9)
     shutdown_grace: float = 5.0
     recovery_window: float = 30.0  # seconds a dropped reliable connection waits (spec 4.7)
+    upstream_timeout: float = 30.0  # seconds for one event handler call
+    upstream_concurrency: int = 64  # event handler calls in flight per hub
 
     @property
     def max_body_size(self) -> int:
@@ -50,7 +56,14 @@ class Settings:
     access_keys: list[str] = field(default_factory=list)
     log_level: str = "info"
     limits: Limits = field(default_factory=Limits)
+    # Hub settings by lower-case hub name; "*" applies to every hub without its own entry.
+    hubs: dict[str, HubSettings] = field(default_factory=dict)
     generated_key: bool = False
+
+    def hub(self, key: str) -> HubSettings:
+        """The settings of a hub (by its lower-case key)."""
+        found = self.hubs.get(key) or self.hubs.get("*")
+        return found if found is not None else DEFAULT_HUB
 
     @property
     def endpoint(self) -> str:
@@ -107,6 +120,11 @@ def _apply_file(settings: Settings, path: Path) -> None:
     if not isinstance(keys, dict):
         raise ConfigError("[keys] must be a table with 'primary' and optionally 'secondary'")
     _set_keys(settings, keys.get("primary"), keys.get("secondary"))
+    hubs = data.get("hubs", {})
+    if not isinstance(hubs, dict):
+        raise ConfigError("[hubs] must be a table of hub tables, e.g. [hubs.chat]")
+    for name, table in hubs.items():
+        settings.hubs[name.lower()] = _hub_settings(name, table)
     limits = data.get("limits", {})
     known = {f.name for f in fields(Limits)}
     for key, value in limits.items():
@@ -117,12 +135,58 @@ def _apply_file(settings: Settings, path: Path) -> None:
         setattr(settings.limits, key, value)
 
 
+def _hub_settings(name: str, table: Any) -> HubSettings:
+    if not isinstance(table, dict):
+        raise ConfigError(f"[hubs.{name}] must be a table")
+    unknown = set(table) - {"allow_anonymous", "event_handlers"}
+    if unknown:
+        raise ConfigError(f"[hubs.{name}]: unknown keys {', '.join(sorted(unknown))}")
+    handlers = []
+    for entry in table.get("event_handlers", []):
+        if not isinstance(entry, dict) or "url_template" not in entry:
+            raise ConfigError(f"[[hubs.{name}.event_handlers]] needs a url_template")
+        auth = entry.get("auth_header")
+        auth_header = None
+        if auth is not None:
+            header_name, _, value = str(auth).partition(":")
+            if not header_name.strip() or not value.strip():
+                raise ConfigError("auth_header must look like 'Name: value'")
+            auth_header = (header_name.strip(), value.strip())
+        try:
+            handlers.append(
+                EventHandlerSettings(
+                    url_template=str(entry["url_template"]),
+                    user_event_pattern=str(entry.get("user_event_pattern", "*")),
+                    system_events=tuple(entry.get("system_events", SYSTEM_EVENTS)),
+                    auth_header=auth_header,
+                )
+            )
+        except BadRequest as exc:
+            raise ConfigError(f"[hubs.{name}]: {exc}") from None
+    return HubSettings(tuple(handlers), bool(table.get("allow_anonymous", False)))
+
+
+def simple_hub_settings(event_handler: str | None, allow_anonymous: bool) -> HubSettings:
+    """Settings for every hub from the ``--event-handler``/``--allow-anonymous`` flags."""
+    handlers = ()
+    if event_handler:
+        try:
+            handlers = (EventHandlerSettings(url_template=event_handler),)
+        except BadRequest as exc:
+            raise ConfigError(str(exc)) from None
+    return HubSettings(handlers, allow_anonymous)
+
+
 def _apply_env(settings: Settings, env: Mapping[str, str]) -> None:
     for key in ("host", "port", "public_endpoint", "log_level"):
         value = env.get(f"WEBPUBSUB_{key.upper()}")
         if value:
             _set(settings, key, value)
     _set_keys(settings, env.get("WEBPUBSUB_ACCESS_KEY"), env.get("WEBPUBSUB_SECONDARY_KEY"))
+    handler = env.get("WEBPUBSUB_EVENT_HANDLER")
+    anonymous = env.get("WEBPUBSUB_ALLOW_ANONYMOUS", "").lower() in ("1", "true", "yes")
+    if handler or anonymous:
+        settings.hubs["*"] = simple_hub_settings(handler, anonymous)
 
 
 def _set_keys(settings: Settings, primary: Any, secondary: Any) -> None:
@@ -147,6 +211,13 @@ def _set(settings: Settings, key: str, value: Any) -> None:
             settings.port = int(value)
         except (TypeError, ValueError):
             raise ConfigError(f"port must be a number, not {value!r}") from None
+    elif key == "event_handler":
+        current = settings.hubs.get("*", DEFAULT_HUB)
+        settings.hubs["*"] = simple_hub_settings(value, current.allow_anonymous)
+    elif key == "allow_anonymous":
+        if value:
+            current = settings.hubs.get("*", DEFAULT_HUB)
+            settings.hubs["*"] = HubSettings(current.event_handlers, True)
     elif key == "log_level":
         settings.log_level = str(value).lower()
     else:

@@ -20,7 +20,9 @@ from websockets.server import ServerProtocol
 
 from ..core.connection import CloseCode, Connection
 from ..core.errors import PayloadTooLarge, RequestError
+from ..core.events import UpstreamRejected
 from ..core.node import RecoveryRefused
+from .client_endpoint import Accepted, Pending
 from .http import HttpRequest, HttpResponse
 
 if TYPE_CHECKING:
@@ -235,6 +237,32 @@ class ServiceProtocol(asyncio.Protocol):
             self._handshake_timer.cancel()
             self._handshake_timer = None
         result = self.service.client_endpoint.handshake(request, self)
+        if isinstance(result, Pending):
+            # The hub's blocking connect event decides (spec 5.5); read nothing meanwhile.
+            self._refused = True
+            if self.transport is not None:
+                self.transport.pause_reading()
+            self.service.loop.create_task(self._connect_event(result, rest))
+            return
+        self._accept(result, rest)
+
+    async def _connect_event(self, pending: Pending, rest: bytes) -> None:
+        try:
+            connect_result = await self.service.upstream.connect(pending)
+        except UpstreamRejected as exc:
+            log.info("connect event refused %s: %d %s", self.peer, exc.status, exc.message)
+            error = RequestError(exc.message, code="Error.ConnectRejected", status=exc.status)
+            self._refused = False
+            self._refuse(HttpResponse.error(error))
+            return
+        if self.transport is None or self.transport.is_closing():
+            return
+        result = self.service.client_endpoint.finish(pending, self, connect_result)
+        self._refused = False
+        self.transport.resume_reading()
+        self._accept(result, rest)
+
+    def _accept(self, result: HttpResponse | Accepted, rest: bytes) -> None:
         if isinstance(result, HttpResponse):
             self._refuse(result)
             return
@@ -250,6 +278,7 @@ class ServiceProtocol(asyncio.Protocol):
         elif result.conn is not None:
             self.conn = result.conn
             node.connect(result.conn, result.groups)
+            self.service.upstream.connected(result.conn)
         if result.refusal is not None:
             log.info("refused recovery from %s: %s", self.peer, result.refusal)
             self.close(CloseCode.POLICY_VIOLATION, result.refusal)

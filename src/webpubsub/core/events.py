@@ -1,0 +1,284 @@
+"""Upstream events: hub settings, handler matching, CloudEvents requests and their answers.
+
+Pure decisions for spec section 5; the HTTP calls themselves live in ``server/upstream.py``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+from urllib.parse import urlsplit
+
+from .errors import BadRequest
+from .message import CONTENT_TYPE_OF, DataType, Message, Source
+from .names import group_name_problem
+
+SYSTEM_EVENTS = ("connect", "connected", "disconnected")
+
+
+class EventKind(StrEnum):
+    CONNECT = "connect"
+    CONNECTED = "connected"
+    DISCONNECTED = "disconnected"
+    USER = "user"
+
+
+@dataclass(frozen=True)
+class EventHandlerSettings:
+    """One entry of a hub's ``eventHandlers`` (spec 5.1)."""
+
+    url_template: str
+    user_event_pattern: str = "*"
+    system_events: tuple[str, ...] = SYSTEM_EVENTS
+    auth_header: tuple[str, str] | None = None  # (name, value) sent with every call
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.url_template.replace("{hub}", "h").replace("{event}", "e"))
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise BadRequest(f"event handler URL must be http(s): {self.url_template!r}")
+        host = urlsplit(self.url_template).netloc
+        if "{" in host:
+            raise BadRequest("{hub} and {event} are not allowed in the host of a URL template")
+        for event in self.system_events:
+            if event not in SYSTEM_EVENTS:
+                raise BadRequest(f"unknown system event {event!r}; use {', '.join(SYSTEM_EVENTS)}")
+
+    def handles(self, event: str, kind: EventKind) -> bool:
+        if kind is not EventKind.USER:
+            return kind.value in self.system_events
+        pattern = self.user_event_pattern.strip()
+        if pattern == "*":
+            return True
+        names = {name.strip().lower() for name in pattern.split(",") if name.strip()}
+        return event.lower() in names
+
+    def url(self, hub: str, event: str) -> str:
+        return self.url_template.replace("{hub}", hub).replace("{event}", event)
+
+
+@dataclass(frozen=True)
+class HubSettings:
+    """Per-hub behaviour: event handlers and the anonymous-connect policy."""
+
+    event_handlers: tuple[EventHandlerSettings, ...] = ()
+    allow_anonymous: bool = False
+
+    def handler_for(self, event: str, kind: EventKind) -> EventHandlerSettings | None:
+        """The first handler that takes this event (handlers are ordered, spec 5.1)."""
+        for handler in self.event_handlers:
+            if handler.handles(event, kind):
+                return handler
+        return None
+
+    def describe(self) -> str:
+        parts = [f"anonymous={'allow' if self.allow_anonymous else 'deny'}"]
+        for handler in self.event_handlers:
+            auth = f" auth={handler.auth_header[0]}" if handler.auth_header else ""
+            parts.append(
+                f"handler {handler.url_template} user={handler.user_event_pattern} "
+                f"system={','.join(handler.system_events) or '-'}{auth}"
+            )
+        return "; ".join(parts)
+
+
+def ce_type(event: str, kind: EventKind) -> str:
+    if kind is EventKind.USER:
+        return f"azure.webpubsub.user.{event}"
+    return f"azure.webpubsub.sys.{kind.value}"
+
+
+def signature(keys: Sequence[str], connection_id: str) -> str:
+    """``ce-signature``: one ``sha256=<hex>`` per access key (spec 5.4)."""
+    return ",".join(
+        "sha256="
+        + hmac.new(key.encode("utf-8"), connection_id.encode("utf-8"), hashlib.sha256).hexdigest()
+        for key in keys
+    )
+
+
+def origin_host(endpoint: str) -> str:
+    """``WebHook-Request-Origin``: the bare host of the service endpoint (spec 5.2)."""
+    return urlsplit(endpoint).hostname or "localhost"
+
+
+@dataclass
+class EventContext:
+    """Who an event is about (the connection's identity and state)."""
+
+    hub: str
+    connection_id: str
+    user_id: str | None
+    subprotocol: str | None
+    state: str | None
+    event_id: int
+
+
+def cloud_event_headers(
+    ctx: EventContext,
+    event: str,
+    kind: EventKind,
+    *,
+    keys: Sequence[str],
+    origin: str,
+    content_type: str,
+    now: datetime | None = None,
+) -> dict[str, str]:
+    """The CloudEvents binary-mode headers of spec 5.3."""
+    timestamp = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    headers = {
+        "WebHook-Request-Origin": origin,
+        "ce-specversion": "1.0",
+        "ce-awpsversion": "1.0",
+        "ce-type": ce_type(event, kind),
+        "ce-source": f"/hubs/{ctx.hub}/client/{ctx.connection_id}",
+        "ce-id": str(ctx.event_id),
+        "ce-time": timestamp,
+        "ce-signature": signature(keys, ctx.connection_id),
+        "ce-hub": ctx.hub,
+        "ce-connectionId": ctx.connection_id,
+        "ce-eventName": event if kind is EventKind.USER else kind.value,
+        "Content-Type": content_type,
+    }
+    if ctx.user_id is not None:
+        headers["ce-userId"] = ctx.user_id
+    if ctx.subprotocol and kind is not EventKind.CONNECT:
+        headers["ce-subprotocol"] = ctx.subprotocol
+    if ctx.state:
+        headers["ce-connectionState"] = ctx.state
+    return headers
+
+
+SYSTEM_CONTENT_TYPE = "application/json; charset=utf-8"
+
+
+def connect_body(
+    claims: Mapping[str, Any],
+    query: Mapping[str, list[str]],
+    headers: Sequence[tuple[str, str]],
+    subprotocols: Sequence[str],
+) -> bytes:
+    """The ``connect`` event body: every map is string -> string[] (spec 5.5)."""
+    claim_map: dict[str, list[str]] = {}
+    for name, value in claims.items():
+        values = value if isinstance(value, list) else [value]
+        claim_map[name] = [v if isinstance(v, str) else json.dumps(v) for v in values]
+    header_map: dict[str, list[str]] = {}
+    for name, value in headers:
+        header_map.setdefault(name, []).append(value)
+    body = {
+        "claims": claim_map,
+        "query": {k: list(v) for k, v in query.items()},
+        "headers": header_map,
+        "subprotocols": list(subprotocols),
+        "clientCertificates": [],
+    }
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+@dataclass
+class ConnectResult:
+    """What a successful ``connect`` response changes (all optional, spec 5.5)."""
+
+    user_id: str | None = None
+    groups: list[str] = field(default_factory=list)
+    roles: list[str] | None = None
+    subprotocol: str | None = None
+
+
+class UpstreamRejected(Exception):
+    """The upstream refused or failed: ``status`` goes back to the client (spec 5.5)."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def parse_connect_response(status: int, body: bytes, offered: Sequence[str]) -> ConnectResult:
+    """Interpret the ``connect`` answer; raises UpstreamRejected for a refusal or bad body."""
+    if status >= 400:
+        raise UpstreamRejected(status, f"The connect event handler answered {status}.")
+    if status not in (200, 204) and not 200 <= status < 300:
+        raise UpstreamRejected(500, f"The connect event handler answered {status}.")
+    if status == 204 or not body.strip():
+        return ConnectResult()
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        raise UpstreamRejected(500, "The connect event handler answered invalid JSON.") from None
+    if data is None:
+        return ConnectResult()
+    if not isinstance(data, dict):
+        raise UpstreamRejected(500, "The connect event handler answered a non-object.")
+    result = ConnectResult()
+    user_id = data.get("userId")
+    if user_id is not None:
+        if not isinstance(user_id, str):
+            raise UpstreamRejected(500, "'userId' in the connect response must be a string.")
+        result.user_id = user_id or None
+    groups = data.get("groups")
+    if groups is not None:
+        if not isinstance(groups, list) or any(group_name_problem(g) for g in groups):
+            raise UpstreamRejected(500, "'groups' in the connect response must be group names.")
+        result.groups = list(groups)
+    roles = data.get("roles")
+    if roles is not None:
+        if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+            raise UpstreamRejected(500, "'roles' in the connect response must be strings.")
+        result.roles = list(roles)
+    subprotocol = data.get("subprotocol")
+    if subprotocol:
+        if not isinstance(subprotocol, str) or subprotocol not in offered:
+            raise UpstreamRejected(
+                500, "'subprotocol' in the connect response was not offered by the client."
+            )
+        result.subprotocol = subprotocol
+    return result
+
+
+def user_event_content_type(data_type: DataType) -> str:
+    """Content-Type of a user event body by the data type the client sent (spec 5.8)."""
+    return CONTENT_TYPE_OF[data_type]
+
+
+def reply_message(content_type: str | None, body: bytes) -> Message | None:
+    """The message a 200 user-event answer sends back to the client, if any (spec 5.8)."""
+    if not body:
+        return None
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if media == "text/plain":
+        data_type = DataType.TEXT
+    elif media == "application/json":
+        data_type = DataType.JSON
+        try:
+            json.loads(body)
+        except (ValueError, RecursionError):
+            data_type = DataType.TEXT
+    else:
+        data_type = DataType.BINARY
+    if data_type is DataType.TEXT:
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError:
+            data_type = DataType.BINARY
+    return Message(body, data_type, Source.SERVER)
+
+
+def updated_state(current: str | None, headers: Mapping[str, str]) -> str | None:
+    """``ce-connectionState`` on a response sets the state; absent keeps it, empty clears it."""
+    for name, value in headers.items():
+        if name.lower() == "ce-connectionstate":
+            return value or None
+    return current
+
+
+def encode_state(states: Mapping[str, Any]) -> str:
+    """The SDK convention for connection state: base64 of a JSON object (spec 5.9)."""
+    return base64.b64encode(json.dumps(dict(states)).encode()).decode()
