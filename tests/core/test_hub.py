@@ -96,7 +96,7 @@ class TestCommands:
 
     def test_close_removes_and_reports(self) -> None:
         hub, transports = hub_with(("c1", "u1"), ("c2", "u1"))
-        closed = hub.apply(c.CloseConnections(c.ToUser("u1"), "bye", frozenset({"c2"})))
+        closed = hub.apply(c.CloseConnections(c.ToUser("u1"), "bye", frozenset({"c2"}))).closed
         assert [conn.connection_id for conn in closed] == ["c1"]
         assert set(hub.connections) == {"c2"}
         assert transports["c1"].closed == (1000, "bye")  # type: ignore[attr-defined]

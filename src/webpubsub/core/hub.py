@@ -7,6 +7,7 @@ attached to connections, not users (spec 0): adding a user adds its current conn
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from typing import NamedTuple
 
 from . import commands as c
 from .connection import CloseCode, Connection
@@ -15,6 +16,13 @@ from .odata import Filter
 from .roles import revoke, role_for
 
 BUFFER_FULL = "The reliable message buffer of the connection is full."
+
+
+class Applied(NamedTuple):
+    """What a command did here: how many connections it touched, which it closed."""
+
+    recipients: int
+    closed: list[Connection]
 
 
 class Hub:
@@ -125,47 +133,56 @@ class Hub:
 
     # -- commands ---------------------------------------------------------------------------
 
-    def apply(self, command: c.Command) -> list[Connection]:
-        """Apply a command to the local connections; returns connections that were closed."""
+    def apply(self, command: c.Command) -> Applied:
+        """Apply a command to the local connections it names."""
         closed: list[Connection] = []
+        targets: list[Connection] = []
         match command:
             case c.Send(target, message, excluded, filter):
                 if isinstance(target, c.ToGroup):
                     message = message.with_source(Source.GROUP, target.group)
-                for conn in self.deliver(message, list(self.select(target, excluded, filter))):
+                targets = list(self.select(target, excluded, filter))
+                for conn in self.deliver(message, targets):
                     self.close(conn, CloseCode.POLICY_VIOLATION, BUFFER_FULL)
                     closed.append(conn)
             case c.CloseConnections(target, reason, excluded):
-                for conn in list(self.select(target, excluded)):
-                    code = (
-                        CloseCode.POLICY_VIOLATION if conn.codec.is_reliable else CloseCode.NORMAL
+                targets = list(self.select(target, excluded))
+                for conn in targets:
+                    # Reliable clients must not try to recover a deliberately closed session.
+                    reliable = conn.codec.is_reliable
+                    self.close(
+                        conn, CloseCode.POLICY_VIOLATION if reliable else CloseCode.NORMAL, reason
                     )
-                    self.close(conn, code, reason)
                     closed.append(conn)
             case c.AddToGroup(target, group):
-                for conn in list(self.select(target)):
+                targets = list(self.select(target))
+                for conn in targets:
                     self.join(conn, group)
             case c.RemoveFromGroup(target, group):
-                for conn in list(self.select(target)):
+                targets = list(self.select(target))
+                for conn in targets:
                     self.leave(conn, group)
             case c.RemoveFromAllGroups(target):
-                for conn in list(self.select(target)):
+                targets = list(self.select(target))
+                for conn in targets:
                     for group in list(conn.groups):
                         self.leave(conn, group)
             case c.AddToGroups(groups, filter):
-                for conn in list(self.select(c.ToAll(), filter=filter)):
+                targets = list(self.select(c.ToAll(), filter=filter))
+                for conn in targets:
                     for group in groups:
                         self.join(conn, group)
             case c.RemoveFromGroups(groups, filter):
-                for conn in list(self.select(c.ToAll(), filter=filter)):
+                targets = list(self.select(c.ToAll(), filter=filter))
+                for conn in targets:
                     for group in groups:
                         self.leave(conn, group)
             case c.Grant(connection_id, permission, target_name):
-                conn = self.connections.get(connection_id)
-                if conn is not None:
+                targets = list(self.select(c.ToConnection(connection_id)))
+                for conn in targets:
                     conn.roles.add(role_for(permission, target_name))
             case c.Revoke(connection_id, permission, target_name):
-                conn = self.connections.get(connection_id)
-                if conn is not None:
+                targets = list(self.select(c.ToConnection(connection_id)))
+                for conn in targets:
                     revoke(conn.roles, permission, target_name)
-        return closed
+        return Applied(len(targets), closed)

@@ -25,6 +25,7 @@ from .errors import (
 from .hub import BUFFER_FULL, Hub
 from .message import Message, Source
 from .names import group_name_problem
+from .observe import Observers
 from .reliable import RECOVERY_WINDOW
 from .requests import (
     ClientRequest,
@@ -81,6 +82,7 @@ class Node:
         # Reliable connections whose socket dropped, waiting for the client (spec 4.7).
         self.recovering: set[Connection] = set()
         self.on_user_event: UserEventHandler | None = None
+        self.observer = Observers()
         self.on_disconnected: list[DisconnectHook] = []
 
     # -- hubs and connections -----------------------------------------------------------
@@ -99,6 +101,7 @@ class Node:
             hub.join(conn, group)
         token = conn.recovery.token if conn.recovery else None
         conn.send(conn.codec.encode_connected(conn.connection_id, conn.user_id, token))
+        self.observer.connection_opened(conn, getattr(conn.transport, "peer", ""))
 
     def connection_lost(self, conn: Connection, transport: Transport, now: float) -> None:
         """The socket under ``conn`` is gone: keep a reliable connection for its recovery
@@ -169,6 +172,7 @@ class Node:
         self._disconnected(conn, reason)
 
     def _disconnected(self, conn: Connection, reason: str) -> None:
+        self.observer.connection_closed(conn, reason)
         for hook in self.on_disconnected:
             try:
                 hook(conn, reason)
@@ -189,7 +193,9 @@ class Node:
         hub = self.hubs.get(hub_key)
         if hub is None:
             return
-        for conn in hub.apply(command):
+        applied = hub.apply(command)
+        self.observer.command_applied(hub_key, command, applied.recipients)
+        for conn in applied.closed:
             self.recovering.discard(conn)
             reason = command.reason if isinstance(command, c.CloseConnections) else BUFFER_FULL
             self._disconnected(conn, reason)
@@ -239,6 +245,7 @@ class Node:
             if exc.ack_id is not None:
                 self.ack(conn, exc.ack_id, InvalidMessage(exc.message))
             return
+        self.observer.request_received(conn, request, len(data))
         self.handle(conn, request)
 
     def handle(self, conn: Connection, request: ClientRequest) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 from ..auth.tokens import TokenValidator, bearer_token
 from ..core.connection import CloseCode
@@ -19,6 +20,8 @@ from .http import HttpRequest, HttpResponse
 from .upstream import Upstream
 
 log = logging.getLogger("webpubsub.server")
+
+Page = Callable[[HttpRequest], Awaitable[HttpResponse]]
 access_log = logging.getLogger("webpubsub.access")
 
 
@@ -33,6 +36,8 @@ class Service:
             recovery_window=settings.limits.recovery_window,
         )
         self.protocols: set[ServiceProtocol] = set()
+        # Extra HTTP endpoints by exact path (metrics, health, live trace), checked before REST.
+        self.pages: dict[str, Page] = {}
         self._server: asyncio.Server | None = None
         self._keep_alive: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -142,6 +147,9 @@ class Service:
         started = time.perf_counter()
         operation = "-"
         try:
+            page = self.pages.get(request.path)
+            if page is not None:
+                return await page(request)
             if self.client_endpoint.matches(request.path):
                 result = self.client_endpoint.handshake(request, _NoTransport())
                 response = result if isinstance(result, HttpResponse) else _upgrade_required()
@@ -159,6 +167,10 @@ class Service:
                 500, {"code": "Error.InternalServerError", "message": "Internal server error."}
             )
             response.headers.append(("x-ms-error-code", "Error.InternalServerError"))
+        elapsed = time.perf_counter() - started
+        self.node.observer.rest_call(
+            request.method, request.path, operation, response.status, elapsed
+        )
         if access_log.isEnabledFor(logging.DEBUG):
             access_log.debug(
                 "%s %s %s -> %d (%.1f ms)",
@@ -166,7 +178,7 @@ class Service:
                 request.path,
                 operation,
                 response.status,
-                (time.perf_counter() - started) * 1000,
+                elapsed * 1000,
             )
         return response
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, cast
 
 import httptools
@@ -207,11 +208,30 @@ class ServiceProtocol(asyncio.Protocol):
                 self.transport.write(
                     response.serialize(head=request.method == "HEAD", keep_alive=keep_alive)
                 )
+                if response.stream is not None:
+                    await self._write_stream(response.stream)
+                    return
                 if not keep_alive:
                     self.transport.close()
                     return
         finally:
             self._serving = False
+
+    async def _write_stream(self, stream: AsyncIterator[bytes]) -> None:
+        """Write a streamed body until it ends or the client goes; then close."""
+        try:
+            async for chunk in stream:
+                transport = self.transport
+                if transport is None or transport.is_closing():
+                    break
+                if transport.get_write_buffer_size() <= self.limits.max_write_buffer:
+                    transport.write(chunk)
+        finally:
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                await aclose()
+            if self.transport is not None:
+                self.transport.close()
 
     def _refuse(self, response: HttpResponse) -> None:
         """Answer a request we will not read to its end, then close."""
@@ -365,11 +385,14 @@ class ServiceProtocol(asyncio.Protocol):
         pending.clear()
         if transport.get_write_buffer_size() > self.limits.max_write_buffer:
             # A client that stops reading must not grow our memory without bound.
+            buffered = transport.get_write_buffer_size()
             log.warning(
                 "closing slow consumer %s: %d bytes unsent",
                 self.conn.connection_id if self.conn else self.peer,
-                transport.get_write_buffer_size(),
+                buffered,
             )
+            if self.conn is not None:
+                self.service.node.observer.slow_consumer(self.conn, buffered)
             self._closing = True
             transport.abort()
 

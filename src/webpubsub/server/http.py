@@ -7,6 +7,7 @@ is what it answers. The connection protocol that drives the parser lives in ``co
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
@@ -58,10 +59,14 @@ class HttpRequest:
 
 @dataclass(slots=True)
 class HttpResponse:
+    """A response; with ``stream`` set, the body is written chunk by chunk until it ends
+    (server-sent events), and the connection closes afterwards."""
+
     status: int
     body: bytes = b""
     headers: list[tuple[str, str]] = field(default_factory=list)
     content_type: str | None = None
+    stream: AsyncIterator[bytes] | None = None
 
     @classmethod
     def json(cls, status: int, value: Any) -> HttpResponse:
@@ -81,9 +86,12 @@ class HttpResponse:
     def serialize(self, *, head: bool = False, keep_alive: bool = True) -> bytes:
         reason = _REASONS.get(self.status, "Unknown")
         lines = [f"HTTP/1.1 {self.status} {reason}"]
-        if self.content_type and self.body:
+        if self.content_type and (self.body or self.stream is not None):
             lines.append(f"Content-Type: {self.content_type}")
-        lines.append(f"Content-Length: {len(self.body)}")
+        if self.stream is None:
+            lines.append(f"Content-Length: {len(self.body)}")
+        else:
+            keep_alive = False
         if not keep_alive:
             lines.append("Connection: close")
         lines.extend(f"{k}: {v}" for k, v in self.headers)

@@ -275,15 +275,25 @@ class Upstream:
                 self.settings.limits.upstream_concurrency
             )
         started = time.perf_counter()
+        observer = self.node.observer
         async with slots:
             try:
                 response = await self.client.post(url, content=body, headers=headers)
             except httpx.TimeoutException:
                 log.warning("%s event to %s timed out", event, url)
+                observer.upstream_call(
+                    ctx.hub, event, url, None, time.perf_counter() - started, "timeout"
+                )
                 raise UpstreamFailure("timed out") from None
             except httpx.HTTPError as exc:
                 log.warning("%s event to %s failed: %s", event, url, exc)
+                observer.upstream_call(
+                    ctx.hub, event, url, None, time.perf_counter() - started, type(exc).__name__
+                )
                 raise UpstreamFailure(type(exc).__name__) from None
+        observer.upstream_call(
+            ctx.hub, event, url, response.status_code, time.perf_counter() - started, None
+        )
         if response.status_code >= 400:
             log.warning("%s event to %s answered %d", event, url, response.status_code)
         log.debug(
