@@ -1,0 +1,109 @@
+// Hosts named @azure/web-pubsub-client instances driven by JSON lines; see common.mjs for
+// the framing. Usage: node client.mjs
+//
+// Ops:
+//   {"op": "start", "client": "a", "url": "ws://...", "protocol": "json"|"reliable",
+//    "options": {...WebPubSubClientOptions}}
+//       Creates client "a", subscribes to all its events and awaits client.start().
+//       Driver defaults (overridable through "options"): autoReconnect false and
+//       messageRetryOptions.maxRetries 0, so a failure shows up once and at once.
+//       protocol "json" (the default here) is WebPubSubJsonProtocol(); "reliable" is
+//       WebPubSubJsonReliableProtocol() (the SDK's own default).
+//   {"op": "call", "client": "a", "method": "sendToGroup", "args": [...]}
+//       Awaits client.<method>(...args) for joinGroup, leaveGroup, sendToGroup, sendEvent
+//       and stop; binary data ({"$binary": ...}) is passed as an ArrayBuffer.
+//   {"op": "dropSocket", "client": "a"}
+//       Simulates a network failure: destroys client "a"'s TCP socket without a close frame
+//       (reaches into the SDK's private _wsClient._socket, a `ws` WebSocket), so a reliable
+//       client recovers its connection.
+//
+// Every event of every client is printed as
+//   {"type": "event", "client": "a", "event": "<connected|disconnected|stopped|
+//    server-message|group-message|rejoin-group-failed>", ...the SDK's event arguments}
+
+import {
+  WebPubSubClient,
+  WebPubSubJsonProtocol,
+  WebPubSubJsonReliableProtocol,
+} from "@azure/web-pubsub-client";
+import { describeError, emit, fromWire, installedVersions, serve, toArrayBuffer } from "./common.mjs";
+
+const EVENTS = [
+  "connected",
+  "disconnected",
+  "stopped",
+  "server-message",
+  "group-message",
+  "rejoin-group-failed",
+];
+const METHODS = new Set(["joinGroup", "leaveGroup", "sendToGroup", "sendEvent", "stop"]);
+const PROTOCOLS = {
+  json: WebPubSubJsonProtocol,
+  reliable: WebPubSubJsonReliableProtocol,
+};
+
+const clients = new Map();
+
+function eventArgs(event, args) {
+  if (event === "rejoin-group-failed") {
+    return { group: args.group, error: describeError(args.error) };
+  }
+  return args;
+}
+
+async function start({ client: name, url, protocol = "json", options = {} }) {
+  if (clients.has(name)) {
+    throw new Error(`client '${name}' already exists`);
+  }
+  const makeProtocol = PROTOCOLS[protocol];
+  if (makeProtocol === undefined) {
+    throw new Error(`unknown protocol '${protocol}'`);
+  }
+  const client = new WebPubSubClient(url, {
+    autoReconnect: false,
+    ...options,
+    messageRetryOptions: { maxRetries: 0, ...options.messageRetryOptions },
+    protocol: makeProtocol(),
+  });
+  for (const event of EVENTS) {
+    client.on(event, (args) => emit({ type: "event", client: name, event, ...eventArgs(event, args) }));
+  }
+  clients.set(name, client);
+  await client.start();
+  return { protocol: makeProtocol().name };
+}
+
+async function call({ client: name, method, args = [] }) {
+  const client = clients.get(name);
+  if (client === undefined) {
+    throw new Error(`no client '${name}'`);
+  }
+  if (!METHODS.has(method)) {
+    throw new Error(`'${method}' is not a client method this driver calls`);
+  }
+  return client[method](...fromWire(args, toArrayBuffer));
+}
+
+function dropSocket({ client: name }) {
+  const socket = clients.get(name)?._wsClient?._socket;
+  if (socket === undefined || typeof socket.terminate !== "function") {
+    throw new Error(`client '${name}' has no ws socket to drop`);
+  }
+  socket.terminate();
+}
+
+serve(
+  { start, call, dropSocket },
+  {
+    versions: installedVersions(["@azure/web-pubsub-client", "ws"]),
+    onClose: () => {
+      for (const client of clients.values()) {
+        client.stop();
+      }
+    },
+  },
+);
+
+process.on("unhandledRejection", (err) => {
+  process.stderr.write(`unhandled rejection: ${JSON.stringify(describeError(err))}\n`);
+});
