@@ -19,10 +19,14 @@ BUFFER_FULL = "The reliable message buffer of the connection is full."
 
 
 class Applied(NamedTuple):
-    """What a command did here: how many connections it touched, which it closed."""
+    """What a command did here: the connections it touched, and those it closed."""
 
-    recipients: int
+    targets: list[Connection]
     closed: list[Connection]
+
+    @property
+    def recipients(self) -> int:
+        return len(self.targets)
 
 
 class Hub:
@@ -185,4 +189,4 @@ class Hub:
                 targets = list(self.select(c.ToConnection(connection_id)))
                 for conn in targets:
                     revoke(conn.roles, permission, target_name)
-        return Applied(len(targets), closed)
+        return Applied(targets, closed)

@@ -1,8 +1,9 @@
-"""The node: the facade over this process's hubs, the broker, and client request handling.
+"""The node: the facade over this process's hubs, the engine, and client request handling.
 
 REST routes and client endpoints call the node; the node decides (permissions, acks,
-duplicates, membership) and the edges only move bytes. A node without a broker is a
-single in-memory service; with one (e.g. Redis) every command reaches every node.
+duplicates, membership) and the edges only move bytes. A node without an engine is a
+single in-memory service; with one (e.g. Redis) every command reaches every node and the
+membership that REST asks about is shared.
 """
 
 from __future__ import annotations
@@ -46,14 +47,27 @@ class RecoveryRefused(Exception):
     """A reliable reconnection that cannot be honoured (spec 4.7: close with 1008)."""
 
 
-class Broker(Protocol):
-    """Carries commands to every node of a hub (see ``webpubsub.engine``).
+class Engine(Protocol):
+    """What a node needs from a cluster engine (see ``webpubsub.engine``).
 
-    Guarantees: at-most-once delivery; commands from one publisher to one hub are applied
-    in publish order on every node.
+    Guarantees: at-most-once delivery of commands; commands from one node to one hub are
+    applied in publish order on every other node. The node applies its own commands locally
+    first, so ``publish`` only has to reach the others.
     """
 
-    def publish(self, hub: str, command: c.Command) -> None: ...
+    def publish(self, hub: str, command: c.Command) -> None:
+        """Send a command to the other nodes serving ``hub``."""
+
+    def record_soon(self, hub: str, command: c.Command) -> None:
+        """Mirror a membership change of this node's own connections in shared state."""
+
+    def connection_added(self, conn: Connection, groups: Iterable[str]) -> None: ...
+
+    def connection_removed(self, conn: Connection) -> None: ...
+
+    def hub_added(self, hub: str) -> None: ...
+
+    def hub_removed(self, hub: str) -> None: ...
 
 
 class UserEventHandler(Protocol):
@@ -70,13 +84,13 @@ class Node:
 
     def __init__(
         self,
-        broker: Broker | None = None,
+        engine: Engine | None = None,
         *,
         max_groups_per_connection: int = 1000,
         recovery_window: float = RECOVERY_WINDOW,
     ):
         self.hubs: dict[str, Hub] = {}
-        self.broker = broker
+        self.engine = engine
         self.max_groups_per_connection = max_groups_per_connection
         self.recovery_window = recovery_window
         # Reliable connections whose socket dropped, waiting for the client (spec 4.7).
@@ -96,9 +110,14 @@ class Node:
         hub = self.hubs.get(conn.hub)
         if hub is None:
             hub = self.hubs[conn.hub] = Hub(conn.hub)
+            if self.engine is not None:
+                self.engine.hub_added(conn.hub)
         hub.add(conn)
+        groups = list(groups)
         for group in groups:
             hub.join(conn, group)
+        if self.engine is not None:
+            self.engine.connection_added(conn, groups)
         token = conn.recovery.token if conn.recovery else None
         conn.send(conn.codec.encode_connected(conn.connection_id, conn.user_id, token))
         self.observer.connection_opened(conn, getattr(conn.transport, "peer", ""))
@@ -167,11 +186,18 @@ class Node:
         if hub is None or not hub.remove(conn):
             return
         conn.closed = True
-        if not hub.connections:
-            del self.hubs[conn.hub]
+        self._forget_hub_if_empty(hub)
         self._disconnected(conn, reason)
 
+    def _forget_hub_if_empty(self, hub: Hub) -> None:
+        if not hub.connections and self.hubs.get(hub.name) is hub:
+            del self.hubs[hub.name]
+            if self.engine is not None:
+                self.engine.hub_removed(hub.name)
+
     def _disconnected(self, conn: Connection, reason: str) -> None:
+        if self.engine is not None:
+            self.engine.connection_removed(conn)
         self.observer.connection_closed(conn, reason)
         for hook in self.on_disconnected:
             try:
@@ -182,25 +208,30 @@ class Node:
     # -- commands -----------------------------------------------------------------------
 
     def execute(self, hub: str, command: c.Command) -> None:
-        """Carry out a command on every node (through the broker, if any)."""
-        if self.broker is None:
-            self.apply(hub, command)
-        else:
-            self.broker.publish(hub, command)
+        """Carry out a command here and on every other node (through the engine, if any)."""
+        self.apply(hub, command)
+        if self.engine is not None:
+            self.engine.publish(hub, command)
 
     def apply(self, hub_key: str, command: c.Command) -> None:
-        """Apply a command to this node's connections (the broker calls this)."""
+        """Apply a command to this node's connections (the engine calls this for others')."""
         hub = self.hubs.get(hub_key)
         if hub is None:
             return
         applied = hub.apply(command)
+        engine = self.engine
+        if engine is not None and isinstance(command, c.AddToGroups | c.RemoveFromGroups):
+            # A filter is evaluated where the connections live: each owner records its own.
+            many = c.AddToGroup if isinstance(command, c.AddToGroups) else c.RemoveFromGroup
+            for conn in applied.targets:
+                for group in command.groups:
+                    engine.record_soon(hub_key, many(c.ToConnection(conn.connection_id), group))
         self.observer.command_applied(hub_key, command, applied.recipients)
         for conn in applied.closed:
             self.recovering.discard(conn)
             reason = command.reason if isinstance(command, c.CloseConnections) else BUFFER_FULL
             self._disconnected(conn, reason)
-        if not hub.connections:
-            self.hubs.pop(hub_key, None)
+        self._forget_hub_if_empty(hub)
 
     # -- queries (local; a cluster engine answers these from shared state) ---------------
 
@@ -219,12 +250,17 @@ class Node:
         found = self.hubs.get(hub)
         return bool(found and group in found.groups)
 
-    def group_members(self, hub: str, group: str) -> list[tuple[str, str | None]]:
-        """(connection id, user id) of a group's members, in a stable order for paging."""
+    def group_members(
+        self, hub: str, group: str, after: str | None = None, limit: int | None = None
+    ) -> list[tuple[str, str | None]]:
+        """(connection id, user id) of a group's members ordered by id, after ``after``."""
         found = self.hubs.get(hub)
         if found is None:
             return []
-        return sorted((m.connection_id, m.user_id) for m in found.group_members(group))
+        members = sorted((m.connection_id, m.user_id) for m in found.group_members(group))
+        if after is not None:
+            members = [m for m in members if m[0] > after]
+        return members if limit is None else members[:limit]
 
     def has_permission(
         self, hub: str, connection_id: str, permission: Permission, target: str | None
@@ -278,10 +314,18 @@ class Node:
                         f"The connection is already in {self.max_groups_per_connection} groups."
                     )
                 hub.join(conn, group)
+                if self.engine is not None:
+                    self.engine.record_soon(
+                        conn.hub, c.AddToGroup(c.ToConnection(conn.connection_id), group)
+                    )
             case LeaveGroup(group):
                 self._check_group(group)
                 self._require(conn, Permission.JOIN_LEAVE_GROUP, group, "leave")
                 self.hubs[conn.hub].leave(conn, group)
+                if self.engine is not None:
+                    self.engine.record_soon(
+                        conn.hub, c.RemoveFromGroup(c.ToConnection(conn.connection_id), group)
+                    )
             case SendToGroup(group, data, data_type, _, no_echo):
                 self._check_group(group)
                 self._require(conn, Permission.SEND_TO_GROUP, group, "send message to")

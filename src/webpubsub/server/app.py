@@ -8,10 +8,13 @@ import time
 from collections.abc import Awaitable, Callable
 
 from ..auth.tokens import TokenValidator, bearer_token
+from ..core.commands import Command
 from ..core.connection import CloseCode
-from ..core.errors import RequestError, Unauthorized
+from ..core.errors import RequestError, ServiceUnavailable, Unauthorized
 from ..core.events import HubSettings
 from ..core.node import Node
+from ..engine.memory import Directory, MemoryDirectory
+from ..engine.redis import RedisEngine
 from . import rest
 from .client_endpoint import ClientEndpoint
 from .config import Settings
@@ -38,6 +41,8 @@ class Service:
         self.protocols: set[ServiceProtocol] = set()
         # Extra HTTP endpoints by exact path (metrics, health, live trace), checked before REST.
         self.pages: dict[str, Page] = {}
+        self.engine: RedisEngine | None = None
+        self.directory: Directory = MemoryDirectory(self.node)
         self._server: asyncio.Server | None = None
         self._keep_alive: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -68,6 +73,7 @@ class Service:
             self.settings.port,
             reuse_address=True,
             backlog=4096,
+            start_serving=False,
         )
         if self.settings.port == 0:
             self.settings.port = self._server.sockets[0].getsockname()[1]
@@ -80,8 +86,44 @@ class Service:
         self.node.on_user_event = self.upstream.user_event
         self.node.on_disconnected.append(self.upstream.disconnected)
         self.log_settings()
+        if self.settings.redis_url:
+            cluster = self.settings.cluster
+            engine = RedisEngine(
+                self.settings.redis_url,
+                self.node,
+                node_ttl=cluster.node_ttl,
+                heartbeat_interval=cluster.heartbeat_interval,
+                timeout=cluster.redis_timeout,
+            )
+            await engine.start()
+            self.engine = engine
+            self.node.engine = engine
+            self.directory = engine
         self._next_ping = self.loop.time() + self.settings.limits.keep_alive_interval
         self._schedule_keep_alive()
+        await self._server.start_serving()
+
+    async def execute(self, hub: str, command: Command) -> None:
+        """Carry out a REST command everywhere; in a cluster, wait until Redis has it.
+
+        Raises ServiceUnavailable (503) when the cluster's Redis cannot be reached.
+        """
+        if self.engine is not None and not self.engine.healthy:
+            raise ServiceUnavailable(
+                "The cluster's Redis server is unreachable; retry later.",
+                code="Error.ServiceUnavailable.Redis",
+            )
+        self.node.execute(hub, command)
+        if self.engine is not None:
+            await self.engine.commit(hub, command)
+
+    def ready(self) -> tuple[bool, str]:
+        """Whether this node can serve: listening, and in a cluster, Redis reachable."""
+        if self._server is None or not self._server.is_serving():
+            return False, "not listening"
+        if self.engine is not None and not self.engine.healthy:
+            return False, "Redis unreachable"
+        return True, "ok"
 
     def hub_settings(self, hub: str) -> HubSettings:
         return self.settings.hub(hub)
@@ -119,6 +161,10 @@ class Service:
             await self._server.wait_closed()
             self._server = None
         await self.upstream.close()
+        if self.engine is not None:
+            await self.engine.close()
+            self.engine = None
+            self.node.engine = None
 
     def _schedule_keep_alive(self) -> None:
         self._keep_alive = self.loop.call_later(1.0, self._tick)

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from .. import __version__
+from ..core.errors import ServiceUnavailable
 from .app import Service
 from .config import LOG_LEVELS, ConfigError, Settings, load_settings
 
@@ -48,6 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(env WEBPUBSUB_EVENT_HANDLER; per-hub handlers go in the config file)",
     )
     serve.add_argument(
+        "--redis",
+        metavar="URL",
+        help="join a cluster of nodes sharing this Redis server, e.g. redis://localhost:6379/0 "
+        "(env WEBPUBSUB_REDIS_URL; rediss:// for TLS, password in the URL)",
+    )
+    serve.add_argument(
         "--allow-anonymous",
         action="store_true",
         default=None,
@@ -71,6 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "log_level": args.log_level,
                 "event_handler": args.event_handler,
                 "allow_anonymous": args.allow_anonymous,
+                "redis_url": args.redis,
             },
         )
 
@@ -82,6 +90,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings.log_level)
     try:
         _run(settings, load)
+    except ServiceUnavailable as exc:
+        print(f"webpubsub: {exc.message}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(
             f"webpubsub: cannot listen on {settings.host}:{settings.port}: {exc.strerror}",

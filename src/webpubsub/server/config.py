@@ -49,6 +49,15 @@ class Limits:
 
 
 @dataclass
+class Cluster:
+    """Knobs of the Redis engine (``[cluster]`` in the config file)."""
+
+    node_ttl: float = 6.0  # a node silent this long is dead; its connections vanish
+    heartbeat_interval: float = 2.0  # also how often live nodes look for dead ones
+    redis_timeout: float = 2.0  # seconds before a Redis call fails (REST answers 503)
+
+
+@dataclass
 class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
@@ -56,6 +65,8 @@ class Settings:
     access_keys: list[str] = field(default_factory=list)
     log_level: str = "info"
     limits: Limits = field(default_factory=Limits)
+    redis_url: str | None = None  # a cluster of nodes over Redis when set
+    cluster: Cluster = field(default_factory=Cluster)
     # Hub settings by lower-case hub name; "*" applies to every hub without its own entry.
     hubs: dict[str, HubSettings] = field(default_factory=dict)
     generated_key: bool = False
@@ -113,9 +124,17 @@ def _apply_file(settings: Settings, path: Path) -> None:
         raise ConfigError(f"config file not found: {path}") from None
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read config file {path}: {exc}") from None
-    for key in ("host", "port", "public_endpoint", "log_level"):
+    for key in ("host", "port", "public_endpoint", "log_level", "redis_url"):
         if key in data:
             _set(settings, key, data[key])
+    cluster = data.get("cluster", {})
+    known_cluster = {f.name for f in fields(Cluster)}
+    for key, value in cluster.items():
+        if key not in known_cluster:
+            raise ConfigError(f"unknown [cluster] setting '{key}'")
+        if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+            raise ConfigError(f"[cluster] {key} must be a positive number")
+        setattr(settings.cluster, key, float(value))
     keys = data.get("keys", {})
     if not isinstance(keys, dict):
         raise ConfigError("[keys] must be a table with 'primary' and optionally 'secondary'")
@@ -178,7 +197,7 @@ def simple_hub_settings(event_handler: str | None, allow_anonymous: bool) -> Hub
 
 
 def _apply_env(settings: Settings, env: Mapping[str, str]) -> None:
-    for key in ("host", "port", "public_endpoint", "log_level"):
+    for key in ("host", "port", "public_endpoint", "log_level", "redis_url"):
         value = env.get(f"WEBPUBSUB_{key.upper()}")
         if value:
             _set(settings, key, value)
@@ -229,6 +248,9 @@ def _validate(settings: Settings) -> None:
         raise ConfigError(f"port must be between 0 and 65535, not {settings.port}")
     if settings.log_level not in LOG_LEVELS:
         raise ConfigError(f"log level must be one of {', '.join(LOG_LEVELS)}")
+    redis_url = settings.redis_url
+    if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError("the Redis URL must start with redis://, rediss:// or unix://")
     endpoint = settings.public_endpoint
     if endpoint and not endpoint.startswith(("http://", "https://")):
         raise ConfigError("the public endpoint must start with http:// or https://")

@@ -25,6 +25,7 @@ from ..core.roles import Permission, parse_permission
 from .http import HttpRequest, HttpResponse
 
 if TYPE_CHECKING:
+    from ..engine.memory import Directory
     from .app import Service
 
 MAX_TTL_SECONDS = 300
@@ -44,8 +45,12 @@ class Call:
     def hub(self) -> str:
         return check_hub(self.params["hub"])
 
-    def execute(self, command: c.Command) -> None:
-        self.service.node.execute(self.hub, command)
+    async def execute(self, command: c.Command) -> None:
+        await self.service.execute(self.hub, command)
+
+    @property
+    def directory(self) -> Directory:
+        return self.service.directory
 
     # -- query parameters ---------------------------------------------------------------
 
@@ -113,96 +118,96 @@ async def health(call: Call) -> HttpResponse:
 
 
 async def send_to_all(call: Call) -> HttpResponse:
-    call.execute(c.Send(c.ToAll(), call.message(), call.excluded(), call.filter()))
+    await call.execute(c.Send(c.ToAll(), call.message(), call.excluded(), call.filter()))
     return ACCEPTED
 
 
 async def send_to_group(call: Call) -> HttpResponse:
     target = c.ToGroup(call.group())
-    call.execute(c.Send(target, call.message(), call.excluded(), call.filter()))
+    await call.execute(c.Send(target, call.message(), call.excluded(), call.filter()))
     return ACCEPTED
 
 
 async def send_to_user(call: Call) -> HttpResponse:
-    call.execute(c.Send(c.ToUser(call.user_id()), call.message(), filter=call.filter()))
+    await call.execute(c.Send(c.ToUser(call.user_id()), call.message(), filter=call.filter()))
     return ACCEPTED
 
 
 async def send_to_connection(call: Call) -> HttpResponse:
-    call.execute(c.Send(c.ToConnection(call.connection_id()), call.message()))
+    await call.execute(c.Send(c.ToConnection(call.connection_id()), call.message()))
     return ACCEPTED
 
 
 async def close_all(call: Call) -> HttpResponse:
-    call.execute(c.CloseConnections(c.ToAll(), call.reason(), call.excluded()))
+    await call.execute(c.CloseConnections(c.ToAll(), call.reason(), call.excluded()))
     return NO_CONTENT
 
 
 async def close_group(call: Call) -> HttpResponse:
-    call.execute(c.CloseConnections(c.ToGroup(call.group()), call.reason(), call.excluded()))
+    await call.execute(c.CloseConnections(c.ToGroup(call.group()), call.reason(), call.excluded()))
     return NO_CONTENT
 
 
 async def close_user(call: Call) -> HttpResponse:
-    call.execute(c.CloseConnections(c.ToUser(call.user_id()), call.reason(), call.excluded()))
+    await call.execute(c.CloseConnections(c.ToUser(call.user_id()), call.reason(), call.excluded()))
     return NO_CONTENT
 
 
 async def close_connection(call: Call) -> HttpResponse:
-    call.execute(c.CloseConnections(c.ToConnection(call.connection_id()), call.reason()))
+    await call.execute(c.CloseConnections(c.ToConnection(call.connection_id()), call.reason()))
     return NO_CONTENT
 
 
 async def connection_exists(call: Call) -> HttpResponse:
-    found = call.service.node.connection_exists(call.hub, call.connection_id())
+    found = await call.directory.connection_exists(call.hub, call.connection_id())
     return _exists(found, "Warning.Connection.NotExisted")
 
 
 async def group_exists(call: Call) -> HttpResponse:
-    found = call.service.node.group_exists(call.hub, call.group())
+    found = await call.directory.group_exists(call.hub, call.group())
     return _exists(found, "Warning.Group.NotExisted")
 
 
 async def user_exists(call: Call) -> HttpResponse:
-    found = call.service.node.user_exists(call.hub, call.user_id())
+    found = await call.directory.user_exists(call.hub, call.user_id())
     return _exists(found, "Warning.User.NotExisted")
 
 
 async def add_connection_to_group(call: Call) -> HttpResponse:
     group, connection_id = call.group(), call.connection_id()
-    if not call.service.node.connection_exists(call.hub, connection_id):
+    if not await call.directory.connection_exists(call.hub, connection_id):
         raise _connection_not_found(connection_id)
-    call.execute(c.AddToGroup(c.ToConnection(connection_id), group))
+    await call.execute(c.AddToGroup(c.ToConnection(connection_id), group))
     return OK
 
 
 async def remove_connection_from_group(call: Call) -> HttpResponse:
-    call.execute(c.RemoveFromGroup(c.ToConnection(call.connection_id()), call.group()))
+    await call.execute(c.RemoveFromGroup(c.ToConnection(call.connection_id()), call.group()))
     return NO_CONTENT
 
 
 async def remove_connection_from_all_groups(call: Call) -> HttpResponse:
-    call.execute(c.RemoveFromAllGroups(c.ToConnection(call.connection_id())))
+    await call.execute(c.RemoveFromAllGroups(c.ToConnection(call.connection_id())))
     return NO_CONTENT
 
 
 async def add_user_to_group(call: Call) -> HttpResponse:
     group, user_id = call.group(), call.user_id()
-    if not call.service.node.user_exists(call.hub, user_id):
+    if not await call.directory.user_exists(call.hub, user_id):
         raise NotFound(
             f"User `{user_id}` is not found.", code="Error.User.NotExisted", target="User"
         )
-    call.execute(c.AddToGroup(c.ToUser(user_id), group))
+    await call.execute(c.AddToGroup(c.ToUser(user_id), group))
     return OK
 
 
 async def remove_user_from_group(call: Call) -> HttpResponse:
-    call.execute(c.RemoveFromGroup(c.ToUser(call.user_id()), call.group()))
+    await call.execute(c.RemoveFromGroup(c.ToUser(call.user_id()), call.group()))
     return NO_CONTENT
 
 
 async def remove_user_from_all_groups(call: Call) -> HttpResponse:
-    call.execute(c.RemoveFromAllGroups(c.ToUser(call.user_id())))
+    await call.execute(c.RemoveFromAllGroups(c.ToUser(call.user_id())))
     return NO_CONTENT
 
 
@@ -238,13 +243,13 @@ def _groups_body(call: Call) -> tuple[tuple[str, ...], Filter | None]:
 
 async def add_to_groups(call: Call) -> HttpResponse:
     groups, filter = _groups_body(call)
-    call.execute(c.AddToGroups(groups, filter))
+    await call.execute(c.AddToGroups(groups, filter))
     return OK
 
 
 async def remove_from_groups(call: Call) -> HttpResponse:
     groups, filter = _groups_body(call)
-    call.execute(c.RemoveFromGroups(groups, filter))
+    await call.execute(c.RemoveFromGroups(groups, filter))
     return OK
 
 
@@ -265,21 +270,21 @@ def _permission(call: Call) -> tuple[Permission, str | None]:
 async def grant_permission(call: Call) -> HttpResponse:
     permission, target = _permission(call)
     connection_id = call.connection_id()
-    if not call.service.node.connection_exists(call.hub, connection_id):
+    if not await call.directory.connection_exists(call.hub, connection_id):
         raise _connection_not_found(connection_id)
-    call.execute(c.Grant(connection_id, permission, target))
+    await call.execute(c.Grant(connection_id, permission, target))
     return OK
 
 
 async def revoke_permission(call: Call) -> HttpResponse:
     permission, target = _permission(call)
-    call.execute(c.Revoke(call.connection_id(), permission, target))
+    await call.execute(c.Revoke(call.connection_id(), permission, target))
     return NO_CONTENT
 
 
 async def check_permission(call: Call) -> HttpResponse:
     permission, target = _permission(call)
-    found = call.service.node.has_permission(call.hub, call.connection_id(), permission, target)
+    found = await call.directory.has_permission(call.hub, call.connection_id(), permission, target)
     return _exists(found, "Warning.Permission.NotExisted")
 
 
@@ -308,10 +313,8 @@ async def list_connections(call: Call) -> HttpResponse:
     page_size = call.int_param("maxpagesize", 1, MAX_PAGE_SIZE, MAX_PAGE_SIZE) or MAX_PAGE_SIZE
     top = call.int_param("top", 1, 2**31 - 1, None)
     after = _decode_continuation(call.request.query_one("continuationToken"))
-    members = call.service.node.group_members(call.hub, group)
-    if after is not None:
-        members = [m for m in members if m[0] > after]
     size = page_size if top is None else min(page_size, top)
+    members = await call.directory.group_members(call.hub, group, after, size + 1)
     page, rest = members[:size], members[size:]
     value: list[dict[str, Any]] = []
     for connection_id, user_id in page:

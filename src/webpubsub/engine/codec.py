@@ -1,0 +1,137 @@
+"""Commands as bytes, for the trip between nodes: a JSON header line, then the payload.
+
+JSON rather than pickle: what arrives from Redis is data, never code. The payload of a send
+travels raw after the header, so a 1 MB binary message is not base64-inflated.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..core import commands as c
+from ..core.message import DataType, Message, Source
+from ..core.odata import parse_filter
+from ..core.roles import Permission
+
+
+class CodecError(ValueError):
+    """Bytes that are not an encoded command."""
+
+
+def _target(target: c.Target) -> list[str]:
+    match target:
+        case c.ToAll():
+            return ["all"]
+        case c.ToGroup(group):
+            return ["group", group]
+        case c.ToUser(user_id):
+            return ["user", user_id]
+        case c.ToConnection(connection_id):
+            return ["connection", connection_id]
+
+
+def _parse_target(raw: Any) -> c.Target:
+    kind = raw[0]
+    if kind == "all":
+        return c.ToAll()
+    if kind == "group":
+        return c.ToGroup(raw[1])
+    if kind == "user":
+        return c.ToUser(raw[1])
+    if kind == "connection":
+        return c.ToConnection(raw[1])
+    raise CodecError(f"unknown target {kind!r}")
+
+
+def encode_command(command: c.Command) -> bytes:
+    """Serialize a command (see module docstring for the format)."""
+    payload = b""
+    head: dict[str, Any]
+    match command:
+        case c.Send(target, message, excluded, filter):
+            head = {
+                "t": "send",
+                "to": _target(target),
+                "dt": message.data_type.value,
+                "src": message.source.value,
+            }
+            if message.group is not None:
+                head["g"] = message.group
+            if message.from_user_id is not None:
+                head["u"] = message.from_user_id
+            if excluded:
+                head["ex"] = sorted(excluded)
+            if filter is not None:
+                head["f"] = filter.text
+            payload = message.data
+        case c.CloseConnections(target, reason, excluded):
+            head = {"t": "close", "to": _target(target), "r": reason, "ex": sorted(excluded)}
+        case c.AddToGroup(target, group) | c.RemoveFromGroup(target, group):
+            kind = "join" if isinstance(command, c.AddToGroup) else "leave"
+            head = {"t": kind, "to": _target(target), "g": group}
+        case c.RemoveFromAllGroups(target):
+            head = {"t": "leaveall", "to": _target(target)}
+        case c.AddToGroups(groups, filter) | c.RemoveFromGroups(groups, filter):
+            kind = "joinmany" if isinstance(command, c.AddToGroups) else "leavemany"
+            head = {"t": kind, "gs": list(groups)}
+            if filter is not None:
+                head["f"] = filter.text
+        case c.Grant(connection_id, permission, target_name) | c.Revoke(
+            connection_id, permission, target_name
+        ):
+            kind = "grant" if isinstance(command, c.Grant) else "revoke"
+            head = {"t": kind, "c": connection_id, "p": permission.value, "n": target_name}
+    return json.dumps(head, separators=(",", ":")).encode() + b"\n" + payload
+
+
+def decode_command(data: bytes) -> c.Command:
+    """Parse what :func:`encode_command` produced; raises CodecError otherwise."""
+    head_bytes, _, payload = data.partition(b"\n")
+    try:
+        head = json.loads(head_bytes)
+        return _decode(head, payload)
+    except CodecError:
+        raise
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        raise CodecError(f"malformed command: {exc}") from None
+
+
+def _filter(head: dict[str, Any]) -> Any:
+    text = head.get("f")
+    return parse_filter(text) if text else None
+
+
+def _decode(head: dict[str, Any], payload: bytes) -> c.Command:
+    kind = head["t"]
+    if kind == "send":
+        message = Message(
+            payload,
+            DataType(head["dt"]),
+            Source(head["src"]),
+            head.get("g"),
+            head.get("u"),
+        )
+        return c.Send(
+            _parse_target(head["to"]), message, frozenset(head.get("ex", ())), _filter(head)
+        )
+    if kind == "close":
+        return c.CloseConnections(_parse_target(head["to"]), head["r"], frozenset(head["ex"]))
+    if kind in ("join", "leave"):
+        target = _parse_target(head["to"])
+        if not isinstance(target, c.ToUser | c.ToConnection):
+            raise CodecError("join/leave need a user or connection target")
+        cls = c.AddToGroup if kind == "join" else c.RemoveFromGroup
+        return cls(target, head["g"])
+    if kind == "leaveall":
+        target = _parse_target(head["to"])
+        if not isinstance(target, c.ToUser | c.ToConnection):
+            raise CodecError("leaveall needs a user or connection target")
+        return c.RemoveFromAllGroups(target)
+    if kind in ("joinmany", "leavemany"):
+        many = c.AddToGroups if kind == "joinmany" else c.RemoveFromGroups
+        return many(tuple(head["gs"]), _filter(head))
+    if kind in ("grant", "revoke"):
+        perm = c.Grant if kind == "grant" else c.Revoke
+        return perm(head["c"], Permission(head["p"]), head.get("n"))
+    raise CodecError(f"unknown command {kind!r}")

@@ -1,0 +1,162 @@
+"""A real Redis server and three service nodes as separate processes, for cluster tests.
+
+``.ci/run`` installs Debian's ``redis-server``; elsewhere the tests skip when it is missing
+(in CI they fail instead, so a missing install step cannot hide).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+ACCESS_KEY = "cluster-access-key-0123456789abcdefghijkl"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
+
+
+@dataclass
+class RedisServer:
+    port: int
+    workdir: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+
+@dataclass
+class Node:
+    port: int
+    config: Path
+    redis_url: str
+    process: subprocess.Popen[bytes] | None = None
+    log: list[str] = field(default_factory=list)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def connection_string(self) -> str:
+        return f"Endpoint={self.endpoint};AccessKey={ACCESS_KEY};Version=1.0;"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "webpubsub",
+                "serve",
+                "--port",
+                str(self.port),
+                "--access-key",
+                ACCESS_KEY,
+                "--redis",
+                self.redis_url,
+                "--config",
+                str(self.config),
+                "--log-level",
+                "warning",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port)
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+            self.process = None
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+            self.process = None
+
+
+@dataclass
+class Cluster:
+    redis: RedisServer
+    nodes: list[Node]
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    if shutil.which("redis-server") is None:
+        if os.environ.get("CI"):
+            pytest.fail("redis-server is not installed (.ci/run must install it)")
+        pytest.skip("redis-server is not installed")
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        config = workdir / "node.toml"
+        config.write_text(
+            "[cluster]\nnode_ttl = 2.0\nheartbeat_interval = 0.5\nredis_timeout = 1.0\n"
+        )
+        redis = RedisServer(free_port(), workdir)
+        redis.start()
+        nodes = [Node(free_port(), config, redis.url) for _ in range(3)]
+        try:
+            for node in nodes:
+                node.start()
+            yield Cluster(redis, nodes)
+        finally:
+            for node in nodes:
+                node.stop()
+            redis.stop()

@@ -1,0 +1,42 @@
+"""Commands survive the trip between nodes unchanged."""
+
+from __future__ import annotations
+
+import pytest
+
+from webpubsub.core import commands as c
+from webpubsub.core.message import DataType, Message, Source
+from webpubsub.core.odata import parse_filter
+from webpubsub.core.roles import Permission
+from webpubsub.engine.codec import CodecError, decode_command, encode_command
+
+COMMANDS: list[c.Command] = [
+    c.Send(c.ToAll(), Message(b"\x00\x01\n\xff", DataType.BINARY)),
+    c.Send(
+        c.ToGroup("g\n1"),
+        Message(b'{"a": 1}', DataType.JSON, Source.GROUP, "g\n1", "user 1"),
+        frozenset({"c1", "c2"}),
+        parse_filter("userId eq 'x''y'"),
+    ),
+    c.Send(c.ToUser("u"), Message(b"hi", DataType.TEXT)),
+    c.Send(c.ToConnection("c"), Message(b"p", DataType.PROTOBUF)),
+    c.CloseConnections(c.ToGroup("g"), "bye", frozenset({"c3"})),
+    c.AddToGroup(c.ToUser("u"), "g"),
+    c.RemoveFromGroup(c.ToConnection("c"), "g"),
+    c.RemoveFromAllGroups(c.ToUser("u")),
+    c.AddToGroups(("a", "b"), parse_filter("'a' in groups")),
+    c.RemoveFromGroups(("a",), None),
+    c.Grant("c", Permission.SEND_TO_GROUP, "g"),
+    c.Revoke("c", Permission.JOIN_LEAVE_GROUP, None),
+]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda cmd: type(cmd).__name__)
+def test_round_trip(command: c.Command) -> None:
+    assert decode_command(encode_command(command)) == command
+
+
+@pytest.mark.parametrize("data", [b"", b"{}\n", b"not json\n", b'{"t":"nope"}\n'])
+def test_garbage_is_a_codec_error(data: bytes) -> None:
+    with pytest.raises(CodecError):
+        decode_command(data)
