@@ -393,8 +393,9 @@ class ServiceProtocol(asyncio.Protocol):
             )
             if self.conn is not None:
                 self.service.node.observer.slow_consumer(self.conn, buffered)
-            self._closing = True
-            transport.abort()
+            # Nothing more is queued; the close frame follows what is buffered, and the
+            # close timer cuts the socket if the client never reads it.
+            self.close(CloseCode.TRY_AGAIN_LATER, "The client is not reading fast enough.")
 
     def close(self, code: int, reason: str) -> None:
         """Send a close frame (after what is queued) and drop the connection."""
