@@ -1,0 +1,157 @@
+"""The chat scenario end to end: our service calls our event handler, with no other app code.
+
+A real service (the session ``service`` fixture) has the test's hub pointed at a
+``WebPubSubEventHandler`` served by uvicorn. Real WebSocket clients connect; the handler's
+``handle_connect`` names the user and joins a group, ``handle_user_event`` answers, and the
+official Python server SDK sends to the group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import websockets
+from azure.messaging.webpubsubservice import WebPubSubServiceClient
+from websockets.asyncio.client import ClientConnection
+
+from tests.conftest import SECONDARY_KEY
+from tests.handler.helpers import TIMEOUT, ASGIServerThread, events_sent_to
+from webpubsub.handler import (
+    ConnectedRequest,
+    ConnectRequest,
+    ConnectResponse,
+    DisconnectedRequest,
+    EventHandlerError,
+    UserEventRequest,
+    UserEventResponse,
+    WebPubSubEventHandler,
+)
+from webpubsub.testing import ServiceThread
+
+JSON_PROTOCOL = "json.webpubsub.azure.v1"
+
+
+class ChatApp:
+    """The app server of the chat scenario: nothing but handler functions."""
+
+    def __init__(self, hub: str) -> None:
+        self.connected: list[ConnectedRequest] = []
+        self.disconnected: list[DisconnectedRequest] = []
+        self.disconnected_event = threading.Event()  # set on the server's thread
+        self.handler = WebPubSubEventHandler(
+            hub,
+            path="/eventhandler",
+            # The service signs with both its keys; knowing the secondary one is enough.
+            access_keys=[SECONDARY_KEY],
+            allowed_endpoints=["http://127.0.0.1"],
+            handle_connect=self.handle_connect,
+            handle_user_event=self.handle_user_event,
+            on_connected=self.on_connected,
+            on_disconnected=self.on_disconnected,
+        )
+
+    async def handle_connect(self, request: ConnectRequest) -> ConnectResponse:
+        names = request.query.get("name")
+        if not names:
+            raise EventHandlerError(401, "say your name")
+        request.context.set_state("messages", 0)
+        return ConnectResponse(user_id=names[0], groups=["room"])
+
+    async def handle_user_event(self, request: UserEventRequest) -> UserEventResponse | None:
+        if request.context.event_name != "message":
+            return None
+        count = request.context.get_state("messages", 0) + 1
+        request.context.set_state("messages", count)
+        return UserEventResponse.json(
+            {"from": request.context.user_id, "said": request.data, "count": count}
+        )
+
+    async def on_connected(self, request: ConnectedRequest) -> None:
+        self.connected.append(request)
+
+    async def on_disconnected(self, request: DisconnectedRequest) -> None:
+        self.disconnected.append(request)
+        self.disconnected_event.set()
+
+
+@pytest.fixture
+async def chat(
+    service: ServiceThread, hub: str, asgi_server: ASGIServerThread
+) -> AsyncIterator[ChatApp]:
+    app = ChatApp(hub)
+    with events_sent_to(service, hub, f"{asgi_server.base_url}/eventhandler/{{event}}"):
+        async with asgi_server.use(app.handler):
+            yield app
+
+
+def client_url(service: ServiceThread, hub: str, **query: str) -> str:
+    sdk = WebPubSubServiceClient.from_connection_string(service.connection_string, hub=hub)
+    url: str = sdk.get_client_access_token()["url"]
+    return url + "".join(f"&{name}={value}" for name, value in query.items())
+
+
+async def receive_json(ws: ClientConnection) -> Any:
+    return json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
+
+
+class TestChat:
+    async def test_event_answer_and_group(
+        self, service: ServiceThread, hub: str, chat: ChatApp
+    ) -> None:
+        url = client_url(service, hub, name="alice")
+        async with websockets.connect(url, subprotocols=[JSON_PROTOCOL]) as ws:  # type: ignore[list-item]
+            connected = await receive_json(ws)
+            assert (connected["event"], connected["userId"]) == ("connected", "alice")
+
+            # A client sends an event, the app answers, the client receives the answer.
+            for count in (1, 2):
+                await ws.send(
+                    json.dumps(
+                        {"type": "event", "event": "message", "dataType": "text", "data": "hi"}
+                    )
+                )
+                reply = await receive_json(ws)
+                assert reply["type"] == "message"
+                assert reply["from"] == "server"
+                assert reply["dataType"] == "json"
+                assert reply["data"] == {"from": "alice", "said": "hi", "count": count}
+
+            # Connect joined the group: the official SDK's send to it reaches the client.
+            sdk = WebPubSubServiceClient.from_connection_string(service.connection_string, hub=hub)
+            await asyncio.to_thread(
+                sdk.send_to_group, "room", "hello room", content_type="text/plain"
+            )
+            message = await receive_json(ws)
+            assert (message["from"], message["group"], message["data"]) == (
+                "group",
+                "room",
+                "hello room",
+            )
+
+        assert await asyncio.to_thread(chat.disconnected_event.wait, TIMEOUT)
+        [connected_request] = chat.connected
+        assert connected_request.context.user_id == "alice"
+        assert connected_request.context.subprotocol == JSON_PROTOCOL
+        [disconnected] = chat.disconnected
+        assert disconnected.context.user_id == "alice"
+        assert disconnected.context.states == {"messages": 2}
+
+    async def test_simple_client(self, service: ServiceThread, hub: str, chat: ChatApp) -> None:
+        async with websockets.connect(client_url(service, hub, name="bob")) as ws:
+            await ws.send("hey")
+            reply = json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
+            assert reply == {"from": "bob", "said": "hey", "count": 1}
+
+    async def test_refused_connect_reaches_the_client(
+        self, service: ServiceThread, hub: str, chat: ChatApp
+    ) -> None:
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            async with websockets.connect(client_url(service, hub)):
+                pass
+        assert refused.value.response.status_code == 401
+        assert chat.connected == []
