@@ -1,0 +1,136 @@
+"""The service calling the official @azure/web-pubsub-express handler (a foreign app side).
+
+If our CloudEvents (headers, abuse-protection OPTIONS, connect body, state) were off, the
+express handler would ignore the requests and the client would see it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import websockets
+
+from tests.conftest import ACCESS_KEY
+from webpubsub.auth.tokens import client_audience, mint_client_token
+from webpubsub.core.events import EventHandlerSettings, HubSettings
+from webpubsub.testing import ServiceThread
+
+NODE_DIR = Path(__file__).resolve().parents[1] / "node"
+pytestmark = pytest.mark.skipif(
+    shutil.which("node") is None
+    or not (NODE_DIR / "node_modules" / "@azure" / "web-pubsub-express").exists(),
+    reason="node or tests/node/node_modules is missing (run: cd tests/node && npm ci)",
+)
+
+
+class ExpressApp:
+    def __init__(self, hub: str) -> None:
+        self.process = subprocess.Popen(
+            ["node", str(NODE_DIR / "express_handler.mjs"), hub],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.port = int(self.next_line(10)["port"])
+
+    def next_line(self, timeout: float = 10.0) -> Any:
+        assert self.process.stdout is not None
+        # Reading a line blocks; bound it with a watchdog that kills a stuck process.
+        timer = threading.Timer(timeout, self.process.kill)
+        timer.start()
+        try:
+            line = self.process.stdout.readline()
+        finally:
+            timer.cancel()
+        assert line, "the express app exited before answering"
+        return json.loads(line)
+
+    def close(self) -> None:
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+@pytest.fixture
+def express(service: ServiceThread, hub: str) -> Iterator[ExpressApp]:
+    app = ExpressApp(hub.lower())
+    template = f"http://127.0.0.1:{app.port}/eventhandler/{{event}}"
+    settings = HubSettings((EventHandlerSettings(template),))
+    service.call(lambda: service.settings.hubs.__setitem__(hub.lower(), settings))
+    try:
+        yield app
+    finally:
+        app.close()
+
+
+def url(service: ServiceThread, hub: str, name: str) -> str:
+    audience = client_audience(service.endpoint, hub)
+    token = mint_client_token(ACCESS_KEY, audience)
+    return audience.replace("http://", "ws://") + f"?access_token={token}&name={name}"
+
+
+async def test_chat_through_the_express_handler(
+    service: ServiceThread, hub: str, express: ExpressApp
+) -> None:
+    async with websockets.connect(
+        url(service, hub, "alice"),
+        subprotocols=["json.webpubsub.azure.v1"],  # type: ignore[list-item]
+    ) as ws:
+        connected = json.loads(await ws.recv())
+        assert connected["userId"] == "alice"
+        assert await asyncio.to_thread(express.next_line) == {
+            "event": "connected",
+            "userId": "alice",
+            "connectionId": connected["connectionId"],
+        }
+        assert service.call(lambda: service.service.node.group_exists(hub.lower(), "room"))
+        for ack_id, expected in ((1, "express:hi:1"), (2, "express:hi:2")):
+            await ws.send(
+                json.dumps(
+                    {
+                        "type": "event",
+                        "event": "chat",
+                        "ackId": ack_id,
+                        "dataType": "text",
+                        "data": "hi",
+                    }
+                )
+            )
+            reply = json.loads(await ws.recv())
+            assert reply == {
+                "type": "message",
+                "from": "server",
+                "dataType": "text",
+                "data": expected,
+            }
+            assert json.loads(await ws.recv()) == {"type": "ack", "ackId": ack_id, "success": True}
+        await ws.send(
+            json.dumps(
+                {"type": "event", "event": "json", "ackId": 3, "dataType": "json", "data": {"x": 1}}
+            )
+        )
+        reply = json.loads(await ws.recv())
+        assert reply["dataType"] == "json"
+        assert reply["data"] == {"echo": {"x": 1}, "count": 3}
+    disconnected = await asyncio.to_thread(express.next_line)
+    assert disconnected["event"] == "disconnected"
+    assert disconnected["userId"] == "alice"
+
+
+async def test_express_refusal_reaches_the_client(
+    service: ServiceThread, hub: str, express: ExpressApp
+) -> None:
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        await websockets.connect(url(service, hub, "intruder"))
+    assert refused.value.response.status_code == 401

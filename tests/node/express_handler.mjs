@@ -1,0 +1,43 @@
+// An app server built with the official @azure/web-pubsub-express handler, for
+// tests/compat/test_express_handler.py: the service calls it like it would call any app.
+// Usage: node express_handler.mjs <hub>. Prints {"port": N} once listening, then one JSON
+// line per connected/disconnected event it sees.
+import express from "express";
+import { WebPubSubEventHandler } from "@azure/web-pubsub-express";
+
+const hub = process.argv[2] ?? "chat";
+const print = (value) => process.stdout.write(JSON.stringify(value) + "\n");
+
+const handler = new WebPubSubEventHandler(hub, {
+  path: "/eventhandler/",
+  handleConnect(req, res) {
+    const name = req.queries?.name?.[0];
+    if (name === "intruder") {
+      res.fail(401, "intruders are not welcome");
+      return;
+    }
+    res.setState("count", 0);
+    res.success({ userId: name, groups: ["room"], roles: ["webpubsub.sendToGroup"] });
+  },
+  handleUserEvent(req, res) {
+    const count = (req.context.states.count ?? 0) + 1;
+    res.setState("count", count);
+    if (req.context.eventName === "json") {
+      res.success(JSON.stringify({ echo: req.data, count }), "json");
+    } else {
+      res.success(`express:${req.data}:${count}`, "text");
+    }
+  },
+  onConnected(req) {
+    print({ event: "connected", userId: req.context.userId, connectionId: req.context.connectionId });
+  },
+  onDisconnected(req) {
+    print({ event: "disconnected", userId: req.context.userId, reason: req.reason ?? "" });
+  },
+});
+
+const app = express();
+app.use(handler.getMiddleware());
+const server = app.listen(0, "127.0.0.1", () => print({ port: server.address().port }));
+process.stdin.on("end", () => server.close(() => process.exit(0)));
+process.stdin.resume();
