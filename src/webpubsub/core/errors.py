@@ -6,11 +6,14 @@
     │   ├── Unauthorized        401: missing or invalid token
     │   ├── NotFound            404: unknown connection/user on a PUT
     │   ├── PayloadTooLarge     413: body above the message limit
-    │   └── UnsupportedMediaType 415: content type the service cannot map to a data type
+    │   ├── UnsupportedMediaType 415: content type the service cannot map to a data type
+    │   ├── TooManyRequests     429: a quota is reached (client connections of a hub)
+    │   └── ServiceUnavailable  503: this node cannot serve now (full, stopping, Redis down)
     ├── ClientError             a client message the service refuses (ack error name)
     │   ├── Forbidden           the connection lacks the permission
     │   ├── Duplicate           the ackId was already processed
     │   ├── InvalidMessage      a well-formed request with a bad argument (ack "BadRequest")
+    │   ├── Throttled           the connection sends faster than its message rate
     │   └── InternalServerError no upstream could take a user event
     ├── InvalidRequest          a codec's "bad argument" (becomes InvalidMessage when acked)
     └── ProtocolViolation       a frame that is no message of the subprotocol (close code)
@@ -78,6 +81,11 @@ class UnsupportedMediaType(RequestError):
     default_code = "Error.UnsupportedMediaType"
 
 
+class TooManyRequests(RequestError):
+    status = 429
+    default_code = "Error.TooManyRequests"
+
+
 class ServiceUnavailable(RequestError):
     status = 503
     default_code = "Error.ServiceUnavailable"
@@ -103,6 +111,13 @@ class Duplicate(ClientError):
 
 class InvalidMessage(ClientError):
     name = "BadRequest"
+
+
+class Throttled(ClientError):
+    """Raised for a request over the connection's message rate; not executed, not recorded
+    as processed, so the client may retry it with the same ackId."""
+
+    name = "Throttled"
 
 
 class InternalServerError(ClientError):

@@ -22,11 +22,13 @@ from .errors import (
     InvalidMessage,
     InvalidRequest,
     ProtocolViolation,
+    Throttled,
 )
 from .hub import BUFFER_FULL, Hub
 from .message import Message, Source
-from .names import group_name_problem
+from .names import MAX_GROUP_NAME, group_name_problem
 from .observe import Observers
+from .ratelimit import MessageRate, Verdict
 from .reliable import RECOVERY_WINDOW
 from .requests import (
     ClientRequest,
@@ -87,12 +89,19 @@ class Node:
         engine: Engine | None = None,
         *,
         max_groups_per_connection: int = 1000,
+        max_group_name_length: int = MAX_GROUP_NAME,
         recovery_window: float = RECOVERY_WINDOW,
+        message_rate: float | None = None,
+        message_burst: int = 1,
     ):
         self.hubs: dict[str, Hub] = {}
         self.engine = engine
         self.max_groups_per_connection = max_groups_per_connection
+        self.max_group_name_length = max_group_name_length
         self.recovery_window = recovery_window
+        # Client messages per second and burst per connection; None: unlimited.
+        self.message_rate = message_rate
+        self.message_burst = message_burst
         # Reliable connections whose socket dropped, waiting for the client (spec 4.7).
         self.recovering: set[Connection] = set()
         self.on_user_event: UserEventHandler | None = None
@@ -270,8 +279,36 @@ class Node:
 
     # -- client requests (spec 4.3-4.6) ---------------------------------------------------
 
-    def receive(self, conn: Connection, data: bytes, is_text: bool) -> None:
-        """One complete client message (all frames joined): decode it and act on it."""
+    def new_rate(self, now: float) -> MessageRate | None:
+        """A fresh message-rate bucket for a connection opening at ``now`` (None: unlimited).
+
+        The edge keeps one per socket and passes it to :meth:`receive` with the time.
+        """
+        if self.message_rate is None:
+            return None
+        return MessageRate(self.message_rate, self.message_burst, now)
+
+    def receive(
+        self,
+        conn: Connection,
+        data: bytes,
+        is_text: bool,
+        now: float = 0.0,
+        rate: MessageRate | None = None,
+    ) -> None:
+        """One complete client message (all frames joined): decode it and act on it.
+
+        With a ``rate``, a message over it is refused with ``Throttled`` (not executed, its
+        ackId not recorded) and a client that ignores that is closed with 1008.
+        """
+        verdict = Verdict.ALLOW if rate is None else rate.take(now)
+        if verdict is Verdict.CUT:
+            self.close(
+                conn,
+                CloseCode.POLICY_VIOLATION,
+                "Too many messages: the client ignored throttling.",
+            )
+            return
         try:
             request = conn.codec.decode(data, is_text)
         except ProtocolViolation as exc:
@@ -280,6 +317,12 @@ class Node:
         except InvalidRequest as exc:
             if exc.ack_id is not None:
                 self.ack(conn, exc.ack_id, InvalidMessage(exc.message))
+            return
+        if verdict is Verdict.THROTTLE and rate is not None:
+            ack_id = getattr(request, "ack_id", None)
+            if ack_id is not None:
+                limit = f"at most {rate.rate:g} per second"
+                self.ack(conn, ack_id, Throttled(f"Too many messages: {limit}; retry later."))
             return
         self.observer.request_received(conn, request, len(data))
         self.handle(conn, request)
@@ -363,9 +406,12 @@ class Node:
             f"No event handler is configured for the event '{request.event}'."
         )
 
-    @staticmethod
-    def _check_group(group: str) -> None:
-        problem = group_name_problem(group)
+    def group_name_problem(self, group: object) -> str | None:
+        """What is wrong with a group name under this node's length limit, or None."""
+        return group_name_problem(group, self.max_group_name_length)
+
+    def _check_group(self, group: str) -> None:
+        problem = self.group_name_problem(group)
         if problem:
             raise InvalidMessage(problem)
 

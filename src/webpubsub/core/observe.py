@@ -46,7 +46,8 @@ class Observer:
 
 
 class Observers(Observer):
-    """Calls every registered observer; errors in one are logged, not raised."""
+    """Calls every registered observer, in order. Observers must not raise: they run on the
+    service's hot paths (connections, messages), so a failing one would fail those."""
 
     def __init__(self) -> None:
         self._observers: list[Observer] = []

@@ -4,18 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from collections.abc import Awaitable, Callable
+from urllib.parse import unquote
 
 from ..auth.tokens import TokenValidator, bearer_token
+from ..core import commands as c
 from ..core.commands import Command
 from ..core.connection import CloseCode
-from ..core.errors import RequestError, ServiceUnavailable, Unauthorized
+from ..core.errors import (
+    BadRequest,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    RequestError,
+    ServiceUnavailable,
+    Unauthorized,
+)
 from ..core.events import HubSettings
 from ..core.node import Node
 from ..engine.memory import Directory, MemoryDirectory
 from ..engine.redis import RedisEngine
-from . import rest
+from . import openapi, ops, rest
 from .client_endpoint import ClientEndpoint
 from .config import Settings
 from .connection import Flusher, ServiceProtocol
@@ -34,11 +44,16 @@ class Service:
     def __init__(self, settings: Settings, node: Node | None = None) -> None:
         settings.ensure_key()
         self.settings = settings
+        limits = settings.limits
         self.node = node or Node(
-            max_groups_per_connection=settings.limits.max_groups_per_connection,
-            recovery_window=settings.limits.recovery_window,
+            max_groups_per_connection=limits.max_groups_per_connection,
+            max_group_name_length=limits.max_group_name_length,
+            recovery_window=limits.recovery_window,
+            message_rate=limits.client_message_rate,
+            message_burst=limits.client_message_burst,
         )
         self.protocols: set[ServiceProtocol] = set()
+        self._no_protocols: asyncio.Event | None = None  # set while stopping, when all are gone
         # Extra HTTP endpoints by exact path (metrics, health, live trace), checked before REST.
         self.pages: dict[str, Page] = {}
         self.engine: RedisEngine | None = None
@@ -67,6 +82,7 @@ class Service:
         """Bind the port and start serving (``port=0`` picks a free port)."""
         self._loop = asyncio.get_running_loop()
         self.flusher = Flusher(self._loop)
+        tls = self._tls_context()
         self._server = await self._loop.create_server(
             lambda: ServiceProtocol(self),
             self.settings.host,
@@ -74,6 +90,8 @@ class Service:
             reuse_address=True,
             backlog=4096,
             start_serving=False,
+            ssl=tls,
+            ssl_handshake_timeout=self.settings.limits.request_timeout if tls else None,
         )
         if self.settings.port == 0:
             self.settings.port = self._server.sockets[0].getsockname()[1]
@@ -101,7 +119,24 @@ class Service:
             self.directory = engine
         self._next_ping = self.loop.time() + self.settings.limits.keep_alive_interval
         self._schedule_keep_alive()
+        ops.install(self)
+        openapi.install(self)
         await self._server.start_serving()
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        """The server-side TLS context when a certificate is configured, else None."""
+        tls = self.settings.tls
+        if not tls.enabled:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(tls.certfile or "", tls.keyfile)
+        return context
+
+    @property
+    def scheme(self) -> str:
+        """``https`` when this port serves TLS, else ``http``."""
+        return "https" if self.settings.tls.enabled else "http"
 
     async def execute(self, hub: str, command: Command) -> None:
         """Carry out a REST command everywhere; in a cluster, wait until Redis has it.
@@ -113,9 +148,32 @@ class Service:
                 "The cluster's Redis server is unreachable; retry later.",
                 code="Error.ServiceUnavailable.Redis",
             )
+        self._check_limits(command)
         self.node.execute(hub, command)
         if self.engine is not None:
             await self.engine.commit(hub, command)
+
+    def _check_limits(self, command: Command) -> None:
+        """The configurable limits on what a REST command may carry or create.
+
+        REST paths are validated against the spec's maxima by the routes; these knobs may
+        lower them (the message size, the length of a group name that gets members).
+        """
+        limits = self.settings.limits
+        groups: tuple[str, ...] = ()
+        match command:
+            case c.Send(_, message) if len(message.data) > limits.max_message_size:
+                raise PayloadTooLarge(
+                    f"The message is larger than {limits.max_message_size} bytes."
+                )
+            case c.AddToGroup(_, group):
+                groups = (group,)
+            case c.AddToGroups(many, _):
+                groups = many
+        for group in groups:
+            problem = self.node.group_name_problem(group)
+            if problem:
+                raise BadRequest(problem, code="Error.InvalidGroupName", target="group")
 
     def ready(self) -> tuple[bool, str]:
         """Whether this node can serve: listening, and in a cluster, Redis reachable."""
@@ -145,15 +203,23 @@ class Service:
             log.info("hub settings [%s]: %s", name, hub.describe())
 
     async def stop(self, reason: str = "Service is shutting down.") -> None:
-        """Stop accepting, close every client with 1001, wait (bounded) for them to go."""
+        """Drain and stop: stop accepting; close every client with 1001 (so SDKs reconnect
+        elsewhere); let REST calls in flight finish; after ``shutdown_grace`` seconds,
+        abort whatever is left."""
         if self._server is not None:
             self._server.close()
         if self._keep_alive is not None:
             self._keep_alive.cancel()
+        self._no_protocols = asyncio.Event()
         self.node.close_all(CloseCode.GOING_AWAY, reason)
-        deadline = time.monotonic() + self.settings.limits.shutdown_grace
-        while self.protocols and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
+        for proto in list(self.protocols):
+            proto.drain()
+        if self.protocols:
+            grace = self.settings.limits.shutdown_grace
+            try:
+                await asyncio.wait_for(self._no_protocols.wait(), grace)
+            except TimeoutError:
+                log.warning("shutdown grace over: aborting %d connection(s)", len(self.protocols))
         for proto in list(self.protocols):
             if proto.transport is not None:
                 proto.transport.abort()
@@ -166,17 +232,30 @@ class Service:
             self.engine = None
             self.node.engine = None
 
+    def protocol_closed(self, proto: ServiceProtocol) -> None:
+        """A TCP connection is gone (called by the protocol)."""
+        self.protocols.discard(proto)
+        if not self.protocols and self._no_protocols is not None:
+            self._no_protocols.set()
+
+    @property
+    def draining(self) -> bool:
+        """True once :meth:`stop` began."""
+        return self._no_protocols is not None
+
     def _schedule_keep_alive(self) -> None:
-        self._keep_alive = self.loop.call_later(1.0, self._tick)
+        interval = min(1.0, self.settings.limits.keep_alive_interval)
+        self._keep_alive = self.loop.call_later(interval, self._tick)
 
     def _tick(self) -> None:
-        """Once a second: expire reliable connections past their window, ping when due."""
+        """Once a second (or each keep-alive interval, if shorter): expire reliable
+        connections past their window; when due, ping clients and cut the silent ones."""
         now = self.loop.time()
         self.node.expire(now)
         if now >= self._next_ping:
             self._next_ping = now + self.settings.limits.keep_alive_interval
             for proto in list(self.protocols):
-                proto.ping()
+                proto.keep_alive(now)
         self._schedule_keep_alive()
 
     # -- HTTP -------------------------------------------------------------------------------
@@ -186,7 +265,7 @@ class Service:
         if self.settings.public_endpoint:
             return self.settings.endpoint
         host = request.header("host")
-        return f"http://{host}" if host else self.settings.endpoint
+        return f"{self.scheme}://{host}" if host else self.settings.endpoint
 
     async def handle_http(self, request: HttpRequest) -> HttpResponse:
         """Answer one non-upgrade HTTP request."""
@@ -205,6 +284,9 @@ class Service:
                 if route.auth:
                     self._authenticate(request)
                 response = await route.handler(rest.Call(request, params, self))
+        except MethodNotAllowed as exc:
+            response = HttpResponse.error(exc)
+            response.headers.append(("Allow", ", ".join(_allowed_methods(request.path))))
         except RequestError as exc:
             response = HttpResponse.error(exc)
         except Exception:
@@ -235,7 +317,7 @@ class Service:
                 "An Authorization: Bearer <access-key JWT> header is required.",
                 code="Error.Unauthorized.NoToken",
             )
-        self.validator.authenticate(token, request.path, request.header("host"), "http")
+        self.validator.authenticate(token, request.path, request.header("host"), self.scheme)
 
 
 class _NoTransport:
@@ -246,6 +328,12 @@ class _NoTransport:
 
     def close(self, code: int, reason: str) -> None:
         pass
+
+
+def _allowed_methods(path: str) -> list[str]:
+    """The methods the route table serves at ``path`` (the ``Allow`` header of a 405)."""
+    segments = [unquote(s) for s in path.strip("/").split("/")]
+    return sorted({route.method for route in rest.ROUTES if route.match(segments) is not None})
 
 
 def _upgrade_required() -> HttpResponse:

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -14,6 +15,7 @@ from .. import __version__
 from ..core.errors import ServiceUnavailable
 from .app import Service
 from .config import LOG_LEVELS, ConfigError, Settings, load_settings
+from .ops import LOG_FORMATS, make_formatter
 
 log = logging.getLogger("webpubsub")
 
@@ -42,6 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--secondary-key", help="secondary access key (env WEBPUBSUB_SECONDARY_KEY)")
     serve.add_argument("--config", help="TOML config file (env WEBPUBSUB_CONFIG)")
     serve.add_argument("--log-level", choices=LOG_LEVELS, help="default info")
+    serve.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        help="text (default) or json: one JSON object per line (env WEBPUBSUB_LOG_FORMAT)",
+    )
     serve.add_argument(
         "--event-handler",
         metavar="URL_TEMPLATE",
@@ -87,7 +94,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"webpubsub: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level)
+    log_format = (args.log_format or os.environ.get("WEBPUBSUB_LOG_FORMAT") or "text").lower()
+    if log_format not in LOG_FORMATS:
+        print(f"webpubsub: log format must be one of {', '.join(LOG_FORMATS)}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level, log_format)
     try:
         _run(settings, load)
     except ServiceUnavailable as exc:
@@ -102,12 +113,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def configure_logging(level: str, log_format: str = "text") -> None:
+    """Log to stderr at ``level``, as text lines or (``json``) one JSON object per line."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(make_formatter(log_format))
+    logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
     # The websockets library logs every open/close at INFO; keep that for debug.
     websocket_level = logging.DEBUG if level == "debug" else logging.WARNING
     logging.getLogger("webpubsub.websocket").setLevel(websocket_level)

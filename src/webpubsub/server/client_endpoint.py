@@ -18,9 +18,9 @@ from websockets.server import ServerProtocol
 
 from ..auth.tokens import TokenValidator, bearer_token, claim_list
 from ..core.connection import Connection, Transport, new_connection_id
-from ..core.errors import BadRequest, RequestError, Unauthorized
+from ..core.errors import BadRequest, RequestError, TooManyRequests, Unauthorized
 from ..core.events import ConnectResult, EventHandlerSettings, EventKind, HubSettings
-from ..core.names import check_hub, group_name_problem
+from ..core.names import check_hub
 from ..core.roles import Permission, is_allowed
 from ..protocols import CODECS, RAW, select_codec
 from .http import HttpRequest, HttpResponse
@@ -116,7 +116,7 @@ class ClientEndpoint:
             raise Unauthorized("The 'sub' claim must be a single string.")
         groups = claim_list(claims, "webpubsub.group")
         for group in groups:
-            problem = group_name_problem(group)
+            problem = self.node.group_name_problem(group)
             if problem:
                 raise BadRequest(f"Invalid group in the token: {problem}", target="webpubsub.group")
         pending = Pending(
@@ -162,6 +162,7 @@ class ClientEndpoint:
                 f"{', '.join(pending.offered)[:200]}.",
                 code="Error.UnsupportedSubprotocol",
             )
+        self._check_quotas(pending.hub, groups)
         conn = Connection(
             pending.hub,
             codec,
@@ -183,6 +184,26 @@ class ClientEndpoint:
             codec.subprotocol,
         )
         return Accepted(ws, conn, groups)
+
+    def _check_quotas(self, hub: str, groups: list[str]) -> None:
+        """Refuse a connection over the hub's connection limit or with too many groups."""
+        limits = self.limits
+        found = self.node.hub(hub)
+        if found is not None and len(found.connections) >= limits.max_connections_per_hub:
+            raise TooManyRequests(
+                f"The hub has reached its limit of {limits.max_connections_per_hub} "
+                "connections on this node; retry later.",
+                code="Error.TooManyConnections",
+            )
+        if len(groups) > limits.max_groups_per_connection:
+            raise BadRequest(
+                f"A connection may join at most {limits.max_groups_per_connection} groups.",
+                target="webpubsub.group",
+            )
+        for group in groups:
+            problem = self.node.group_name_problem(group)
+            if problem:
+                raise BadRequest(f"Invalid group: {problem}", target="webpubsub.group")
 
     def _recover(
         self, request: HttpRequest, offered: list[str], resume: tuple[str, str, str]
@@ -275,7 +296,7 @@ class ClientEndpoint:
         if mode != "sendToGroup":
             raise BadRequest(f"Unknown webpubsub_mode '{mode[:40]}'.", target="webpubsub_mode")
         groups = request.query.get("group", [])
-        if len(groups) != 1 or group_name_problem(groups[0]):
+        if len(groups) != 1 or self.node.group_name_problem(groups[0]):
             raise BadRequest(
                 "webpubsub_mode=sendToGroup needs exactly one valid group.", target="group"
             )

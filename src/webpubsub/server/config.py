@@ -15,6 +15,7 @@ from typing import Any
 
 from ..core.errors import BadRequest
 from ..core.events import SYSTEM_EVENTS, EventHandlerSettings, HubSettings
+from ..core.names import MAX_GROUP_NAME
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 DEFAULT_HUB = HubSettings()
@@ -30,22 +31,42 @@ class Limits:
     """Resource limits (each one a knob in ``[limits]`` of the config file)."""
 
     max_message_size: int = MIB  # spec 6: one message <= 1 MB (REST body and WebSocket message)
+    max_body_size: int = MIB  # any REST request body (413 past it)
     max_url_length: int = 8192
     max_header_count: int = 100
     max_header_bytes: int = 32 * 1024
-    request_timeout: float = 30.0  # seconds to receive a complete first request
+    request_timeout: float = 30.0  # seconds to receive one complete request (head and body)
+    keep_alive_timeout: float = 75.0  # seconds an HTTP connection may idle between requests
     close_timeout: float = 5.0  # seconds to wait for the client's close frame
     max_write_buffer: int = 16 * MIB  # unsent bytes per connection before it is cut
+    max_connections: int = 50_000  # TCP connections per node (clients and REST callers)
+    max_connections_per_hub: int = 50_000  # client connections per hub on this node
     max_groups_per_connection: int = 1000
+    max_group_name_length: int = MAX_GROUP_NAME  # spec 1.1; may only be lowered
+    client_message_rate: float = 1000.0  # client messages per second per connection (average)
+    client_message_burst: int = 2000  # ...and in one burst; then ack Throttled, later 1008
     keep_alive_interval: float = 20.0  # WebSocket pings (spec 4.9)
-    shutdown_grace: float = 5.0
+    idle_timeout: float = 60.0  # seconds of silence (not even a pong) before a client is cut
+    shutdown_grace: float = 5.0  # seconds SIGTERM waits for clients and REST calls to finish
     recovery_window: float = 30.0  # seconds a dropped reliable connection waits (spec 4.7)
     upstream_timeout: float = 30.0  # seconds for one event handler call
     upstream_concurrency: int = 64  # event handler calls in flight per hub
 
+
+@dataclass
+class Tls:
+    """HTTPS and WSS on the service port (``[tls]`` in the config file, or the flags).
+
+    The service serves plain HTTP unless both files are given; most deployments terminate
+    TLS at a reverse proxy instead (see SECURITY.md).
+    """
+
+    certfile: str | None = None  # PEM certificate chain
+    keyfile: str | None = None  # PEM private key
+
     @property
-    def max_body_size(self) -> int:
-        return self.max_message_size
+    def enabled(self) -> bool:
+        return bool(self.certfile)
 
 
 @dataclass
@@ -67,6 +88,7 @@ class Settings:
     limits: Limits = field(default_factory=Limits)
     redis_url: str | None = None  # a cluster of nodes over Redis when set
     cluster: Cluster = field(default_factory=Cluster)
+    tls: Tls = field(default_factory=Tls)
     # Hub settings by lower-case hub name; "*" applies to every hub without its own entry.
     hubs: dict[str, HubSettings] = field(default_factory=dict)
     generated_key: bool = False
@@ -84,7 +106,8 @@ class Settings:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
         if ":" in host and not host.startswith("["):
             host = f"[{host}]"
-        return f"http://{host}:{self.port}"
+        scheme = "https" if self.tls.enabled else "http"
+        return f"{scheme}://{host}:{self.port}"
 
     @property
     def connection_string(self) -> str:
@@ -135,6 +158,11 @@ def _apply_file(settings: Settings, path: Path) -> None:
         if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
             raise ConfigError(f"[cluster] {key} must be a positive number")
         setattr(settings.cluster, key, float(value))
+    tls = data.get("tls", {})
+    if not isinstance(tls, dict) or set(tls) - {"certfile", "keyfile"}:
+        raise ConfigError("[tls] must be a table with 'certfile' and 'keyfile'")
+    for key, value in tls.items():
+        _set(settings, f"tls_{key}", value)
     keys = data.get("keys", {})
     if not isinstance(keys, dict):
         raise ConfigError("[keys] must be a table with 'primary' and optionally 'secondary'")
@@ -202,6 +230,10 @@ def _apply_env(settings: Settings, env: Mapping[str, str]) -> None:
         if value:
             _set(settings, key, value)
     _set_keys(settings, env.get("WEBPUBSUB_ACCESS_KEY"), env.get("WEBPUBSUB_SECONDARY_KEY"))
+    for key in ("tls_certfile", "tls_keyfile"):
+        value = env.get(f"WEBPUBSUB_{key.upper()}")
+        if value:
+            _set(settings, key, value)
     handler = env.get("WEBPUBSUB_EVENT_HANDLER")
     anonymous = env.get("WEBPUBSUB_ALLOW_ANONYMOUS", "").lower() in ("1", "true", "yes")
     if handler or anonymous:
@@ -239,6 +271,10 @@ def _set(settings: Settings, key: str, value: Any) -> None:
             settings.hubs["*"] = HubSettings(current.event_handlers, True)
     elif key == "log_level":
         settings.log_level = str(value).lower()
+    elif key in ("tls_certfile", "tls_keyfile"):
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(f"{key.replace('_', ' ')} must be a file path")
+        setattr(settings.tls, key.removeprefix("tls_"), value)
     else:
         setattr(settings, key, value)
 
@@ -254,3 +290,12 @@ def _validate(settings: Settings) -> None:
     endpoint = settings.public_endpoint
     if endpoint and not endpoint.startswith(("http://", "https://")):
         raise ConfigError("the public endpoint must start with http:// or https://")
+    tls = settings.tls
+    if bool(tls.certfile) != bool(tls.keyfile):
+        raise ConfigError("TLS needs both a certificate file and a key file")
+    for path in (tls.certfile, tls.keyfile):
+        if path and not Path(path).is_file():
+            raise ConfigError(f"TLS file not found: {path}")
+    limits = settings.limits
+    if limits.max_group_name_length > MAX_GROUP_NAME:
+        raise ConfigError(f"max_group_name_length cannot exceed {MAX_GROUP_NAME} (spec 1.1)")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, cast
 
 import httptools
@@ -23,6 +23,7 @@ from ..core.connection import CloseCode, Connection
 from ..core.errors import PayloadTooLarge, RequestError
 from ..core.events import UpstreamRejected
 from ..core.node import RecoveryRefused
+from ..core.ratelimit import MessageRate
 from .client_endpoint import Accepted, Pending
 from .http import HttpRequest, HttpResponse
 
@@ -61,28 +62,36 @@ class ServiceProtocol(asyncio.Protocol):
     def __init__(self, service: Service) -> None:
         self.service = service
         self.limits = service.settings.limits
+        self._loop = service.loop
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.peer = ""
+        self.last_received = 0.0  # loop time of the last bytes from the peer
         # HTTP request being parsed
         self._url = b""
         self._headers: list[tuple[str, str]] = []
         self._header_bytes = 0
         self._body: list[bytes] = []
         self._body_size = 0
-        self._requests: deque[HttpRequest] = deque()
+        self._in_request = False  # some bytes of a request arrived, not all of it
+        self._requests: deque[tuple[HttpRequest, bool]] = deque()  # (request, keep-alive)
         self._serving = False
         self._upgrade: HttpRequest | None = None
         self._refused = False
+        self._refusal: HttpResponse | None = None  # sent once the queued requests are answered
+        self._draining = False  # the service is stopping: answer what is in flight, then go
+        # One timer bounds each request (request_timeout) and each idle keep-alive gap.
+        self._request_timer: asyncio.TimerHandle | None = None
+        self._timer_is_idle = False
         # WebSocket mode
         self.ws: ServerProtocol | None = None
         self.conn: Connection | None = None
+        self.rate: MessageRate | None = None
         self._pending: list[bytes] = []
         self._parts: list[bytes] | None = None
         self._parts_text = False
         self._closing = False
         self._close_timer: asyncio.TimerHandle | None = None
-        self._handshake_timer: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol -----------------------------------------------------------------
 
@@ -90,14 +99,18 @@ class ServiceProtocol(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         peer = self.transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else ""
-        self.service.protocols.add(self)
-        self._handshake_timer = self.service.loop.call_later(
-            self.limits.request_timeout, self._request_timeout
-        )
+        self.last_received = self._loop.time()
+        protocols = self.service.protocols
+        protocols.add(self)
+        if len(protocols) > self.limits.max_connections:
+            log.warning("refusing %s: %d connections open", self.peer, len(protocols) - 1)
+            self._refuse(_full())
+            return
+        self._arm_timer(self.limits.request_timeout, self._request_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.service.protocols.discard(self)
-        for timer in (self._close_timer, self._handshake_timer):
+        self.service.protocol_closed(self)
+        for timer in (self._close_timer, self._request_timer):
             if timer is not None:
                 timer.cancel()
         self._pending.clear()
@@ -114,6 +127,7 @@ class ServiceProtocol(asyncio.Protocol):
             node.connection_lost(conn, self, self.service.loop.time())
 
     def data_received(self, data: bytes) -> None:
+        self.last_received = self._loop.time()
         if self.ws is not None:
             self._ws_received(data)
             return
@@ -127,9 +141,10 @@ class ServiceProtocol(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             # httptools reports an exception raised in a callback as its context.
             if isinstance(exc.__context__, _Refuse):
-                self._refuse(exc.__context__.response)
+                self._refuse_after_queue(exc.__context__.response)
             else:
-                self._refuse(_error(400, "Error.BadRequest", f"Malformed HTTP request: {exc}"))
+                error = _error(400, "Error.BadRequest", f"Malformed HTTP request: {exc}")
+                self._refuse_after_queue(error)
 
     def eof_received(self) -> bool | None:
         if self.ws is not None:
@@ -145,6 +160,10 @@ class ServiceProtocol(asyncio.Protocol):
         self._header_bytes = 0
         self._body = []
         self._body_size = 0
+        self._in_request = True
+        if self._request_timer is None or self._timer_is_idle:
+            # A new request on a kept-alive connection: it has request_timeout to arrive.
+            self._arm_timer(self.limits.request_timeout, self._request_timeout)
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -183,28 +202,28 @@ class ServiceProtocol(asyncio.Protocol):
             self.peer,
         )
         self._body = []
+        self._in_request = False
         upgrade = request.header("upgrade")
         if self.parser.should_upgrade() and upgrade and upgrade.lower() == "websocket":
             self._upgrade = request
             return
-        if self._handshake_timer is not None:
-            self._handshake_timer.cancel()
-            self._handshake_timer = None
-        self._requests.append(request)
+        self._cancel_timer()
+        keep_alive = self.parser.should_keep_alive() and not self._draining
+        self._requests.append((request, keep_alive))
         if not self._serving:
             self._serving = True
-            self.service.loop.create_task(self._serve_requests())
+            self._loop.create_task(self._serve_requests())
 
     # -- HTTP -------------------------------------------------------------------------------
 
     async def _serve_requests(self) -> None:
         try:
             while self._requests and self.transport is not None:
-                request = self._requests.popleft()
-                keep_alive = self.parser.should_keep_alive()
+                request, keep_alive = self._requests.popleft()
                 response = await self.service.handle_http(request)
                 if self.transport.is_closing():
                     return
+                keep_alive = keep_alive and not self._draining
                 self.transport.write(
                     response.serialize(head=request.method == "HEAD", keep_alive=keep_alive)
                 )
@@ -216,6 +235,20 @@ class ServiceProtocol(asyncio.Protocol):
                     return
         finally:
             self._serving = False
+        self._after_requests()
+
+    def _after_requests(self) -> None:
+        """Every queued request is answered: send a pending refusal, or wait for the next."""
+        transport = self.transport
+        if transport is None or transport.is_closing() or self.ws is not None:
+            return
+        if self._refusal is not None:
+            response, self._refusal = self._refusal, None
+            self._refuse(response)
+        elif self._draining and not self._in_request:
+            transport.close()
+        elif not self._in_request and self._upgrade is None:
+            self._arm_timer(self.limits.keep_alive_timeout, self._idle_timeout, idle=True)
 
     async def _write_stream(self, stream: AsyncIterator[bytes]) -> None:
         """Write a streamed body until it ends or the client goes; then close."""
@@ -236,14 +269,56 @@ class ServiceProtocol(asyncio.Protocol):
     def _refuse(self, response: HttpResponse) -> None:
         """Answer a request we will not read to its end, then close."""
         self._refused = True
+        self._cancel_timer()
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(response.serialize(keep_alive=False))
             self.transport.close()
 
+    def _refuse_after_queue(self, response: HttpResponse) -> None:
+        """Refuse the request being read, after answering those read before it in full
+        (RFC 9112 9.3.2: pipelined requests are answered in order)."""
+        self._refused = True  # read no further
+        if self._serving or self._requests:
+            self._refusal = response
+        else:
+            self._refuse(response)
+
+    def _arm_timer(self, delay: float, callback: Callable[[], None], *, idle: bool = False) -> None:
+        self._cancel_timer()
+        self._request_timer = self._loop.call_later(delay, callback)
+        self._timer_is_idle = idle
+
+    def _cancel_timer(self) -> None:
+        if self._request_timer is not None:
+            self._request_timer.cancel()
+            self._request_timer = None
+
     def _request_timeout(self) -> None:
-        self._handshake_timer = None
-        if self.ws is None and not self._requests and not self._serving:
-            self._refuse(_error(408, "Error.RequestTimeout", "The request took too long."))
+        """A request (or the first one) did not arrive in full within request_timeout:
+        the slow-header and slow-body ("slowloris") cut."""
+        self._request_timer = None
+        if self.ws is not None or self._refused:
+            return
+        if self._in_request or self._upgrade is not None or not (self._serving or self._requests):
+            error = _error(408, "Error.RequestTimeout", "The request took too long to arrive.")
+            self._refuse_after_queue(error)
+
+    def _idle_timeout(self) -> None:
+        """A kept-alive connection sent nothing for keep_alive_timeout: close it quietly."""
+        self._request_timer = None
+        if self.transport is not None and self.ws is None and not self._in_request:
+            self.transport.close()
+
+    def drain(self) -> None:
+        """The service is stopping: finish the request in flight, then close; close an idle
+        HTTP connection now. WebSocket clients are closed by the node (1001)."""
+        self._draining = True
+        transport = self.transport
+        if self.ws is not None or transport is None:
+            return
+        busy = self._serving or self._requests or self._in_request or self._upgrade is not None
+        if not busy and not self._refused:
+            transport.close()
 
     # -- WebSocket handshake -------------------------------------------------------------
 
@@ -253,9 +328,10 @@ class ServiceProtocol(asyncio.Protocol):
         if request is None or self._requests or self._serving:
             self._refuse(_error(400, "Error.BadRequest", "Unexpected upgrade request."))
             return
-        if self._handshake_timer is not None:
-            self._handshake_timer.cancel()
-            self._handshake_timer = None
+        self._cancel_timer()
+        if self._draining:
+            self._refuse(_shutting_down())
+            return
         result = self.service.client_endpoint.handshake(request, self)
         if isinstance(result, Pending):
             # The hub's blocking connect event decides (spec 5.5); read nothing meanwhile.
@@ -277,6 +353,10 @@ class ServiceProtocol(asyncio.Protocol):
             return
         if self.transport is None or self.transport.is_closing():
             return
+        if self._draining:
+            self._refused = False
+            self._refuse(_shutting_down())
+            return
         result = self.service.client_endpoint.finish(pending, self, connect_result)
         self._refused = False
         self.transport.resume_reading()
@@ -289,10 +369,13 @@ class ServiceProtocol(asyncio.Protocol):
         self.ws = result.ws
         self._write_ws()  # the 101 response
         node = self.service.node
+        now = self._loop.time()
+        self.last_received = now
+        self.rate = node.new_rate(now)
         if result.resume is not None:
             hub, connection_id, token = result.resume
             try:
-                self.conn = node.resume(hub, connection_id, token, self, self.service.loop.time())
+                self.conn = node.resume(hub, connection_id, token, self, now)
             except RecoveryRefused as exc:
                 result.refusal = str(exc)
         elif result.conn is not None:
@@ -333,8 +416,12 @@ class ServiceProtocol(asyncio.Protocol):
 
     def _ws_message(self, data: bytes, is_text: bool) -> None:
         ws, conn = self.ws, self.conn
-        if ws is None or conn is None or ws.state is not State.OPEN or conn.closed:
+        # Messages that arrived before the client's close frame still count (it may send
+        # a last message and close at once); nothing counts once we began to close.
+        if ws is None or conn is None or self._closing or conn.closed:
             return
+        if ws.state is not State.OPEN and not ws.close_rcvd_then_sent:
+            return  # we failed the connection (protocol error): websockets closes it
         if is_text:
             try:
                 data.decode("utf-8")
@@ -342,7 +429,7 @@ class ServiceProtocol(asyncio.Protocol):
                 ws.fail(CloseCode.INVALID_DATA, "Invalid UTF-8 in a text frame.")
                 self.service.node.disconnect(conn, "Invalid UTF-8 in a text frame.")
                 return
-        self.service.node.receive(conn, data, is_text)
+        self.service.node.receive(conn, data, is_text, self._loop.time(), self.rate)
 
     def _write_ws(self) -> None:
         """Write queued frames, then what the websockets protocol wants to send."""
@@ -357,7 +444,7 @@ class ServiceProtocol(asyncio.Protocol):
                 transport.close()  # EOF: websockets is done with the TCP connection
                 return
         if ws.close_expected() and self._close_timer is None:
-            self._close_timer = self.service.loop.call_later(self.limits.close_timeout, self._abort)
+            self._close_timer = self._loop.call_later(self.limits.close_timeout, self._abort)
 
     def _abort(self) -> None:
         if self.transport is not None:
@@ -411,6 +498,22 @@ class ServiceProtocol(asyncio.Protocol):
         if self.ws is not None and self.ws.state is State.OPEN and not self._closing:
             self.send(PING_FRAME)
 
+    def keep_alive(self, now: float) -> None:
+        """Ping a WebSocket client (spec 4.9), or cut one silent for over idle_timeout.
+
+        Any bytes count as a sign of life, pongs included; a peer that vanished without a
+        FIN would otherwise hold its socket and its groups forever. The close code is not
+        1008, so a reliable client may still recover (spec 4.7).
+        """
+        if self.ws is None or self.ws.state is not State.OPEN or self._closing:
+            return
+        if now - self.last_received > self.limits.idle_timeout:
+            who = self.conn.connection_id if self.conn is not None else self.peer
+            log.info("closing idle client %s: silent for %.0f s", who, now - self.last_received)
+            self.close(CloseCode.INTERNAL_ERROR, "Keep-alive timeout: no answer to pings.")
+            return
+        self.send(PING_FRAME)
+
 
 class _Refuse(Exception):
     """Raised inside httptools callbacks to stop parsing and answer with ``response``."""
@@ -423,6 +526,20 @@ class _Refuse(Exception):
 def _error(status: int, code: str, message: str) -> HttpResponse:
     response = HttpResponse.json(status, {"code": code, "message": message})
     response.headers.append(("x-ms-error-code", code))
+    return response
+
+
+def _full() -> HttpResponse:
+    response = _error(
+        503, "Error.ServiceUnavailable.TooManyConnections", "This node has too many connections."
+    )
+    response.headers.append(("Retry-After", "1"))
+    return response
+
+
+def _shutting_down() -> HttpResponse:
+    response = _error(503, "Error.ServiceUnavailable.ShuttingDown", "The service is stopping.")
+    response.headers.append(("Retry-After", "1"))
     return response
 
 

@@ -90,10 +90,20 @@ class ServiceThread:
     def stop(self) -> None:
         if self._loop is None or self._thread is None:
             return
-        asyncio.run_coroutine_threadsafe(self.service.stop(), self._loop).result(timeout=30)
+        asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(timeout=30)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
         self._loop = None
+
+    async def _shutdown(self) -> None:
+        """Stop the service, then cancel what is still running (e.g. a live trace stream
+        whose client left a moment ago), so no task is destroyed while pending."""
+        await self.service.stop()
+        current = asyncio.current_task()
+        tasks = [task for task in asyncio.all_tasks() if task is not current]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def __enter__(self) -> ServiceThread:
         return self.start()

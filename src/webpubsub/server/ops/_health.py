@@ -1,107 +1,49 @@
 """Health checks: ``/healthz`` (the process answers) and ``/readyz`` (it can serve traffic).
 
-Readiness asks the cluster engine, when there is one, whether its shared state (Redis) is
-reachable. The engine opts in by giving its broker a ``ping()`` coroutine that raises when the
-shared state cannot be reached (see :class:`SupportsPing`); a broker may also expose
-``nodes`` (how many nodes it currently sees), which ``/metrics`` then reports.
+Readiness is :meth:`Service.ready <webpubsub.server.app.Service.ready>`: listening, and in a
+cluster, the Redis engine healthy. The cluster part also feeds ``/metrics``
+(:class:`ClusterState`).
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from ..http import HttpRequest, HttpResponse
 
 if TYPE_CHECKING:
-    from ...core.node import Node
     from ..app import Service
-
-log = logging.getLogger("webpubsub.health")
-
-PING_TIMEOUT = 2.0
-"""Seconds a readiness probe waits for the cluster engine before calling it unreachable."""
-
-
-@runtime_checkable
-class SupportsPing(Protocol):
-    """A broker that can tell whether the cluster's shared state is reachable."""
-
-    async def ping(self) -> None:
-        """Return when the shared state answered; raise when it did not."""
 
 
 class ClusterState:
-    """What this node knows of its cluster: whether it is in one, and whether it is healthy.
+    """What this node knows of its cluster, read from the service's engine at scrape time."""
 
-    ``up`` is the outcome of the last check (None before the first one); checks run on
-    every ``/readyz`` and every ``/metrics`` scrape, so the gauge stays fresh.
-    """
-
-    def __init__(self, node: Node) -> None:
-        self._node = node
-        self.up: bool | None = None
-        self.problem = ""
-
-    @property
-    def enabled(self) -> bool:
-        return self._node.broker is not None
-
-    async def check(self) -> bool:
-        """Ping the engine (bounded by :data:`PING_TIMEOUT`); True when healthy or alone."""
-        broker = self._node.broker
-        if not isinstance(broker, SupportsPing):
-            self.up = True if broker is None else None
-            self.problem = ""
-            return True
-        try:
-            await asyncio.wait_for(broker.ping(), PING_TIMEOUT)
-        except TimeoutError:
-            self._failed(f"no answer within {PING_TIMEOUT:g} s")
-        except Exception as exc:  # any engine failure means "not ready"; say which
-            self._failed(type(exc).__name__)
-        else:
-            if self.up is False:
-                log.info("cluster engine reachable again")
-            self.up, self.problem = True, ""
-        return bool(self.up)
-
-    def _failed(self, problem: str) -> None:
-        if self.up is not False:
-            log.warning("cluster engine unreachable: %s", problem)
-        self.up, self.problem = False, problem
-
-    def describe(self) -> str:
-        if not self.enabled:
-            return "disabled"
-        if self.up is None:
-            return "unknown"
-        return "ok" if self.up else f"unreachable: {self.problem}"
+    def __init__(self, service: Service) -> None:
+        self._service = service
 
     def metrics(self) -> Iterable[Metric]:
+        engine = self._service.engine
         enabled = GaugeMetricFamily(
-            "webpubsub_cluster_enabled", "1 when this node is part of a cluster (has a broker)."
+            "webpubsub_cluster_enabled", "1 when this node is part of a cluster (Redis engine)."
         )
-        enabled.add_metric([], 1 if self.enabled else 0)
+        enabled.add_metric([], 0 if engine is None else 1)
         yield enabled
-        if not self.enabled:
+        if engine is None:
             return
         up = GaugeMetricFamily(
-            "webpubsub_cluster_up",
-            "1 when the cluster's shared state answered the last check, 0 when it did not.",
+            "webpubsub_cluster_redis_up",
+            "1 while the cluster's Redis answers this node, 0 while it does not.",
         )
-        if self.up is not None:
-            up.add_metric([], 1 if self.up else 0)
+        up.add_metric([], 1 if engine.healthy else 0)
         yield up
-        nodes = getattr(self._node.broker, "nodes", None)
-        if isinstance(nodes, int) and not isinstance(nodes, bool):
-            gauge = GaugeMetricFamily("webpubsub_cluster_nodes", "Nodes this node sees.")
-            gauge.add_metric([], nodes)
-            yield gauge
+        info = GaugeMetricFamily(
+            "webpubsub_cluster_node_info", "This node's id in the cluster.", labels=["node_id"]
+        )
+        info.add_metric([engine.node_id], 1)
+        yield info
 
 
 def serving(service: Service) -> bool:
@@ -114,38 +56,35 @@ def serving(service: Service) -> bool:
 class Health:
     """The ``/healthz`` and ``/readyz`` pages of one service."""
 
-    def __init__(self, service: Service, cluster: ClusterState) -> None:
+    def __init__(self, service: Service) -> None:
         self._service = service
-        self._cluster = cluster
 
     async def healthz(self, request: HttpRequest) -> HttpResponse:
         """Liveness: answering at all means the event loop runs."""
         if request.method not in ("GET", "HEAD"):
-            return _method_not_allowed()
-        return HttpResponse.json(200, {"status": "ok"})
+            return method_not_allowed("GET, HEAD")
+        return _no_store(HttpResponse.json(200, {"status": "ok"}))
 
     async def readyz(self, request: HttpRequest) -> HttpResponse:
-        """Readiness: listening, not shutting down, and (in a cluster) Redis reachable."""
+        """Readiness: 200 when listening and (in a cluster) Redis reachable, else 503."""
         if request.method not in ("GET", "HEAD"):
-            return _method_not_allowed()
-        listening = serving(self._service)
-        cluster_ok = await self._cluster.check()
-        ready = listening and cluster_ok
-        body = {
-            "status": "ready" if ready else "unready",
-            "checks": {
-                "listening": "ok" if listening else "stopping",
-                "cluster": self._cluster.describe(),
-            },
-        }
-        response = HttpResponse.json(200 if ready else 503, body)
-        response.headers.append(("Cache-Control", "no-store"))
-        return response
+            return method_not_allowed("GET, HEAD")
+        ready, reason = self._service.ready()
+        engine = self._service.engine
+        cluster = "disabled" if engine is None else "ok" if engine.healthy else "unreachable"
+        body = {"status": "ready" if ready else "unready", "reason": reason, "cluster": cluster}
+        return _no_store(HttpResponse.json(200 if ready else 503, body))
 
 
-def _method_not_allowed() -> HttpResponse:
+def _no_store(response: HttpResponse) -> HttpResponse:
+    response.headers.append(("Cache-Control", "no-store"))
+    return response
+
+
+def method_not_allowed(allow: str) -> HttpResponse:
+    """405 with the spec's error body and an ``Allow`` header."""
     response = HttpResponse.json(
-        405, {"code": "Error.MethodNotAllowed", "message": "Use GET or HEAD."}
+        405, {"code": "Error.MethodNotAllowed", "message": f"Use {allow}."}
     )
-    response.headers.append(("Allow", "GET, HEAD"))
+    response.headers.append(("Allow", allow))
     return response

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from datetime import UTC, datetime
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 from ...core.observe import Observer
 
@@ -58,17 +57,6 @@ def make_formatter(log_format: str) -> logging.Formatter:
     if log_format == "text":
         return logging.Formatter(TEXT_FORMAT)
     raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}, not {log_format!r}")
-
-
-def configure_logging(level: str, log_format: str = "text", stream: IO[str] | None = None) -> None:
-    """Send log records to ``stream`` (stderr) at ``level`` in ``log_format``.
-
-    Like :func:`logging.basicConfig`, this does nothing when the root logger already has
-    handlers (an embedding application configured logging itself).
-    """
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(make_formatter(log_format))
-    logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
 
 
 class ConnectionLog(Observer):

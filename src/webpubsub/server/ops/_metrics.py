@@ -217,9 +217,7 @@ class Metrics(Observer):
             self._counter(self.sends, hub, kind).inc()
             if recipients:
                 self._counter(self.messages_out, hub, kind).inc(recipients)
-                self._counter(self.bytes_out, hub, kind).inc(
-                    recipients * len(command.message.data)
-                )
+                self._counter(self.bytes_out, hub, kind).inc(recipients * len(command.message.data))
             return
         self._counter(self.commands, hub, type(command).__name__).inc()
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -244,8 +244,7 @@ class LiveTrace(Observer):
             "kind": kind,
             "target": target,
             "size": size,
-            "message": f"Received {kind} ({size} bytes)"
-            + (f" for {target}." if target else "."),
+            "message": f"Received {kind} ({size} bytes)" + (f" for {target}." if target else "."),
         }
         if conn.user_id is not None:
             record["userId"] = conn.user_id
@@ -443,8 +442,3 @@ def _preview(data: bytes, data_type: str) -> str:
     if data_type in (DataType.TEXT, DataType.JSON):
         return head.decode("utf-8", "replace") + more
     return head.hex(" ") + more
-
-
-def snapshot(records: Iterable[Record]) -> list[Record]:
-    """Plain-JSON copies of records (categories and levels as strings), for tests and dumps."""
-    return [{key: str(v) if isinstance(v, StrEnum) else v for key, v in r.items()} for r in records]

@@ -1,0 +1,105 @@
+"""Operability: metrics, health checks, the Live Trace page and connection logs.
+
+:func:`install` wires all of it into a started :class:`~webpubsub.server.app.Service`: it
+registers the observers with the node and the extra HTTP pages by exact path.
+
+============================  ==================================================================
+``GET /metrics``              Prometheus text format (``prometheus-client``)
+``GET /healthz``              200 while the process answers
+``GET /readyz``               200 when ready to serve; 503 while stopping or, in a cluster,
+                              while Redis is unreachable
+``/livetrace`` and below      the Live Trace viewer (see ``_livetrace``)
+============================  ==================================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from ..http import HttpRequest, HttpResponse
+from ._health import ClusterState, Health, method_not_allowed
+from ._livetrace import LiveTracePages, Sessions
+from ._logs import LOG_FORMATS, ConnectionLog, JsonFormatter, make_formatter
+from ._metrics import Metrics
+from ._trace import Category, LiveTrace, TraceFilter, Viewer
+
+if TYPE_CHECKING:
+    from ..app import Service
+
+__all__ = [
+    "LOG_FORMATS",
+    "Category",
+    "ClusterState",
+    "ConnectionLog",
+    "JsonFormatter",
+    "LiveTrace",
+    "LiveTracePages",
+    "Metrics",
+    "Operability",
+    "Sessions",
+    "TraceFilter",
+    "Viewer",
+    "install",
+    "make_formatter",
+]
+
+
+class Operability:
+    """The metrics, health, live trace and connection log of one service."""
+
+    def __init__(self, service: Service) -> None:
+        node = service.node
+        self.service = service
+        self.cluster = ClusterState(service)
+        self.trace = LiveTrace(node.observer)
+        self.live_trace = LiveTracePages(service, self.trace)
+        self.health = Health(service)
+        self.metrics = Metrics(node, self._state_metrics)
+        self.connection_log = ConnectionLog()
+
+    def install(self) -> None:
+        """Register the observers with the node and the pages with the service."""
+        observers = self.service.node.observer
+        observers.add(self.metrics)
+        observers.add(self.connection_log)
+        pages = self.service.pages
+        pages["/metrics"] = self.metrics_page
+        pages["/healthz"] = self.health.healthz
+        pages["/readyz"] = self.health.readyz
+        pages.update(self.live_trace.routes())
+
+    async def metrics_page(self, request: HttpRequest) -> HttpResponse:
+        """``GET /metrics``: every metric in the Prometheus text format."""
+        if request.method not in ("GET", "HEAD"):
+            return method_not_allowed("GET, HEAD")
+        body, content_type = self.metrics.exposition()
+        return HttpResponse(200, body, content_type=content_type)
+
+    def _state_metrics(self) -> Iterable[Metric]:
+        viewers = GaugeMetricFamily("webpubsub_livetrace_viewers", "Live trace streams open now.")
+        viewers.add_metric([], len(self.trace.viewers))
+        observing = GaugeMetricFamily(
+            "webpubsub_livetrace_observing",
+            "1 while the live trace observes the node (only when someone watches).",
+        )
+        observing.add_metric([], 1 if self.trace.observing else 0)
+        dropped = GaugeMetricFamily(
+            "webpubsub_livetrace_dropped_records",
+            "Records dropped because a current viewer fell behind.",
+        )
+        dropped.add_metric([], self.trace.dropped)
+        yield from (viewers, observing, dropped)
+        yield from self.cluster.metrics()
+
+
+def install(service: Service) -> Operability:
+    """Add metrics, health checks, live trace and connection logs to a started service.
+
+    Call it once, at the end of ``Service.start()`` (the pages need the token validator).
+    """
+    ops = Operability(service)
+    ops.install()
+    return ops

@@ -1,0 +1,286 @@
+"""The Live Trace endpoints over real HTTP: login, sessions, the SSE stream and its filters."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from websockets.sync.client import connect
+
+import webpubsub
+from tests.conftest import ACCESS_KEY, SECONDARY_KEY
+from tests.ops.helpers import (
+    TIMEOUT,
+    EventStream,
+    has,
+    livetrace_token,
+    login,
+    scrape,
+    wait_for_metric,
+)
+from webpubsub.server.config import Settings
+from webpubsub.server.ops import Sessions
+from webpubsub.testing import ServiceThread
+
+JSON = "json.webpubsub.azure.v1"
+
+
+@contextlib.contextmanager
+def stream(
+    client: httpx.Client, query: str = "", headers: dict[str, str] | None = None
+) -> Iterator[EventStream]:
+    with client.stream("GET", f"/livetrace/stream{query}", headers=headers) as response:
+        assert response.status_code == 200, response.read()
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = EventStream(response)
+        hello = events.next_event()
+        assert hello.name == "hello"
+        yield events
+
+
+def service_client(service: ServiceThread, hub: str) -> webpubsub.WebPubSubServiceClient:
+    return webpubsub.WebPubSubServiceClient.from_connection_string(
+        service.connection_string, hub=hub
+    )
+
+
+@contextlib.contextmanager
+def listener(service: ServiceThread, hub: str) -> Iterator[None]:
+    """A client in ``hub``: sends are applied (and traced) only where the hub has clients."""
+    url = service_client(service, hub).get_client_access_token()["url"]
+    with connect(url, subprotocols=[JSON]) as ws:  # type: ignore[list-item]
+        ws.recv(timeout=TIMEOUT)  # connected: the client is registered
+        yield
+
+
+class TestLogin:
+    def test_without_a_session_the_page_is_the_login_form(self, service: ServiceThread) -> None:
+        response = httpx.get(f"{service.endpoint}/livetrace")
+        assert response.status_code == 200
+        assert 'name="credential"' in response.text
+        assert "Content-Security-Policy" in response.headers
+        assert "livetrace.js" not in response.text
+
+    def test_the_access_key_opens_a_session(self, service: ServiceThread) -> None:
+        with login(service) as client:
+            cookie = client.post("/livetrace/login", data={"credential": ACCESS_KEY})
+            set_cookie = cookie.headers["set-cookie"]
+            assert "HttpOnly" in set_cookie and "SameSite=Strict" in set_cookie
+            assert ACCESS_KEY not in set_cookie
+            page = client.get("/livetrace")
+            assert page.status_code == 200
+            assert "livetrace.js" in page.text
+            assert service.endpoint in page.text
+
+    def test_the_secondary_key_works_too(self, service: ServiceThread) -> None:
+        with login(service, SECONDARY_KEY) as client:
+            assert "livetrace.js" in client.get("/livetrace").text
+
+    def test_a_livetrace_token_opens_a_session(self, service: ServiceThread) -> None:
+        with login(service, livetrace_token(service)):
+            pass
+        with httpx.Client(base_url=service.endpoint) as client:
+            token = livetrace_token(service, SECONDARY_KEY)
+            response = client.get(f"/livetrace?access_token={token}")
+            assert response.status_code == 303
+            assert response.headers["location"] == "/livetrace"
+            assert client.get("/livetrace").text.count("livetrace.js") == 1
+
+    @pytest.mark.parametrize(
+        "credential",
+        ["wrong-key", ACCESS_KEY + "x", ""],
+    )
+    def test_a_wrong_key_is_refused(self, service: ServiceThread, credential: str) -> None:
+        response = httpx.post(
+            f"{service.endpoint}/livetrace/login", data={"credential": credential}
+        )
+        assert response.status_code == 401
+        assert "not valid" in response.text
+        assert "set-cookie" not in response.headers
+
+    def test_tokens_for_another_audience_or_key_are_refused(self, service: ServiceThread) -> None:
+        rest_token = livetrace_token(service, aud=f"{service.endpoint}/api/hubs/h/:send")
+        forged = livetrace_token(service, key="some-other-key-0123456789abcdefghijk")
+        expired = livetrace_token(service, exp=1)
+        for token in (rest_token, forged, expired):
+            response = httpx.post(f"{service.endpoint}/livetrace/login", data={"credential": token})
+            assert response.status_code == 401, token
+
+    def test_logout_ends_the_session(self, service: ServiceThread) -> None:
+        with login(service) as client:
+            assert client.post("/livetrace/logout").status_code == 303
+            assert "livetrace.js" not in client.get("/livetrace").text
+            assert client.get("/livetrace/stream").status_code == 401
+
+    def test_a_trailing_slash_redirects(self, service: ServiceThread) -> None:
+        response = httpx.get(f"{service.endpoint}/livetrace/")
+        assert response.status_code == 303
+        assert response.headers["location"] == "/livetrace"
+
+    def test_wrong_methods(self, service: ServiceThread) -> None:
+        assert httpx.get(f"{service.endpoint}/livetrace/login").status_code == 405
+        assert httpx.delete(f"{service.endpoint}/livetrace").status_code == 405
+
+    def test_assets_are_served(self, service: ServiceThread) -> None:
+        js = httpx.get(f"{service.endpoint}/livetrace/livetrace.js")
+        css = httpx.get(f"{service.endpoint}/livetrace/livetrace.css")
+        assert js.status_code == css.status_code == 200
+        assert js.headers["content-type"].startswith("text/javascript")
+        assert "EventSource" in js.text
+        assert css.headers["content-type"] == "text/css"
+
+
+class TestSessions:
+    """Sessions expire, are bounded, and end when their key is rotated away."""
+
+    def test_expiry(self) -> None:
+        now = [0.0]
+        sessions = Sessions(["k"], lifetime=10, clock=lambda: now[0])
+        token = sessions.create("k")
+        assert sessions.valid(token)
+        now[0] = 10.0
+        assert not sessions.valid(token)
+        assert not sessions.valid(None) and not sessions.valid("made-up")
+
+    def test_rotating_the_key_ends_its_sessions(self) -> None:
+        keys = ["old", "other"]
+        sessions = Sessions(keys)
+        old, other = sessions.create("old"), sessions.create("other")
+        keys[:] = ["new", "other"]  # Service.reload replaces the keys in place
+        assert not sessions.valid(old)
+        assert sessions.valid(other)
+
+    def test_the_oldest_session_goes_past_the_limit(self) -> None:
+        sessions = Sessions(["k"], limit=2)
+        first = sessions.create("k")
+        sessions.create("k")
+        sessions.create("k")
+        assert len(sessions) == 2
+        assert not sessions.valid(first)
+
+
+class TestStream:
+    def test_refused_without_a_session_or_token(self, service: ServiceThread) -> None:
+        response = httpx.get(f"{service.endpoint}/livetrace/stream")
+        assert response.status_code == 401
+        wrong = httpx.get(
+            f"{service.endpoint}/livetrace/stream",
+            headers={"Authorization": "Bearer not-a-token"},
+        )
+        assert wrong.status_code == 401
+
+    def test_connections_messages_and_rest_calls_arrive(
+        self, service: ServiceThread, hub: str
+    ) -> None:
+        publish = json.dumps(
+            {"type": "sendToGroup", "group": "room", "data": "hi", "dataType": "text"}
+        )
+        with login(service) as client, stream(client, f"?hub={hub}") as events:
+            token = service_client(service, hub).get_client_access_token(
+                user_id="alice", roles=["webpubsub.joinLeaveGroup", "webpubsub.sendToGroup"]
+            )
+            with connect(token["url"], subprotocols=[JSON]) as ws:  # type: ignore[list-item]
+                connected = json.loads(ws.recv(timeout=TIMEOUT))
+                ws.send(json.dumps({"type": "joinGroup", "group": "room", "ackId": 1}))
+                ws.recv(timeout=TIMEOUT)
+                ws.send(publish)
+                ws.recv(timeout=TIMEOUT)
+                service_client(service, hub).send_to_all("to everyone", content_type="text/plain")
+                ws.recv(timeout=TIMEOUT)
+            connection_id = connected["connectionId"]
+            records = events.records_until(
+                lambda rs: has(rs, operationName="ConnectionEnded", connectionId=connection_id)
+            )
+        assert all(r["hub"] == hub for r in records)
+        assert has(
+            records,
+            operationName="ConnectionStarted",
+            connectionId=connection_id,
+            userId="alice",
+            subprotocol=JSON,
+        )
+        assert has(records, operationName="MessageReceived", kind="joinGroup", group="room")
+        assert has(records, operationName="MessageReceived", kind="sendToGroup", size=len(publish))
+        assert has(records, operationName="MessageSent", target="group:room", recipients=1)
+        assert has(records, operationName="MessageSent", target="all", dataType="text", size=11)
+        assert has(
+            records,
+            category="HttpRequestLogs",
+            operation="WebPubSub_SendToAll",
+            status=202,
+            method="POST",
+        )
+        assert not any("preview" in r for r in records)
+
+    def test_preview_and_category_filter(self, service: ServiceThread, hub: str) -> None:
+        with (
+            listener(service, hub),
+            login(service) as client,
+            stream(client, f"?hub={hub}&preview=1&category=messaging") as events,
+        ):
+            service_client(service, hub).send_to_all({"hello": "world"})
+            records = events.records_until(lambda rs: has(rs, operationName="MessageSent"))
+        assert {r["category"] for r in records} == {"MessagingLogs"}
+        assert records[0]["preview"] == '{"hello":"world"}'
+
+    def test_a_token_in_the_header_or_query_works_for_scripts(
+        self, service: ServiceThread, hub: str
+    ) -> None:
+        token = livetrace_token(service)
+        with (
+            listener(service, hub),
+            httpx.Client(base_url=service.endpoint, timeout=TIMEOUT) as client,
+        ):
+            headers = {"Authorization": f"Bearer {token}"}
+            with stream(client, f"?hub={hub}", headers) as events:
+                service_client(service, hub).send_to_all("x", content_type="text/plain")
+                assert events.records_until(lambda rs: has(rs, target="all"))
+            with stream(client, f"?hub={hub}&access_token={token}") as events:
+                service_client(service, hub).send_to_all("y", content_type="text/plain")
+                assert events.records_until(lambda rs: has(rs, target="all"))
+
+    def test_the_trace_observes_only_while_someone_watches(
+        self, service: ServiceThread, hub: str
+    ) -> None:
+        wait_for_metric(service, lambda m: m.value("webpubsub_livetrace_viewers") == 0)
+        assert scrape(service).value("webpubsub_livetrace_observing") == 0
+        with login(service) as client, stream(client, f"?hub={hub}"):
+            watched = scrape(service)
+            assert watched.value("webpubsub_livetrace_viewers") == 1
+            assert watched.value("webpubsub_livetrace_observing") == 1
+        # The viewer left: the stream notices and the trace unregisters itself.
+        wait_for_metric(service, lambda m: m.value("webpubsub_livetrace_observing") == 0)
+
+
+class TestStreamEnds:
+    """A stream lasts only as long as what authorized it."""
+
+    def test_when_the_session_is_logged_out(self, service: ServiceThread) -> None:
+        with login(service) as client, stream(client) as events:
+            assert client.post("/livetrace/logout").status_code == 303
+            assert [e.name for e in events.events()] in ([], ["records"])  # then it ends
+
+    def test_when_the_token_expires(self, service: ServiceThread) -> None:
+        # Expired 299 s ago: still inside the 300 s clock-skew allowance, for a second.
+        token = livetrace_token(service, exp=int(time.time()) - 299)
+        with (
+            httpx.Client(base_url=service.endpoint, timeout=TIMEOUT) as client,
+            stream(client, f"?access_token={token}") as events,
+        ):
+            for _ in events.events():
+                pass  # ends about a second after it began, with the token
+
+
+class TestKeyRotation:
+    def test_a_reload_that_drops_the_key_ends_the_session(self) -> None:
+        settings = Settings(port=0, access_keys=[ACCESS_KEY, SECONDARY_KEY])
+        with ServiceThread(settings) as service, login(service, SECONDARY_KEY) as client:
+            assert "livetrace.js" in client.get("/livetrace").text
+            rotated = Settings(access_keys=[ACCESS_KEY, "a-brand-new-secondary-key-0123456789"])
+            service.call(lambda: service.service.reload(rotated))
+            assert client.get("/livetrace/stream").status_code == 401
+            assert "livetrace.js" not in client.get("/livetrace").text
