@@ -24,6 +24,17 @@ from ..core.requests import (
     SequenceAck,
     Unsupported,
 )
+from .downstream import (
+    Ack,
+    AckErrorDetail,
+    Connected,
+    Disconnected,
+    Downstream,
+    GroupMessage,
+    Payload,
+    Pong,
+    ServerMessage,
+)
 from .frames import OP_TEXT, header, text_frame
 
 SUBPROTOCOL = "json.webpubsub.azure.v1"
@@ -179,6 +190,92 @@ class JsonCodec:
             return SequenceAck(sequence_id)
         return Unsupported(kind[:64], ack_id)
 
+    # -- client side: requests out, service messages in -----------------------------------
+
+    text_frames = True
+    """Frames of this subprotocol are text frames (clients send with opcode 1)."""
+
+    def encode_request(self, request: ClientRequest) -> bytes:
+        """The text-frame payload a client sends for ``request`` (spec 4.3).
+
+        The frames are those the official SDKs produce; ``ackId`` is left out when None.
+        Payload bytes are :class:`~webpubsub.core.message.Message` bytes: JSON text goes in
+        as is, text as a JSON string, binary and protobuf as padded base64.
+
+        Raises:
+            TypeError: for a request clients cannot send (``Unsupported``).
+        """
+        match request:
+            case JoinGroup(group, ack_id) | LeaveGroup(group, ack_id):
+                kind = b"joinGroup" if isinstance(request, JoinGroup) else b"leaveGroup"
+                return b'{"type":"' + kind + b'","group":' + dumps(group) + _ack(ack_id) + b"}"
+            case SendToGroup(group, data, data_type, ack_id, no_echo):
+                return (
+                    b'{"type":"sendToGroup","group":'
+                    + dumps(group)
+                    + _ack(ack_id)
+                    + _data(data, data_type)
+                    + (b',"noEcho":true}' if no_echo else b',"noEcho":false}')
+                )
+            case SendEvent(event, data, data_type, ack_id):
+                return (
+                    b'{"type":"event","event":'
+                    + dumps(event)
+                    + _ack(ack_id)
+                    + _data(data, data_type)
+                    + b"}"
+                )
+            case SequenceAck(sequence_id):
+                return b'{"type":"sequenceAck","sequenceId":%d}' % sequence_id
+            case Ping():
+                return b'{"type":"ping"}'
+        raise TypeError(f"clients cannot send {request!r}")
+
+    def decode_downstream(self, data: bytes | str) -> Downstream | None:
+        """Decode one service-to-client frame (spec 4.4).
+
+        Returns None for messages this client does not know (a newer service's
+        ``type``, ``from`` or ``dataType``), which clients skip to stay forward compatible.
+
+        Raises:
+            ProtocolViolation: the frame is not a valid message of the subprotocol.
+        """
+        try:
+            envelope = json.loads(data)
+        except (ValueError, RecursionError):
+            raise ProtocolViolation("The message is not valid JSON.") from None
+        if not isinstance(envelope, dict):
+            raise ProtocolViolation("The message must be a JSON object.")
+        kind = envelope.get("type")
+        if kind == "message":
+            return _data_message(envelope)
+        if kind == "ack":
+            ack_id: Any = envelope.get("ackId")
+            success = envelope.get("success")
+            if not _is_uint64(ack_id) or not isinstance(success, bool):
+                raise ProtocolViolation("An ack needs an unsigned 'ackId' and a boolean 'success'.")
+            error = envelope.get("error")
+            if not isinstance(error, dict):
+                return Ack(ack_id, success)
+            return Ack(ack_id, success, AckErrorDetail(_str(error, "name"), _str(error, "message")))
+        if kind == "system":
+            event = envelope.get("event")
+            if event == "connected":
+                connection_id = envelope.get("connectionId")
+                if not isinstance(connection_id, str) or not connection_id:
+                    raise ProtocolViolation("'connected' needs a 'connectionId'.")
+                return Connected(
+                    connection_id,
+                    _str_or_none(envelope, "userId"),
+                    _str_or_none(envelope, "reconnectionToken"),
+                )
+            if event == "disconnected":
+                return Disconnected(_str(envelope, "message"))
+            return None
+        if kind == "pong":
+            return Pong()
+        return None
+
     @staticmethod
     def _ack_id(envelope: dict[str, Any]) -> int | None:
         if "ackId" not in envelope or envelope["ackId"] is None:
@@ -219,6 +316,59 @@ class ReliableJsonCodec(JsonCodec):
 
 def _is_uint64(value: Any) -> bool:
     return type(value) is int and 0 <= value <= UINT64_MAX
+
+
+def _ack(ack_id: int | None) -> bytes:
+    return b"" if ack_id is None else b',"ackId":%d' % ack_id
+
+
+def _data(data: bytes, data_type: DataType) -> bytes:
+    return b',"dataType":"' + data_type.value.encode() + b'","data":' + encode_data(data, data_type)
+
+
+def _str(envelope: dict[str, Any], key: str) -> str:
+    value = envelope.get(key)
+    return value if isinstance(value, str) else ""
+
+
+def _str_or_none(envelope: dict[str, Any], key: str) -> str | None:
+    value = envelope.get(key)
+    return value if isinstance(value, str) else None
+
+
+def _data_message(envelope: dict[str, Any]) -> GroupMessage | ServerMessage | None:
+    """A downstream ``message`` envelope; None for an unknown ``from`` or ``dataType``."""
+    raw_type = envelope.get("dataType", "json")
+    try:
+        data_type = DataType(raw_type) if isinstance(raw_type, str) else None
+    except ValueError:
+        data_type = None
+    if data_type is None:
+        return None
+    data: Payload = envelope.get("data")
+    if data_type is DataType.TEXT:
+        if not isinstance(data, str):
+            raise ProtocolViolation("'data' must be a string for dataType 'text'.")
+    elif data_type is not DataType.JSON:
+        if not isinstance(data, str):
+            raise ProtocolViolation(f"'data' must be base64 for dataType '{data_type}'.")
+        try:
+            data = base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError):
+            raise ProtocolViolation(f"'data' is not valid base64 for '{data_type}'.") from None
+    sequence_id = envelope.get("sequenceId")
+    if sequence_id is not None and not _is_uint64(sequence_id):
+        raise ProtocolViolation("'sequenceId' must be an unsigned integer.")
+    source = envelope.get("from")
+    if source == "group":
+        group = envelope.get("group")
+        if not isinstance(group, str):
+            raise ProtocolViolation("A group message needs a 'group'.")
+        from_user_id = _str_or_none(envelope, "fromUserId")
+        return GroupMessage(group, data, data_type, from_user_id, sequence_id)
+    if source == "server":
+        return ServerMessage(data, data_type, sequence_id)
+    return None
 
 
 JSON = JsonCodec()

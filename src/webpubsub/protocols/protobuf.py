@@ -25,6 +25,16 @@ from ..core.requests import (
     SequenceAck,
     Unsupported,
 )
+from .downstream import (
+    Ack,
+    AckErrorDetail,
+    Connected,
+    Disconnected,
+    Downstream,
+    GroupMessage,
+    Pong,
+    ServerMessage,
+)
 from .frames import OP_BINARY, binary_frame, header
 from .proto.webpubsub_pb2 import DownstreamMessage, MessageData, UpstreamMessage
 
@@ -172,6 +182,93 @@ class ProtobufCodec:
             raise ProtocolViolation("The UpstreamMessage has no message set.")
         return Unsupported(kind)
 
+    # -- client side: requests out, service messages in -----------------------------------
+
+    text_frames = False
+    """Frames of this subprotocol are binary frames (clients send with opcode 2)."""
+
+    def encode_request(self, request: ClientRequest) -> bytes:
+        """The serialized ``UpstreamMessage`` a client sends for ``request`` (spec 4.8).
+
+        JSON payloads travel as ``json_data``, as the official protobuf clients send them.
+
+        Raises:
+            TypeError: for a request clients cannot send (``Unsupported``).
+        """
+        upstream = UpstreamMessage()
+        match request:
+            case JoinGroup(group, ack_id):
+                join = upstream.join_group_message
+                join.group = group
+                if ack_id is not None:
+                    join.ack_id = ack_id
+            case LeaveGroup(group, ack_id):
+                leave = upstream.leave_group_message
+                leave.group = group
+                if ack_id is not None:
+                    leave.ack_id = ack_id
+            case SendToGroup(group, data, data_type, ack_id, no_echo):
+                send = upstream.send_to_group_message
+                send.group = group
+                send.data.CopyFrom(to_message_data(data, data_type))
+                send.no_echo = no_echo
+                if ack_id is not None:
+                    send.ack_id = ack_id
+            case SendEvent(event, data, data_type, ack_id):
+                event_message = upstream.event_message
+                event_message.event = event
+                event_message.data.CopyFrom(to_message_data(data, data_type))
+                if ack_id is not None:
+                    event_message.ack_id = ack_id
+            case SequenceAck(sequence_id):
+                upstream.sequence_ack_message.sequence_id = sequence_id
+            case Ping():
+                upstream.ping_message.SetInParent()
+            case _:
+                raise TypeError(f"clients cannot send {request!r}")
+        return upstream.SerializeToString()
+
+    def decode_downstream(self, data: bytes | str) -> Downstream | None:
+        """Decode one service-to-client ``DownstreamMessage`` (spec 4.8).
+
+        Returns None for messages this client does not know (streaming acks, a data
+        message without data or with an unknown ``from``), which clients skip.
+
+        Raises:
+            ProtocolViolation: a text frame, or bytes that are no ``DownstreamMessage``.
+        """
+        if isinstance(data, str):
+            raise ProtocolViolation("The protobuf subprotocol uses binary frames.", code=1003)
+        try:
+            downstream = DownstreamMessage.FromString(data)
+        except DecodeError:
+            raise ProtocolViolation("The message is not a valid DownstreamMessage.") from None
+        kind = downstream.WhichOneof("message")
+        if kind == "data_message":
+            return _data_message(downstream.data_message)
+        if kind == "ack_message":
+            ack = downstream.ack_message
+            error = None
+            if ack.HasField("error"):
+                error = AckErrorDetail(ack.error.name, ack.error.message)
+            return Ack(int(ack.ack_id), ack.success, error)
+        if kind == "system_message":
+            system = downstream.system_message
+            which = system.WhichOneof("message")
+            if which == "connected_message":
+                connected = system.connected_message
+                return Connected(
+                    connected.connection_id,
+                    connected.user_id or None,
+                    connected.reconnection_token or None,
+                )
+            if which == "disconnected_message":
+                return Disconnected(system.disconnected_message.reason)
+            return None
+        if kind == "pong_message":
+            return Pong()
+        return None
+
     def __repr__(self) -> str:
         return f"ProtobufCodec({self.subprotocol})"
 
@@ -194,6 +291,34 @@ class ReliableProtobufCodec(ProtobufCodec):
         inner_length = len(encoded) + len(tail)
         head = _DATA_MESSAGE_TAG + varint(inner_length)
         return header(OP_BINARY, len(head) + inner_length) + head, encoded, tail
+
+
+def _data_message(message: DownstreamMessage.DataMessage) -> GroupMessage | ServerMessage | None:
+    kind = message.data.WhichOneof("data")
+    payload: Any
+    if kind == "text_data":
+        payload, data_type = message.data.text_data, DataType.TEXT
+    elif kind == "binary_data":
+        payload, data_type = message.data.binary_data, DataType.BINARY
+    elif kind == "protobuf_data":
+        payload, data_type = message.data.protobuf_data.SerializeToString(), DataType.PROTOBUF
+    elif kind == "json_data":
+        try:
+            payload = json.loads(message.data.json_data)
+        except (ValueError, RecursionError):
+            raise ProtocolViolation("'json_data' is not valid JSON.") from None
+        data_type = DataType.JSON
+    else:
+        return None
+    # proto3 has no presence for sequence_id: 0 means "not reliable" (ids start at 1).
+    sequence_id = int(message.sequence_id) or None
+    source = getattr(message, "from")  # `from` is a Python keyword
+    if source == Source.GROUP:
+        group = message.group if message.HasField("group") else ""
+        return GroupMessage(group, payload, data_type, None, sequence_id)
+    if source == Source.SERVER:
+        return ServerMessage(payload, data_type, sequence_id)
+    return None
 
 
 def _frame(message: DownstreamMessage) -> bytes:

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from ..core.node import Node
     from .config import Limits
 
-log = logging.getLogger("webpubsub.client")
+log = logging.getLogger("webpubsub.server.client")
 ws_log = logging.getLogger("webpubsub.websocket")
 
 
