@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install serve test lint clean
+.PHONY: install serve test lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -20,6 +20,9 @@ test: install
 	$(VENV)/bin/ruff check src tests
 	$(VENV)/bin/ruff format --check src tests
 	$(PY) -m pytest -q
+
+bench:  ## webpubsub vs Socket.IO 4.8 on this machine, under 5 minutes (docs/benchmarks.md)
+	python3 -m bench $(ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check src tests
