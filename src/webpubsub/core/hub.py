@@ -6,7 +6,7 @@ attached to connections, not users (spec 0): adding a user adds its current conn
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import NamedTuple
 
 from . import commands as c
@@ -89,8 +89,11 @@ class Hub:
         target: c.Target,
         excluded: frozenset[str] = frozenset(),
         filter: Filter | None = None,
-    ) -> Iterator[Connection]:
-        """The local connections a target names, minus ``excluded``, where ``filter`` holds."""
+    ) -> list[Connection]:
+        """The local connections a target names, minus ``excluded``, where ``filter`` holds.
+
+        A snapshot (a list): commands may change membership while they walk it.
+        """
         conns: Iterable[Connection]
         match target:
             case c.ToAll():
@@ -102,12 +105,13 @@ class Hub:
             case c.ToConnection(connection_id):
                 found = self.connections.get(connection_id)
                 conns = (found,) if found is not None else ()
-        for conn in conns:
-            if conn.connection_id in excluded:
-                continue
-            if filter is not None and not filter.matches(conn):
-                continue
-            yield conn
+        if not excluded and filter is None:
+            return list(conns)  # the common broadcast: no per-connection test at all
+        return [
+            conn
+            for conn in conns
+            if conn.connection_id not in excluded and (filter is None or filter.matches(conn))
+        ]
 
     # -- fan-out --------------------------------------------------------------------------
 
@@ -126,7 +130,11 @@ class Hub:
             frame = frames.get(codec)
             if frame is None:
                 frame = frames[codec] = codec.encode_message(message)
-            if not conn.deliver(frame):
+            if conn.recovery is None:
+                # Hot path: a non-reliable connection just queues the shared bytes.
+                if not conn.closed:
+                    conn.transport.send(frame)
+            elif not conn.deliver(frame):
                 overflowed.append(conn)
         return overflowed
 
@@ -145,12 +153,12 @@ class Hub:
             case c.Send(target, message, excluded, filter):
                 if isinstance(target, c.ToGroup):
                     message = message.with_source(Source.GROUP, target.group)
-                targets = list(self.select(target, excluded, filter))
+                targets = self.select(target, excluded, filter)
                 for conn in self.deliver(message, targets):
                     self.close(conn, CloseCode.POLICY_VIOLATION, BUFFER_FULL)
                     closed.append(conn)
             case c.CloseConnections(target, reason, excluded):
-                targets = list(self.select(target, excluded))
+                targets = self.select(target, excluded)
                 for conn in targets:
                     # Reliable clients must not try to recover a deliberately closed session.
                     reliable = conn.codec.is_reliable
@@ -159,34 +167,34 @@ class Hub:
                     )
                     closed.append(conn)
             case c.AddToGroup(target, group):
-                targets = list(self.select(target))
+                targets = self.select(target)
                 for conn in targets:
                     self.join(conn, group)
             case c.RemoveFromGroup(target, group):
-                targets = list(self.select(target))
+                targets = self.select(target)
                 for conn in targets:
                     self.leave(conn, group)
             case c.RemoveFromAllGroups(target):
-                targets = list(self.select(target))
+                targets = self.select(target)
                 for conn in targets:
                     for group in list(conn.groups):
                         self.leave(conn, group)
             case c.AddToGroups(groups, filter):
-                targets = list(self.select(c.ToAll(), filter=filter))
+                targets = self.select(c.ToAll(), filter=filter)
                 for conn in targets:
                     for group in groups:
                         self.join(conn, group)
             case c.RemoveFromGroups(groups, filter):
-                targets = list(self.select(c.ToAll(), filter=filter))
+                targets = self.select(c.ToAll(), filter=filter)
                 for conn in targets:
                     for group in groups:
                         self.leave(conn, group)
             case c.Grant(connection_id, permission, target_name):
-                targets = list(self.select(c.ToConnection(connection_id)))
+                targets = self.select(c.ToConnection(connection_id))
                 for conn in targets:
                     conn.roles.add(role_for(permission, target_name))
             case c.Revoke(connection_id, permission, target_name):
-                targets = list(self.select(c.ToConnection(connection_id)))
+                targets = self.select(c.ToConnection(connection_id))
                 for conn in targets:
                     revoke(conn.roles, permission, target_name)
         return Applied(targets, closed)

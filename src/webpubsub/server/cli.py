@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
+import ssl
 import sys
 from collections.abc import Callable, Sequence
 
@@ -62,6 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
         "(env WEBPUBSUB_REDIS_URL; rediss:// for TLS, password in the URL)",
     )
     serve.add_argument(
+        "--certfile",
+        help="serve HTTPS/WSS with this PEM certificate chain (needs --keyfile; env "
+        "WEBPUBSUB_TLS_CERTFILE); without it the service speaks plain HTTP",
+    )
+    serve.add_argument(
+        "--keyfile", help="the PEM private key of --certfile (env WEBPUBSUB_TLS_KEYFILE)"
+    )
+    serve.add_argument(
         "--allow-anonymous",
         action="store_true",
         default=None,
@@ -86,6 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "event_handler": args.event_handler,
                 "allow_anonymous": args.allow_anonymous,
                 "redis_url": args.redis,
+                "tls_certfile": args.certfile,
+                "tls_keyfile": args.keyfile,
             },
         )
 
@@ -104,6 +116,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ServiceUnavailable as exc:
         print(f"webpubsub: {exc.message}", file=sys.stderr)
         return 1
+    except ssl.SSLError as exc:
+        print(f"webpubsub: cannot use the TLS certificate or key: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(
             f"webpubsub: cannot listen on {settings.host}:{settings.port}: {exc.strerror}",
@@ -137,6 +152,7 @@ def _run(settings: Settings, load: Callable[[], Settings]) -> None:
 async def _serve(settings: Settings, load: Callable[[], Settings]) -> None:
     service = Service(settings)
     await service.start()
+    _tune_gc()
     _announce(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -154,6 +170,18 @@ async def _serve(settings: Settings, load: Callable[[], Settings]) -> None:
     log.info("shutting down: closing %d connection(s)", len(service.protocols))
     await service.stop()
     log.info("stopped")
+
+
+def _tune_gc() -> None:
+    """Keep the cyclic GC off the hot paths of a long-running server process.
+
+    Objects alive after start-up (modules, settings) are frozen out of collection, and the
+    young generation is collected after 50,000 allocations instead of 700: with thousands of
+    connections the default made the collector a large share of handshake time.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
 
 
 def _announce(settings: Settings) -> None:
