@@ -70,13 +70,20 @@ def encode_data(data: bytes, data_type: DataType) -> bytes:
     return b'"' + base64.b64encode(data) + b'"'
 
 
+def parse_data_type(raw: Any) -> DataType | None:
+    """The data type a ``dataType`` field names, or None for anything else."""
+    if not isinstance(raw, str):
+        return None
+    try:
+        return DataType(raw)
+    except ValueError:
+        return None
+
+
 def decode_data(envelope: dict[str, Any], ack_id: int | None) -> tuple[bytes, DataType]:
     """Payload bytes and data type from a request's ``dataType``/``data`` (default json)."""
     raw_type = envelope.get("dataType", "json")
-    try:
-        data_type = DataType(raw_type) if isinstance(raw_type, str) else None
-    except ValueError:
-        data_type = None
+    data_type = parse_data_type(raw_type)
     if data_type is None:
         raise InvalidRequest(f"Unsupported dataType {str(raw_type)[:40]!r}.", ack_id)
     data = envelope.get("data")
@@ -338,11 +345,7 @@ def _str_or_none(envelope: dict[str, Any], key: str) -> str | None:
 
 def _data_message(envelope: dict[str, Any]) -> GroupMessage | ServerMessage | None:
     """A downstream ``message`` envelope; None for an unknown ``from`` or ``dataType``."""
-    raw_type = envelope.get("dataType", "json")
-    try:
-        data_type = DataType(raw_type) if isinstance(raw_type, str) else None
-    except ValueError:
-        data_type = None
+    data_type = parse_data_type(envelope.get("dataType", "json"))
     if data_type is None:
         return None
     data: Payload = envelope.get("data")
