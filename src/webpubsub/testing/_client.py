@@ -1,40 +1,42 @@
 """Recording test clients: WebSocket clients that keep everything the service sends them.
 
-A :class:`RecordingClient` speaks one PubSub subprotocol through the project's own client
-codecs (``webpubsub.protocols.client``), or no subprotocol at all (a simple client). It
-records every message the service sends; tests wait for the next one with
-``await client.receive(timeout=...)`` instead of sleeping. :class:`ClientFactory` mints
-client access tokens with the connection string's key and connects clients, closing them all
-at the end of a test.
+A :class:`RecordingClient` on a PubSub subprotocol is a :class:`webpubsub.client.WebPubSubClient`
+(reconnection and recovery turned off, so a closed connection stays closed) whose events are
+recorded; a simple client (no subprotocol) is a plain ``websockets`` connection whose frames are
+recorded. Tests wait for the next message with ``await client.receive(timeout=...)`` instead of
+sleeping. :class:`ClientFactory` mints client access tokens with the connection string's key and
+connects clients, closing them all at the end of a test.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self, TypeAlias
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
-from websockets.typing import Subprotocol
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from ..client import AckError as AckError  # re-exported: refused requests raise it
+from ..client import (
+    AckResult,
+    ClientStoppedError,
+    ConnectedEvent,
+    ConnectError,
+    DisconnectedEvent,
+    WebPubSubClient,
+)
 from ..core.message import DataType
-from ..core.requests import ClientRequest, JoinGroup, LeaveGroup, SendEvent, SendToGroup
-from ..core.requests import SequenceAck as SequenceAckRequest
-from ..protocols.client import ClientCodec, client_codec
 from ..protocols.downstream import (
-    Ack,
     Connected,
     Disconnected,
     Downstream,
     GroupMessage,
     Payload,
     ServerMessage,
-    encode_payload,
 )
 from ..sdk import WebPubSubServiceClient
 
@@ -63,20 +65,6 @@ Message: TypeAlias = GroupMessage | ServerMessage | RawMessage
 """A data message a test client received: from a group, from the server side, or raw."""
 
 
-class AckError(Exception):
-    """The service answered a request with a failed ack (``Forbidden``, ``InvalidMessage``...).
-
-    Attributes:
-        name: the ack error name (spec 4.4).
-        message: the service's explanation.
-    """
-
-    def __init__(self, name: str, message: str) -> None:
-        super().__init__(f"{name}: {message}")
-        self.name = name
-        self.message = message
-
-
 class ClientClosedError(ConnectionError):
     """The client's connection is closed and no further message will arrive."""
 
@@ -90,18 +78,20 @@ class RecordingClient:
     Attributes:
         hub: the hub it is connected to.
         subprotocol: its subprotocol, or None for a simple WebSocket client.
+        client: the :class:`~webpubsub.client.WebPubSubClient` (PubSub subprotocols).
+        ws: the ``websockets`` connection (simple clients).
         messages: every data message received so far, oldest first.
-        frames: every service message received so far (acks, pongs, system messages too;
-            simple clients: the same as ``messages``).
+        frames: everything recorded so far: the ``connected`` and ``disconnected`` system
+            messages and the data messages (simple clients: the same as ``messages``).
         connected: the ``connected`` system message (None for simple clients).
         disconnected: the ``disconnected`` system message, once the service sent one.
     """
 
-    def __init__(self, ws: ClientConnection, hub: str, subprotocol: str | None) -> None:
-        self.ws = ws
+    def __init__(self, hub: str, subprotocol: str | None) -> None:
         self.hub = hub
         self.subprotocol = subprotocol
-        self._codec: ClientCodec | None = client_codec(subprotocol) if subprotocol else None
+        self.client: WebPubSubClient | None = None
+        self.ws: ClientConnection | None = None
         self.messages: list[Message] = []
         self.frames: list[Downstream | RawMessage] = []
         self.connected: Connected | None = None
@@ -109,10 +99,41 @@ class RecordingClient:
         self.dropped = 0
         self._read = 0  # index in ``messages`` of the next one ``receive`` returns
         self._arrived = asyncio.Event()
-        self._ready = asyncio.Event()  # set on ``connected``, or when the connection ends
-        self._acks: dict[int, asyncio.Future[Ack]] = {}
-        self._ack_ids = itertools.count(1)
-        self._reader = asyncio.get_running_loop().create_task(self._read_frames())
+        self._closed = asyncio.Event()
+        self._close_code = (1006, "")
+        self._reader: asyncio.Task[None] | None = None
+
+    async def _connect(self, url: str, timeout: float, options: dict[str, Any]) -> None:
+        """Open the connection; PubSub clients return once ``connected`` has arrived."""
+        if self.subprotocol is None:
+            options.setdefault("max_size", None)
+            self.ws = await asyncio.wait_for(connect(url, **options), timeout)
+            self._reader = asyncio.get_running_loop().create_task(self._read_raw(self.ws))
+            return
+        options.setdefault("max_message_size", None)
+        client = self.client = WebPubSubClient(
+            url,
+            protocol=self.subprotocol,
+            auto_reconnect=False,
+            recovery_timeout=0,  # a dropped connection is closed, as for any recorder
+            start_timeout=None,  # the timeout below covers it
+            sequence_ack_interval=0,  # reliable protocols: ack at once; the buffer drains
+            **options,
+        )
+        client.on("connected", self._on_connected)
+        client.on("group-message", self._keep)
+        client.on("server-message", self._keep)
+        client.on("disconnected", self._on_disconnected)
+        client.on("stopped", lambda _: self._on_closed())
+        try:
+            async with asyncio.timeout(timeout):
+                await client.start()
+        except ConnectError as exc:
+            if isinstance(exc.__cause__, InvalidStatus):
+                raise exc.__cause__ from None  # the refused handshake, as it always was
+            if exc.close_code is not None:
+                raise ClientClosedError(f"closed before 'connected': {exc.message}") from exc
+            raise
 
     # -- identity ---------------------------------------------------------------------------
 
@@ -129,19 +150,7 @@ class RecordingClient:
 
     @property
     def closed(self) -> bool:
-        return self._reader.done()
-
-    async def wait_connected(self, timeout: float = DEFAULT_TIMEOUT) -> Connected:
-        """Wait for the ``connected`` system message (PubSub subprotocols).
-
-        Raises:
-            ClientClosedError: the connection closed first.
-        """
-        await asyncio.wait_for(self._ready.wait(), timeout)
-        if self.connected is None:
-            code, reason = self.close_code
-            raise ClientClosedError(f"closed before 'connected' ({code} {reason!r})")
-        return self.connected
+        return self._closed.is_set()
 
     # -- receiving ------------------------------------------------------------------------
 
@@ -176,60 +185,47 @@ class RecordingClient:
 
     async def wait_closed(self, timeout: float = DEFAULT_TIMEOUT) -> tuple[int, str]:
         """Wait until the connection is closed; returns the close code and reason."""
-        await asyncio.wait_for(asyncio.shield(self._reader), timeout)
+        await asyncio.wait_for(self._closed.wait(), timeout)
         return self.close_code
 
     @property
     def close_code(self) -> tuple[int, str]:
-        """(code, reason) the service closed with (1006 when the socket just dropped)."""
-        code = self.ws.close_code
-        return (code if code is not None else 1006, self.ws.close_reason or "")
+        """(code, reason) the connection closed with (1006 when the socket just dropped).
 
-    async def _read_frames(self) -> None:
+        For PubSub clients the reason is the ``disconnected`` message, which the service
+        also gives as the close reason.
+        """
+        return self._close_code
+
+    def _on_connected(self, event: ConnectedEvent) -> None:
+        self.connected = Connected(event.connection_id, event.user_id)
+        self.frames.append(self.connected)
+
+    def _on_disconnected(self, event: DisconnectedEvent) -> None:
+        if event.message is not None:
+            self.disconnected = Disconnected(event.message)
+            self.frames.append(self.disconnected)
+        self._close_code = (event.close_code or 1006, event.message or "")
+
+    def _on_closed(self) -> None:
+        self._closed.set()
+        self._arrived.set()
+
+    async def _read_raw(self, ws: ClientConnection) -> None:
         try:
-            async for frame in self.ws:
-                sequence_id = self._record(frame)
-                if sequence_id is not None:
-                    # Reliable subprotocols: acknowledge at once so the resend buffer drains.
-                    await self._send(SequenceAckRequest(sequence_id))
+            async for frame in ws:
+                raw = RawMessage(frame)
+                self.frames.append(raw)
+                self._keep(raw)
         except ConnectionClosed:
             pass
         finally:
-            for waiter in self._acks.values():
-                if not waiter.done():
-                    waiter.set_exception(ClientClosedError("closed before the ack arrived"))
-            self._acks.clear()
-            self._ready.set()
-            self._arrived.set()
-
-    def _record(self, frame: str | bytes) -> int | None:
-        """Keep one frame; returns the sequence id to acknowledge, if any."""
-        codec = self._codec
-        if codec is None:
-            raw = RawMessage(frame)
-            self.frames.append(raw)
-            self._keep(raw)
-            return None
-        message = codec.decode_downstream(frame)
-        if message is None:
-            return None  # a message type this client does not know: skipped, as SDKs do
-        self.frames.append(message)
-        match message:
-            case GroupMessage() | ServerMessage():
-                self._keep(message)
-                return message.sequence_id
-            case Ack(ack_id=ack_id):
-                waiter = self._acks.pop(ack_id, None)
-                if waiter is not None and not waiter.done():
-                    waiter.set_result(message)
-            case Connected():
-                self.connected = message
-                self._ready.set()
-            case Disconnected():
-                self.disconnected = message
-        return None
+            self._close_code = (ws.close_code or 1006, ws.close_reason or "")
+            self._on_closed()
 
     def _keep(self, message: Message) -> None:
+        if not isinstance(message, RawMessage):
+            self.frames.append(message)
         self.messages.append(message)
         if len(self.messages) > MAX_RECORDED:
             del self.messages[0]
@@ -239,31 +235,24 @@ class RecordingClient:
 
     # -- sending --------------------------------------------------------------------------
 
-    async def _send(self, request: ClientRequest) -> None:
-        """Encode one request with the subprotocol's codec and send it."""
-        codec = self._codec
-        if codec is None:
+    @property
+    def _pubsub(self) -> WebPubSubClient:
+        if self.client is None:
             raise TypeError("simple clients (no subprotocol) send with send(); use a subprotocol")
-        payload = codec.encode_request(request)
-        await self.ws.send(payload.decode("utf-8") if codec.text_frames else payload)
+        return self.client
 
-    async def _request(self, request: ClientRequest, ack_id: int | None, timeout: float) -> None:
-        if ack_id is None:
-            await self._send(request)
+    async def _acked(self, operation: Awaitable[AckResult], *, wait: bool = True) -> None:
+        """Run one of the client's acked operations; a stopped client is a closed one."""
+        if not wait:
+            # Joins and leaves always carry an ackId: their ack is awaited in the background.
+            task = asyncio.ensure_future(operation)
+            task.add_done_callback(lambda done: done.cancelled() or done.exception())
+            await asyncio.sleep(0)  # the task's first step queues the request
             return
-        waiter: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
-        self._acks[ack_id] = waiter
         try:
-            await self._send(request)
-            ack = await asyncio.wait_for(waiter, timeout)
-        finally:
-            self._acks.pop(ack_id, None)
-        if not ack.success and not ack.is_duplicate:
-            error = ack.error
-            raise AckError(error.name if error else "Error", error.message if error else "")
-
-    def _ack_id(self, ack: bool) -> int | None:
-        return next(self._ack_ids) if ack else None
+            await operation
+        except ClientStoppedError as exc:
+            raise ClientClosedError("the connection closed before the ack arrived") from exc
 
     async def join_group(
         self, group: str, *, ack: bool = True, timeout: float = DEFAULT_TIMEOUT
@@ -273,15 +262,13 @@ class RecordingClient:
         Raises:
             AckError: the service refused (e.g. ``Forbidden`` without the role).
         """
-        ack_id = self._ack_id(ack)
-        await self._request(JoinGroup(group, ack_id), ack_id, timeout)
+        await self._acked(self._pubsub.join_group(group, timeout=timeout), wait=ack)
 
     async def leave_group(
         self, group: str, *, ack: bool = True, timeout: float = DEFAULT_TIMEOUT
     ) -> None:
         """Leave a group; with ``ack`` (default), wait for the confirmation."""
-        ack_id = self._ack_id(ack)
-        await self._request(LeaveGroup(group, ack_id), ack_id, timeout)
+        await self._acked(self._pubsub.leave_group(group, timeout=timeout), wait=ack)
 
     async def send_to_group(
         self,
@@ -303,10 +290,11 @@ class RecordingClient:
             ack: wait for the service's ack (raise :class:`AckError` on failure).
             timeout: seconds to wait for the ack.
         """
-        kind = DataType(data_type)
-        ack_id = self._ack_id(ack)
-        request = SendToGroup(group, encode_payload(data, kind), kind, ack_id, no_echo)
-        await self._request(request, ack_id, timeout)
+        await self._acked(
+            self._pubsub.send_to_group(
+                group, data, data_type, no_echo=no_echo, fire_and_forget=not ack, timeout=timeout
+            )
+        )
 
     async def send_event(
         self,
@@ -318,22 +306,32 @@ class RecordingClient:
         timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
         """Send a user event to the hub's event handler; its reply arrives as a message."""
-        kind = DataType(data_type)
-        ack_id = self._ack_id(ack)
-        request = SendEvent(event, encode_payload(data, kind), kind, ack_id)
-        await self._request(request, ack_id, timeout)
+        await self._acked(
+            self._pubsub.send_event(
+                event, data, data_type, fire_and_forget=not ack, timeout=timeout
+            )
+        )
 
     async def send(self, data: str | bytes) -> None:
         """Send one raw frame (text for str, binary for bytes), for simple clients."""
+        if self.ws is None:
+            raise TypeError("PubSub clients send with send_to_group() or send_event()")
         await self.ws.send(data)
 
     # -- closing --------------------------------------------------------------------------
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
-        """Close the connection and wait until it is closed."""
-        await self.ws.close(code, reason)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(asyncio.shield(self._reader), DEFAULT_TIMEOUT)
+        """Close the connection and wait until it is closed.
+
+        ``code`` and ``reason`` apply to simple clients; PubSub clients close with 1000.
+        """
+        if self.client is not None:
+            await self.client.stop()
+        if self.ws is not None:
+            await self.ws.close(code, reason)
+        if self._reader is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self._reader), DEFAULT_TIMEOUT)
 
     async def __aenter__(self) -> Self:
         return self
@@ -416,7 +414,8 @@ class ClientFactory:
                 variants, or None for a simple WebSocket client.
             url: connect here instead of minting a token (e.g. an anonymous client URL).
             timeout: seconds to wait for the connection to be ready.
-            options: passed to ``websockets.asyncio.client.connect``.
+            options: passed to :class:`~webpubsub.client.WebPubSubClient` (PubSub
+                subprotocols), or to ``websockets.asyncio.client.connect`` (simple clients).
 
         Returns:
             A client that PubSub subprotocols have seen ``connected``: it is registered
@@ -424,16 +423,13 @@ class ClientFactory:
 
         Raises:
             websockets.exceptions.InvalidStatus: the service refused the handshake.
+            ClientClosedError: the service closed the connection before ``connected``.
         """
         hub = hub or self.hub
         target = url or self.client_url(hub, user_id=user_id, roles=roles, groups=groups)
-        options.setdefault("max_size", None)
-        offered = [Subprotocol(subprotocol)] if subprotocol else None
-        ws = await asyncio.wait_for(connect(target, subprotocols=offered, **options), timeout)
-        client = RecordingClient(ws, hub, subprotocol)
+        client = RecordingClient(hub, subprotocol)
+        await client._connect(target, timeout, options)
         self.clients.append(client)
-        if subprotocol is not None:
-            await client.wait_connected(timeout)
         return client
 
     __call__ = connect
