@@ -139,6 +139,11 @@ class Connection:
             del self._ack_ids[next(iter(self._ack_ids))]
         return False
 
+    def forget_ack(self, ack_id: int) -> None:
+        """Unrecord ``ack_id``: its request was refused unexecuted (``Throttled``) and may be
+        sent again with the same id."""
+        self._ack_ids.pop(ack_id, None)
+
     @property
     def attached(self) -> bool:
         """Whether a socket carries this connection now (False while it is recovering)."""

@@ -73,7 +73,10 @@ class Engine(Protocol):
 
 
 class UserEventHandler(Protocol):
-    """Receives user events (``event`` requests, simple-client frames) for the upstream."""
+    """Receives user events (``event`` requests, simple-client frames) for the upstream.
+
+    Raises Throttled when the connection has too many events waiting already.
+    """
 
     def __call__(self, conn: Connection, request: SendEvent) -> None: ...
 
@@ -293,13 +296,15 @@ class Node:
         conn: Connection,
         data: bytes,
         is_text: bool,
-        now: float = 0.0,
+        *,
         rate: MessageRate | None = None,
+        now: float = 0.0,
     ) -> None:
         """One complete client message (all frames joined): decode it and act on it.
 
-        With a ``rate``, a message over it is refused with ``Throttled`` (not executed, its
-        ackId not recorded) and a client that ignores that is closed with 1008.
+        With a ``rate`` (and the time ``now``), a message over it is refused with
+        ``Throttled`` (not executed, its ackId not recorded; dropped when it has no ackId)
+        and a client that ignores that is closed with 1008.
         """
         verdict = Verdict.ALLOW if rate is None else rate.take(now)
         if verdict is Verdict.CUT:
@@ -337,6 +342,8 @@ class Node:
             self._dispatch(conn, request)
         except ClientError as error:
             if ack_id is not None:
+                if isinstance(error, Throttled):
+                    conn.forget_ack(ack_id)  # not executed: a retry is not a Duplicate
                 self.ack(conn, ack_id, error)
             return
         if ack_id is not None and not isinstance(request, SendEvent):
@@ -396,7 +403,14 @@ class Node:
             )
             return
         if self.on_user_event is not None:
-            self.on_user_event(conn, request)
+            try:
+                self.on_user_event(conn, request)
+            except Throttled:
+                if not conn.codec.is_pubsub:
+                    # A simple client cannot be told to slow down (no acks): it goes.
+                    self.close(conn, CloseCode.TRY_AGAIN_LATER, "Too many events waiting upstream.")
+                    return
+                raise
             return
         if not conn.codec.is_pubsub:
             # Simple clients are dropped when no handler takes their frames (spec 4.2).

@@ -12,7 +12,6 @@ handler's roles and REST grants all land in that set, so there is one rule to ch
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from enum import StrEnum
 from functools import lru_cache
@@ -76,14 +75,68 @@ def revoke(roles: set[str], permission: Permission, target: str | None) -> None:
         roles.discard(role)
 
 
+# Pattern tokens besides one-character literals (longer than one character, so distinct).
+ONE, STAR, STAR_ANY = "\0?", "\0*", "\0**"
+
+
+class GroupPattern:
+    """A compiled wildcard group pattern, matched in linear time.
+
+    The pattern is run as a bit-parallel NFA (one bit per token), never by backtracking: a
+    regex such as ``[^.]*-[^.]*-[^.]*-[^.]*`` needs O(n**4) steps on a group name of n dashes
+    and a trailing dot, and group names come from clients (up to 1024 characters).
+    """
+
+    __slots__ = ("_accept", "_any_but_dot", "_literals", "_skippable", "_star", "_star_any")
+
+    def __init__(self, tokens: list[str]) -> None:
+        # tokens: a one-character literal, or ONE ("?"), STAR ("*"), STAR_ANY ("**")
+        self._literals: dict[str, int] = {}
+        self._any_but_dot = 0  # "?"
+        self._star = 0  # "*": loops on anything but "."
+        self._star_any = 0  # "**": loops on anything
+        for i, token in enumerate(tokens):
+            bit = 1 << i
+            if token == ONE:
+                self._any_but_dot |= bit
+            elif token == STAR:
+                self._star |= bit
+            elif token == STAR_ANY:
+                self._star_any |= bit
+            else:
+                self._literals[token] = self._literals.get(token, 0) | bit
+        self._skippable = self._star | self._star_any
+        self._accept = 1 << len(tokens)
+
+    def _closure(self, states: int) -> int:
+        """Add the states reached by matching stars with nothing."""
+        while True:
+            grown = states | (states & self._skippable) << 1
+            if grown == states:
+                return states
+            states = grown
+
+    def fullmatch(self, group: str) -> bool:
+        """Whether the whole of ``group`` matches the pattern."""
+        states = self._closure(1)
+        for char in group:
+            dot = char == "."
+            step = self._literals.get(char, 0) | (0 if dot else self._any_but_dot)
+            loop = self._star_any | (0 if dot else self._star)
+            states = self._closure((states & step) << 1 | (states & loop))
+            if not states:
+                return False
+        return bool(states & self._accept)
+
+
 @lru_cache(maxsize=1024)
-def compile_pattern(pattern: str) -> re.Pattern[str] | None:
-    """Compile a wildcard group pattern to a regex; None when the pattern is invalid.
+def compile_pattern(pattern: str) -> GroupPattern | None:
+    """Compile a wildcard group pattern; None when the pattern is invalid.
 
     ``?`` is one character except ``.``, ``*`` zero or more characters except ``.``, ``**``
     zero or more of any character, ``\\`` escapes ``\\``, ``*`` and ``?``; at most five ``*``.
     """
-    out: list[str] = []
+    tokens: list[str] = []
     stars = 0
     i = 0
     while i < len(pattern):
@@ -91,21 +144,21 @@ def compile_pattern(pattern: str) -> re.Pattern[str] | None:
         if char == "\\":
             if i + 1 >= len(pattern) or pattern[i + 1] not in "\\*?":
                 return None
-            out.append(re.escape(pattern[i + 1]))
+            tokens.append(pattern[i + 1])
             i += 2
             continue
         if char == "*":
             if pattern.startswith("**", i):
-                out.append(".*")
+                tokens.append(STAR_ANY)
                 stars += 2
                 i += 2
             else:
-                out.append("[^.]*")
+                tokens.append(STAR)
                 stars += 1
                 i += 1
             continue
-        out.append("[^.]" if char == "?" else re.escape(char))
+        tokens.append(ONE if char == "?" else char)
         i += 1
     if stars > MAX_PATTERN_STARS or not pattern:
         return None
-    return re.compile("".join(out), re.DOTALL)
+    return GroupPattern(tokens)

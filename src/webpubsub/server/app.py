@@ -311,6 +311,11 @@ class Service:
         return response
 
     def _authenticate(self, request: HttpRequest) -> None:
+        if len(request.header_all("authorization")) > 1:
+            raise Unauthorized(
+                "Send one Authorization header, not several.",
+                code="Error.Unauthorized.AmbiguousToken",
+            )
         token = bearer_token(request.header("authorization"))
         if token is None:
             raise Unauthorized(

@@ -267,6 +267,13 @@ class ClientEndpoint:
     def _claims(
         self, request: HttpRequest, audience_path: str, allow_anonymous: bool = False
     ) -> dict[str, Any]:
+        query_tokens = set(request.query.get("access_token", []))
+        headers = request.header_all("authorization")
+        if len(query_tokens) > 1 or len(headers) > 1:
+            raise Unauthorized(
+                "Send one access token: one access_token parameter or one Authorization header.",
+                code="Error.Unauthorized.AmbiguousToken",
+            )
         query_token = request.query_one("access_token")
         header_token = bearer_token(request.header("authorization"))
         if query_token and header_token and query_token != header_token:

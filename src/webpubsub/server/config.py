@@ -51,6 +51,7 @@ class Limits:
     recovery_window: float = 30.0  # seconds a dropped reliable connection waits (spec 4.7)
     upstream_timeout: float = 30.0  # seconds for one event handler call
     upstream_concurrency: int = 64  # event handler calls in flight per hub
+    max_pending_events: int = 64  # user events one connection may have waiting upstream
 
 
 @dataclass
@@ -215,7 +216,7 @@ def _hub_settings(name: str, table: Any) -> HubSettings:
 
 def simple_hub_settings(event_handler: str | None, allow_anonymous: bool) -> HubSettings:
     """Settings for every hub from the ``--event-handler``/``--allow-anonymous`` flags."""
-    handlers = ()
+    handlers: tuple[EventHandlerSettings, ...] = ()
     if event_handler:
         try:
             handlers = (EventHandlerSettings(url_template=event_handler),)

@@ -80,6 +80,7 @@ class ServiceProtocol(asyncio.Protocol):
         self._refused = False
         self._refusal: HttpResponse | None = None  # sent once the queued requests are answered
         self._draining = False  # the service is stopping: answer what is in flight, then go
+        self._streaming = False  # writing an endless body (server-sent events)
         # One timer bounds each request (request_timeout) and each idle keep-alive gap.
         self._request_timer: asyncio.TimerHandle | None = None
         self._timer_is_idle = False
@@ -252,6 +253,7 @@ class ServiceProtocol(asyncio.Protocol):
 
     async def _write_stream(self, stream: AsyncIterator[bytes]) -> None:
         """Write a streamed body until it ends or the client goes; then close."""
+        self._streaming = True
         try:
             async for chunk in stream:
                 transport = self.transport
@@ -317,8 +319,8 @@ class ServiceProtocol(asyncio.Protocol):
         if self.ws is not None or transport is None:
             return
         busy = self._serving or self._requests or self._in_request or self._upgrade is not None
-        if not busy and not self._refused:
-            transport.close()
+        if self._streaming or (not busy and not self._refused):
+            transport.close()  # a stream never finishes by itself: end it now
 
     # -- WebSocket handshake -------------------------------------------------------------
 
@@ -400,15 +402,17 @@ class ServiceProtocol(asyncio.Protocol):
         ws = self.ws
         assert ws is not None
         for frame in ws.events_received():
+            if not isinstance(frame, Frame):
+                continue  # the handshake was done by httptools: only frames come here
             opcode = frame.opcode
             if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
                 if frame.fin:
-                    self._ws_message(frame.data, opcode is Opcode.TEXT)
+                    self._ws_message(bytes(frame.data), opcode is Opcode.TEXT)
                 else:
-                    self._parts = [frame.data]
+                    self._parts = [bytes(frame.data)]
                     self._parts_text = opcode is Opcode.TEXT
             elif opcode is Opcode.CONT and self._parts is not None:
-                self._parts.append(frame.data)
+                self._parts.append(bytes(frame.data))
                 if frame.fin:
                     data, self._parts = b"".join(self._parts), None
                     self._ws_message(data, self._parts_text)
@@ -429,7 +433,7 @@ class ServiceProtocol(asyncio.Protocol):
                 ws.fail(CloseCode.INVALID_DATA, "Invalid UTF-8 in a text frame.")
                 self.service.node.disconnect(conn, "Invalid UTF-8 in a text frame.")
                 return
-        self.service.node.receive(conn, data, is_text, self._loop.time(), self.rate)
+        self.service.node.receive(conn, data, is_text, rate=self.rate, now=self._loop.time())
 
     def _write_ws(self) -> None:
         """Write queued frames, then what the websockets protocol wants to send."""
@@ -443,6 +447,8 @@ class ServiceProtocol(asyncio.Protocol):
             else:
                 transport.close()  # EOF: websockets is done with the TCP connection
                 return
+        # Pongs and close frames count too: a ping flood nobody reads is a slow consumer.
+        self._check_backlog()
         if ws.close_expected() and self._close_timer is None:
             self._close_timer = self._loop.call_later(self.limits.close_timeout, self._abort)
 
@@ -470,29 +476,39 @@ class ServiceProtocol(asyncio.Protocol):
             return
         transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
         pending.clear()
-        if transport.get_write_buffer_size() > self.limits.max_write_buffer:
-            # A client that stops reading must not grow our memory without bound.
-            buffered = transport.get_write_buffer_size()
-            log.warning(
-                "closing slow consumer %s: %d bytes unsent",
-                self.conn.connection_id if self.conn else self.peer,
-                buffered,
-            )
-            if self.conn is not None:
-                self.service.node.observer.slow_consumer(self.conn, buffered)
-            # Nothing more is queued; the close frame follows what is buffered, and the
-            # close timer cuts the socket if the client never reads it.
-            self.close(CloseCode.TRY_AGAIN_LATER, "The client is not reading fast enough.")
+        self._check_backlog()
+
+    def _check_backlog(self) -> None:
+        """Cut a client that lets more than ``max_write_buffer`` bytes pile up unsent.
+
+        A client that stops reading must not grow our memory without bound.
+        """
+        transport = self.transport
+        if self._closing or transport is None:
+            return
+        buffered = transport.get_write_buffer_size()
+        if buffered <= self.limits.max_write_buffer:
+            return
+        log.warning(
+            "closing slow consumer %s: %d bytes unsent",
+            self.conn.connection_id if self.conn else self.peer,
+            buffered,
+        )
+        if self.conn is not None:
+            self.service.node.observer.slow_consumer(self.conn, buffered)
+        # Nothing more is queued; the close frame follows what is buffered, and the close
+        # timer cuts the socket if the client never reads it.
+        self.close(CloseCode.TRY_AGAIN_LATER, "The client is not reading fast enough.")
 
     def close(self, code: int, reason: str) -> None:
         """Send a close frame (after what is queued) and drop the connection."""
         ws = self.ws
         if ws is None or self._closing:
             return
+        self._closing = True  # first: what follows may check the backlog again
         if ws.state is State.OPEN:
             ws.send_close(code, _truncate_reason(reason))
         self._write_ws()
-        self._closing = True
 
     def ping(self) -> None:
         if self.ws is not None and self.ws.state is State.OPEN and not self._closing:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from ..core.connection import CloseCode, Connection
-from ..core.errors import InternalServerError
+from ..core.errors import InternalServerError, Throttled
 from ..core.events import (
     SYSTEM_CONTENT_TYPE,
     ConnectResult,
@@ -175,9 +175,18 @@ class Upstream:
     # -- user events (blocking, in order per connection) ---------------------------------
 
     def user_event(self, conn: Connection, request: SendEvent) -> None:
-        """Queue a user event; events of one connection go upstream one at a time, in order."""
+        """Queue a user event; events of one connection go upstream one at a time, in order.
+
+        Raises Throttled when the connection already has ``limits.max_pending_events``
+        events waiting: a client must not queue unbounded work behind a slow handler.
+        """
         queue = self._queues.get(conn)
         if queue is not None:
+            limit = self.settings.limits.max_pending_events
+            if len(queue) >= limit:
+                raise Throttled(
+                    f"{limit} events are already waiting for the event handler; retry later."
+                )
             queue.append(request)
             return
         self._queues[conn] = deque([request])
