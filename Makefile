@@ -19,6 +19,7 @@ serve: $(VENV)/.installed
 test: install
 	$(VENV)/bin/ruff check src tests
 	$(VENV)/bin/ruff format --check src tests
+	$(VENV)/bin/mypy
 	$(PY) -m pytest -q
 
 bench:  ## webpubsub vs Socket.IO 4.8 on this machine, under 5 minutes (docs/benchmarks.md)

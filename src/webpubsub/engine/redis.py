@@ -492,7 +492,7 @@ class RedisEngine:
             await pipe.execute()
 
     async def _collect_dead_nodes(self) -> None:
-        nodes = [n.decode() for n in await self.redis.smembers(NODES)]
+        nodes = [_text(n) for n in await self.redis.smembers(NODES)]
         others = [n for n in nodes if n != self.node_id]
         if not others:
             return
@@ -511,7 +511,7 @@ class RedisEngine:
         entries = await self.redis.smembers(f"wps:n:{node_id}")
         async with self.redis.pipeline(transaction=False) as pipe:
             for entry in entries:
-                hub, _, connection_id = entry.decode().partition("\0")
+                hub, _, connection_id = _text(entry).partition("\0")
                 await self._scripts["unregister"](
                     keys=[hub_prefix(hub)], args=[connection_id], client=pipe
                 )
@@ -541,6 +541,10 @@ class RedisEngine:
             else:
                 log.error("lost Redis at %s: %s", _safe_url(self.url), exc)
         self.healthy = healthy
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _mode(target: c.Target) -> list[str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from typing import Any
+from typing import Any, TypeGuard
 
 from ..core.errors import ClientError, InvalidRequest, ProtocolViolation
 from ..core.message import DataType, Message, Source
@@ -321,7 +321,7 @@ class ReliableJsonCodec(JsonCodec):
         return header(OP_TEXT, len(prefix) + len(encoded)) + prefix, encoded
 
 
-def _is_uint64(value: Any) -> bool:
+def _is_uint64(value: Any) -> TypeGuard[int]:
     return type(value) is int and 0 <= value <= UINT64_MAX
 
 
