@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterable
 from enum import IntEnum
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from .reliable import Recovery
 
@@ -81,7 +81,6 @@ class Connection:
 
     __slots__ = (
         "_ack_ids",
-        "claims",
         "closed",
         "codec",
         "connection_id",
@@ -106,7 +105,6 @@ class Connection:
         user_id: str | None = None,
         roles: Iterable[str] = (),
         connection_id: str | None = None,
-        claims: dict[str, Any] | None = None,
     ) -> None:
         self.connection_id = connection_id or new_connection_id()
         self.hub = hub
@@ -117,7 +115,6 @@ class Connection:
         self.groups: set[str] = set()
         self.state: str | None = None  # ce-connectionState, set by the upstream (spec 5.9)
         self.event_id = 0  # ce-id of the last upstream event of this connection
-        self.claims = claims or {}
         self.closed = False
         # webpubsub_mode=sendToGroup for simple clients (spec 4.2)
         self.raw_group: str | None = None

@@ -169,7 +169,6 @@ class ClientEndpoint:
             transport,
             user_id=user_id,
             roles=roles,
-            claims=pending.claims,
             connection_id=pending.connection_id,
         )
         self._simple_mode(pending.request, conn)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, cast
 
@@ -57,14 +56,51 @@ class Flusher:
 
 
 class ServiceProtocol(asyncio.Protocol):
-    """One TCP connection of the service port."""
+    """One TCP connection of the service port.
+
+    Slotted, and what only HTTP needs is dropped after an upgrade: an idle WebSocket
+    connection should cost a few kilobytes (see ``python -m bench.memory``).
+    """
+
+    __slots__ = (
+        "_body",
+        "_body_size",
+        "_close_timer",
+        "_closing",
+        "_draining",
+        "_header_bytes",
+        "_headers",
+        "_in_request",
+        "_loop",
+        "_parts",
+        "_parts_text",
+        "_pending",
+        "_refusal",
+        "_refused",
+        "_request_timer",
+        "_requests",
+        "_serving",
+        "_streaming",
+        "_timer_is_idle",
+        "_upgrade",
+        "_url",
+        "conn",
+        "last_received",
+        "limits",
+        "parser",
+        "peer",
+        "rate",
+        "service",
+        "transport",
+        "ws",
+    )
 
     def __init__(self, service: Service) -> None:
         self.service = service
         self.limits = service.settings.limits
         self._loop = service.loop
         self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpRequestParser(self)
+        self.parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(self)
         self.peer = ""
         self.last_received = 0.0  # loop time of the last bytes from the peer
         # HTTP request being parsed
@@ -74,7 +110,7 @@ class ServiceProtocol(asyncio.Protocol):
         self._body: list[bytes] = []
         self._body_size = 0
         self._in_request = False  # some bytes of a request arrived, not all of it
-        self._requests: deque[tuple[HttpRequest, bool]] = deque()  # (request, keep-alive)
+        self._requests: list[tuple[HttpRequest, bool]] = []  # (request, keep-alive), in order
         self._serving = False
         self._upgrade: HttpRequest | None = None
         self._refused = False
@@ -135,6 +171,7 @@ class ServiceProtocol(asyncio.Protocol):
         if self._refused:
             return
         try:
+            assert self.parser is not None, "HTTP bytes after the upgrade"
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
             offset = exc.args[0]
@@ -195,8 +232,10 @@ class ServiceProtocol(asyncio.Protocol):
         self._body.append(body)
 
     def on_message_complete(self) -> None:
+        parser = self.parser
+        assert parser is not None
         request = HttpRequest(
-            self.parser.get_method().decode("ascii", "replace"),
+            parser.get_method().decode("ascii", "replace"),
             self._url.decode("latin-1"),
             self._headers,
             b"".join(self._body),
@@ -205,11 +244,11 @@ class ServiceProtocol(asyncio.Protocol):
         self._body = []
         self._in_request = False
         upgrade = request.header("upgrade")
-        if self.parser.should_upgrade() and upgrade and upgrade.lower() == "websocket":
+        if parser.should_upgrade() and upgrade and upgrade.lower() == "websocket":
             self._upgrade = request
             return
         self._cancel_timer()
-        keep_alive = self.parser.should_keep_alive() and not self._draining
+        keep_alive = parser.should_keep_alive() and not self._draining
         self._requests.append((request, keep_alive))
         if not self._serving:
             self._serving = True
@@ -220,7 +259,7 @@ class ServiceProtocol(asyncio.Protocol):
     async def _serve_requests(self) -> None:
         try:
             while self._requests and self.transport is not None:
-                request, keep_alive = self._requests.popleft()
+                request, keep_alive = self._requests.pop(0)
                 response = await self.service.handle_http(request)
                 if self.transport.is_closing():
                     return
@@ -369,6 +408,10 @@ class ServiceProtocol(asyncio.Protocol):
             self._refuse(result)
             return
         self.ws = result.ws
+        # From here on the socket speaks WebSocket only: drop what HTTP parsing needed.
+        self.parser = None
+        self._headers = []
+        self._url = b""
         self._write_ws()  # the 101 response
         node = self.service.node
         now = self._loop.time()
