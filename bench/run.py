@@ -363,8 +363,7 @@ class Server:
                 "127.0.0.1",
                 "--port",
                 str(self.port),
-                "--access-key",
-                self.key,
+                f"--access-key={self.key}",  # a key may start with '-'
                 "--log-level",
                 "warning",
             ]

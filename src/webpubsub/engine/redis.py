@@ -267,9 +267,14 @@ class RedisEngine:
     async def commit(self, hub: str, command: c.Command) -> None:
         """Record a REST command's membership effect and wait until Redis has it all.
 
+        A send changes no membership: its publish is already queued in order, so the call
+        does not wait for Redis (a burst of sends then fans out together, as on one node).
         Raises ServiceUnavailable when Redis cannot be reached (REST answers 503).
         """
-        for op in self._record_ops(hub, command, rest=True):
+        ops = self._record_ops(hub, command, rest=True)
+        if not ops:
+            return
+        for op in ops:
             self._queue(op)
         await self.flush()
 

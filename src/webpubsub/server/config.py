@@ -117,7 +117,8 @@ class Settings:
     def ensure_key(self) -> None:
         """Generate a random access key when none was configured."""
         if not self.access_keys:
-            self.access_keys = [secrets.token_urlsafe(32)]
+            # Hex: safe to paste into a shell or after a flag (never starts with '-').
+            self.access_keys = [secrets.token_hex(24)]
             self.generated_key = True
 
 
