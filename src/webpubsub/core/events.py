@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from .errors import BadRequest
 from .message import CONTENT_TYPE_OF, DataType, Message, Source
-from .names import group_name_problem
+from .names import group_name_problem, role_problem, user_id_problem
 
 SYSTEM_EVENTS = ("connect", "connected", "disconnected")
 
@@ -222,6 +222,9 @@ def parse_connect_response(status: int, body: bytes, offered: Sequence[str]) -> 
     if user_id is not None:
         if not isinstance(user_id, str):
             raise UpstreamRejected(500, "'userId' in the connect response must be a string.")
+        problem = user_id_problem(user_id) if user_id else None
+        if problem:
+            raise UpstreamRejected(500, f"'userId' in the connect response: {problem}")
         result.user_id = user_id or None
     groups = data.get("groups")
     if groups is not None:
@@ -230,8 +233,8 @@ def parse_connect_response(status: int, body: bytes, offered: Sequence[str]) -> 
         result.groups = list(groups)
     roles = data.get("roles")
     if roles is not None:
-        if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
-            raise UpstreamRejected(500, "'roles' in the connect response must be strings.")
+        if not isinstance(roles, list) or any(role_problem(r) for r in roles):
+            raise UpstreamRejected(500, "'roles' in the connect response must be role names.")
         result.roles = list(roles)
     subprotocol = data.get("subprotocol")
     if subprotocol:

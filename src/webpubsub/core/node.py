@@ -26,7 +26,7 @@ from .errors import (
 )
 from .hub import BUFFER_FULL, Hub
 from .message import Message, Source
-from .names import MAX_GROUP_NAME, group_name_problem
+from .names import MAX_GROUP_NAME, event_name_problem, group_name_problem
 from .observe import Observers
 from .ratelimit import MessageRate, Verdict
 from .reliable import RECOVERY_WINDOW
@@ -382,7 +382,10 @@ class Node:
                 message = Message(data, data_type, Source.GROUP, group, conn.user_id)
                 excluded = frozenset((conn.connection_id,)) if no_echo else frozenset()
                 self.execute(conn.hub, c.Send(c.ToGroup(group), message, excluded))
-            case SendEvent():
+            case SendEvent(event):
+                problem = event_name_problem(event)
+                if problem:
+                    raise InvalidMessage(problem)
                 self._user_event(conn, request)
             case Ping():
                 conn.send(conn.codec.encode_pong())

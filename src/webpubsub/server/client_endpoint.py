@@ -20,7 +20,7 @@ from ..auth.tokens import TokenValidator, bearer_token, claim_list
 from ..core.connection import Connection, Transport, new_connection_id
 from ..core.errors import BadRequest, RequestError, TooManyRequests, Unauthorized
 from ..core.events import ConnectResult, EventHandlerSettings, EventKind, HubSettings
-from ..core.names import check_hub
+from ..core.names import check_hub, role_problem, user_id_problem
 from ..core.roles import Permission, is_allowed
 from ..protocols import CODECS, RAW, select_codec
 from .http import HttpRequest, HttpResponse
@@ -114,6 +114,14 @@ class ClientEndpoint:
         user_id = claims.get("sub")
         if user_id is not None and not isinstance(user_id, str):
             raise Unauthorized("The 'sub' claim must be a single string.")
+        problem = user_id_problem(user_id) if user_id else None
+        if problem:
+            raise BadRequest(f"Invalid 'sub' in the token: {problem}", target="sub")
+        roles = claim_list(claims, "role")
+        for role in roles:
+            problem = role_problem(role)
+            if problem:
+                raise BadRequest(f"Invalid role in the token: {problem}", target="role")
         groups = claim_list(claims, "webpubsub.group")
         for group in groups:
             problem = self.node.group_name_problem(group)
@@ -125,7 +133,7 @@ class ClientEndpoint:
             hub_name=hub_name,
             claims=claims,
             user_id=user_id,
-            roles=claim_list(claims, "role"),
+            roles=roles,
             groups=groups,
             offered=offered,
             handler=settings.handler_for("connect", EventKind.CONNECT),

@@ -295,13 +295,17 @@ async def generate_token(call: Call) -> HttpResponse:
         raise BadRequest("'clientType' must be Default, MQTT or SocketIO.", target="clientType")
     minutes = call.int_param("minutesToExpire", 1, 525_600, 60)
     groups = [check_group(g) for g in query.get("group", [])]
+    user_id = call.request.query_one("userId") or None
+    if user_id is not None:
+        check_id(user_id, "userId")
+    roles = [check_id(r, "role") for r in query.get("role", []) if r]
     hub = call.params["hub"]
     call.hub  # noqa: B018 - validates the hub name
     token = mint_client_token(
         call.service.settings.access_keys[0],
         client_audience(call.service.settings.endpoint, hub, client_type),
-        user_id=call.request.query_one("userId") or None,
-        roles=[r for r in query.get("role", []) if r],
+        user_id=user_id,
+        roles=roles,
         groups=groups,
         minutes_to_expire=minutes or 60,
     )
