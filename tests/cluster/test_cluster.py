@@ -249,7 +249,18 @@ class TestFailures:
                 assert time.monotonic() - started < 10
                 assert (await http.get(f"{rest.endpoint}/api/health")).status_code == 200
             cluster.redis.start()
-            await until(lambda: call(client.connection_exists, id_a), timeout=15)
+
+            async def answered() -> bool:
+                # 503 while the nodes re-register, never a false "not found".
+                try:
+                    found = await call(client.connection_exists, id_a)
+                except HttpResponseError as exc:
+                    assert exc.status_code == 503
+                    return False
+                assert found, "a connected client was reported missing after the restart"
+                return True
+
+            await until(answered, timeout=15)
 
             async def delivered() -> bool:
                 try:

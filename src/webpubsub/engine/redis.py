@@ -3,17 +3,26 @@
 Commands travel on one (sharded) pub/sub channel per hub; a node subscribes to the hubs it
 has connections in, so a message costs one publish whatever the number of nodes. Membership
 that REST asks about lives in Redis under ``wps:{hub}:`` keys (the braces keep one hub's keys
-in one Redis Cluster slot), kept by Lua scripts so that concurrent changes stay consistent:
+in one Redis Cluster slot), kept by Lua scripts (``scripts.py``) so that concurrent changes
+stay consistent:
 
 * ``c:<id>`` hash (node, user), ``cg:<id>`` set of its groups, ``r:<id>`` set of its roles;
 * ``u:<user>`` set of connection ids, ``g:<group>`` sorted set of connection ids (paging by
   id), ``all`` set of the hub's connection ids;
 * ``wps:node:<node>`` heartbeat key with a TTL, ``wps:n:<node>`` the node's ``hub\\0id``
   entries, ``wps:nodes`` the set of node ids. A node whose heartbeat expired has its entries
-  removed by the first live node that notices (under a short lock).
+  removed (atomically) by the first live node that notices;
+* ``wps:boot`` a marker that tells the nodes when Redis lost its data (a restart without
+  persistence): every node then registers its connections again.
 
-Writes go through one ordered queue, flushed as one pipeline per loop turn; a REST call
-waits for its own writes (read-your-writes), a client's join does not.
+Writes go through one ordered queue, flushed as one pipeline per loop turn. A batch that
+fails is retried, in order, until it is written or ``retry_window`` has passed; publishes
+carry a per-node sequence number so that a retried batch is never applied twice. A REST call
+waits for its own writes (group commit: many calls share one round trip), so 202 means the
+message is in Redis; a client's join or publish does not wait.
+
+Every long-lived task is supervised: an unexpected exception is logged with its traceback,
+the node reports not ready, and the task starts again.
 """
 
 from __future__ import annotations
@@ -22,11 +31,15 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Iterable
+import time
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from ..core import commands as c
@@ -35,107 +48,17 @@ from ..core.errors import ServiceUnavailable
 from ..core.node import Node
 from ..core.roles import Permission, has_permission
 from .codec import CodecError, decode_command, encode_command
+from .scripts import CLOSE, FORGET_NODE, MEMBERSHIP, REGISTER, ROLES, UNREGISTER
 
 log = logging.getLogger("webpubsub.engine.redis")
 
 NODES = "wps:nodes"
+BOOT = "wps:boot"
 MAX_QUEUED_OPS = 100_000
-
-# Shared Lua: remove one connection and all its memberships.
-_UNREGISTER_FN = """
-local function unregister(p, id)
-  local user = redis.call('HGET', p..'c:'..id, 'user')
-  for _, g in ipairs(redis.call('SMEMBERS', p..'cg:'..id)) do
-    redis.call('ZREM', p..'g:'..g, id)
-  end
-  redis.call('DEL', p..'cg:'..id, p..'r:'..id, p..'c:'..id)
-  redis.call('SREM', p..'all', id)
-  if user and user ~= '' then redis.call('SREM', p..'u:'..user, id) end
-end
-local function targets(p, mode, target)
-  if mode == 'u' then return redis.call('SMEMBERS', p..'u:'..target) end
-  if mode == 'g' then return redis.call('ZRANGE', p..'g:'..target, 0, -1) end
-  if mode == 'a' then return redis.call('SMEMBERS', p..'all') end
-  return {target}
-end
-"""
-
-REGISTER = """
-local p, id, node, user = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
-redis.call('HSET', p..'c:'..id, 'node', node, 'user', user)
-redis.call('SADD', p..'all', id)
-if user ~= '' then redis.call('SADD', p..'u:'..user, id) end
-local n = tonumber(ARGV[4])
-redis.call('DEL', p..'r:'..id)
-for i = 5, 4 + n do redis.call('SADD', p..'r:'..id, ARGV[i]) end
-for i = 5 + n, #ARGV do
-  redis.call('ZADD', p..'g:'..ARGV[i], 0, id)
-  redis.call('SADD', p..'cg:'..id, ARGV[i])
-end
-"""
-
-UNREGISTER = (
-    _UNREGISTER_FN
-    + """
-unregister(KEYS[1], ARGV[1])
-"""
-)
-
-CLOSE = (
-    _UNREGISTER_FN
-    + """
-local p = KEYS[1]
-local excluded = {}
-for i = 3, #ARGV do excluded[ARGV[i]] = true end
-for _, id in ipairs(targets(p, ARGV[1], ARGV[2])) do
-  if not excluded[id] then unregister(p, id) end
-end
-"""
-)
-
-MEMBERSHIP = (
-    _UNREGISTER_FN
-    + """
-local p, op, mode, target = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
-for _, id in ipairs(targets(p, mode, target)) do
-  if redis.call('EXISTS', p..'c:'..id) == 1 then
-    if op == 'leaveall' then
-      for _, g in ipairs(redis.call('SMEMBERS', p..'cg:'..id)) do
-        redis.call('ZREM', p..'g:'..g, id)
-      end
-      redis.call('DEL', p..'cg:'..id)
-    else
-      for i = 4, #ARGV do
-        if op == 'join' then
-          redis.call('ZADD', p..'g:'..ARGV[i], 0, id)
-          redis.call('SADD', p..'cg:'..id, ARGV[i])
-        else
-          redis.call('ZREM', p..'g:'..ARGV[i], id)
-          redis.call('SREM', p..'cg:'..id, ARGV[i])
-        end
-      end
-    end
-  end
-end
-"""
-)
-
-ROLES = """
-local p, op, id, role = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
-if redis.call('EXISTS', p..'c:'..id) == 0 then return 0 end
-if op == 'grant' then
-  redis.call('SADD', p..'r:'..id, role)
-elseif op == 'revoke' then
-  redis.call('SREM', p..'r:'..id, role)
-else
-  for _, r in ipairs(redis.call('SMEMBERS', p..'r:'..id)) do
-    if r == role or string.sub(r, 1, #role + 1) == role..'.' then
-      redis.call('SREM', p..'r:'..id, r)
-    end
-  end
-end
-return 1
-"""
+PUBLISH = frozenset({"publish", "spublish"})
+MAX_SENDERS = 10_000  # node ids whose last sequence number we remember
+RETRY_DELAYS = (0.05, 0.1, 0.2, 0.5)  # between attempts at a failed batch
+PROBE_INTERVAL = 0.2  # how often an unhealthy node tries Redis again
 
 
 def hub_prefix(hub: str) -> str:
@@ -146,7 +69,7 @@ def channel(hub: str) -> str:
     return f"wps:{{{hub}}}:commands"
 
 
-@dataclass
+@dataclass(slots=True)
 class _Op:
     """One queued Redis operation: a script call or a plain command."""
 
@@ -154,6 +77,8 @@ class _Op:
     keys: list[str] = field(default_factory=list)
     args: list[Any] = field(default_factory=list)
     done: asyncio.Future[None] | None = None
+    created: float = 0.0
+    cancelled: bool = False  # its REST caller gave up: do not retry it
 
 
 class RedisEngine:
@@ -167,14 +92,25 @@ class RedisEngine:
         node_ttl: float = 6.0,
         heartbeat_interval: float = 2.0,
         timeout: float = 2.0,
+        publish_timeout: float = 5.0,
+        retry_window: float = 30.0,
     ) -> None:
         self.url = url
         self.node = node
         self.node_id = secrets.token_hex(6)
         self.node_ttl = node_ttl
         self.heartbeat_interval = heartbeat_interval
+        self.publish_timeout = publish_timeout
+        self.retry_window = retry_window
+        # A pooled connection left stale by a Redis restart is replaced and the call tried
+        # again, instead of failing the first caller (and marking the node unhealthy).
         self.redis = aioredis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=False
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            decode_responses=False,
+            retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2),
+            retry_on_error=[RedisConnectionError],
         )
         self._scripts = {
             "register": self.redis.register_script(REGISTER),
@@ -182,37 +118,74 @@ class RedisEngine:
             "close": self.redis.register_script(CLOSE),
             "membership": self.redis.register_script(MEMBERSHIP),
             "roles": self.redis.register_script(ROLES),
+            "forget": self.redis.register_script(FORGET_NODE),
         }
-        self._sender = self.node_id.encode() + b"\n"
+        self._sender = self.node_id.encode()
+        self._sequence = 0  # of our publishes; receivers drop what they already applied
+        self._seen: dict[bytes, int] = {}  # the last sequence applied, by sender node
         self._ops: list[_Op] = []
         self._wake = asyncio.Event()
         self._channels: set[str] = set()
         self._pubsub: Any = None
         self._tasks: list[asyncio.Task[None]] = []
         self._sharded = False
-        self.healthy = False
         self._closing = False
+        # What "healthy" is made of: Redis answers, our registrations are in Redis, we are
+        # subscribed (we receive the other nodes' commands), and no task is down.
+        self._redis_ok = False
+        self._synced = False
+        self._subscribed = False
+        self._failed_tasks: set[str] = set()
+        self._boot: bytes | None = None
+        self._settle_until = 0.0  # monotonic: negative answers are unsure before it
+        self._last_beat = 0.0
+        self._collect_after = 0.0  # monotonic: no dead-node collection before it
+        self._resyncing: asyncio.Task[None] | None = None
+        self._first_subscription = asyncio.Event()
 
     # -- lifecycle ------------------------------------------------------------------------
+
+    @property
+    def healthy(self) -> bool:
+        """Ready to serve: Redis answers, shared state is ours, nothing is down."""
+        return self._redis_ok and self._synced and self._subscribed and not self._failed_tasks
+
+    @property
+    def problem(self) -> str:
+        """Why the node is not ready (for /readyz and logs), or "ok"."""
+        if not self._redis_ok:
+            return "Redis unreachable"
+        if self._failed_tasks:
+            return f"cluster task down: {', '.join(sorted(self._failed_tasks))}"
+        if not self._synced:
+            return "re-registering connections in Redis"
+        if not self._subscribed:
+            return "not subscribed to the other nodes"
+        return "ok"
 
     async def start(self) -> None:
         """Connect (raises ServiceUnavailable when Redis is unreachable) and start serving."""
         try:
             info = await self.redis.info("server")
+            await self._beat()
         except (RedisError, OSError) as exc:
             raise ServiceUnavailable(
                 f"Redis at {_safe_url(self.url)} is unreachable: {exc}"
             ) from exc
         major = int(str(info.get("redis_version", "0")).split(".")[0] or 0)
         self._sharded = major >= 7
-        self.healthy = True
-        await self._heartbeat_once()
-        loop = asyncio.get_running_loop()
+        self._redis_ok = self._synced = True
         self._tasks = [
-            loop.create_task(self._writer(), name="redis-writer"),
-            loop.create_task(self._reader(), name="redis-reader"),
-            loop.create_task(self._heartbeat(), name="redis-heartbeat"),
+            self._supervise("redis-writer", self._writer),
+            self._supervise("redis-reader", self._reader),
+            self._supervise("redis-heartbeat", self._heartbeat),
         ]
+        try:
+            await asyncio.wait_for(self._first_subscription.wait(), 10)
+        except TimeoutError:
+            raise ServiceUnavailable(
+                f"Redis at {_safe_url(self.url)} did not take our subscription"
+            ) from None
         log.info(
             "node %s joined the cluster at %s (sharded pub/sub: %s)",
             self.node_id,
@@ -223,22 +196,46 @@ class RedisEngine:
     async def close(self) -> None:
         """Leave the cluster: flush, remove this node's entries, stop the tasks."""
         self._closing = True
-        with contextlib.suppress(RedisError, OSError, ServiceUnavailable):
+        with contextlib.suppress(RedisError, OSError, ServiceUnavailable, asyncio.TimeoutError):
             await asyncio.wait_for(self.flush(), 5)
-            await asyncio.wait_for(self._forget_node(self.node_id), 5)
-        for task in self._tasks:
-            task.cancel()
+            await asyncio.wait_for(self._forget_node(self.node_id, force=True), 5)
+        for task in [*self._tasks, self._resyncing]:
+            if task is not None:
+                task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._pubsub is not None:
             with contextlib.suppress(Exception):
                 await self._pubsub.aclose()
         await self.redis.aclose()
 
+    def _supervise(self, name: str, body: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
+        """Run a long-lived task; an unexpected exception is logged and the task restarted."""
+
+        async def run() -> None:
+            while not self._closing:
+                try:
+                    await body()
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    self._failed_tasks.add(name)
+                    log.exception("cluster task %s failed; restarting it", name)
+                    await asyncio.sleep(0.5)
+                    self._failed_tasks.discard(name)
+
+        return asyncio.get_running_loop().create_task(run(), name=name)
+
     # -- Engine protocol (called by the node, synchronously) --------------------------
 
     def publish(self, hub: str, command: c.Command) -> None:
-        payload = self._sender + encode_command(command)
-        self._queue(_Op("spublish" if self._sharded else "publish", [channel(hub)], [payload]))
+        self._queue(self._publish_op(hub, command))
+
+    def _publish_op(self, hub: str, command: c.Command) -> _Op:
+        self._sequence += 1
+        head = self._sender + b" " + str(self._sequence).encode() + b"\n"
+        payload = head + encode_command(command)
+        return _Op("spublish" if self._sharded else "publish", [channel(hub)], [payload])
 
     def record_soon(self, hub: str, command: c.Command) -> None:
         for op in self._record_ops(hub, command):
@@ -264,36 +261,71 @@ class RedisEngine:
 
     # -- REST side: wait for our writes ------------------------------------------------
 
-    async def commit(self, hub: str, command: c.Command) -> None:
-        """Record a REST command's membership effect and wait until Redis has it all.
+    def check_ready(self) -> None:
+        """Raise ServiceUnavailable (REST answers 503) when this node cannot serve now."""
+        if not self.healthy:
+            raise ServiceUnavailable(
+                f"The cluster is not available on this node ({self.problem}); retry later.",
+                code="Error.ServiceUnavailable.Redis",
+            )
 
-        A send changes no membership: its publish is already queued in order, so the call
-        does not wait for Redis (a burst of sends then fans out together, as on one node).
-        Raises ServiceUnavailable when Redis cannot be reached (REST answers 503).
+    async def send(self, hub: str, command: c.Send) -> None:
+        """Publish a REST send and wait until Redis has it (then the node applies it).
+
+        Raises ServiceUnavailable when it could not be written in ``publish_timeout``: then
+        it was not published (unless Redis failed while the batch was on the wire).
         """
-        ops = self._record_ops(hub, command, rest=True)
-        if not ops:
-            return
-        for op in ops:
+        self.check_ready()
+        self.check_settled()
+        op = self._publish_op(hub, command)
+        await self._wait(op)
+
+    async def commit(self, hub: str, command: c.Command) -> None:
+        """Record a REST command's effect and wait until Redis has it (and its publish)."""
+        for op in self._record_ops(hub, command, rest=True):
             self._queue(op)
         await self.flush()
 
     async def flush(self) -> None:
         """Wait until everything queued so far reached Redis (ServiceUnavailable if not)."""
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue(_Op("ping", done=done))
-        await done
+        await self._wait(_Op("ping"))
+
+    async def _wait(self, op: _Op) -> None:
+        op.done = asyncio.get_running_loop().create_future()
+        self._queue(op)
+        try:
+            await asyncio.wait_for(asyncio.shield(op.done), self.publish_timeout)
+        except TimeoutError:
+            op.cancelled = True
+            op.done.add_done_callback(_consume)
+            raise ServiceUnavailable(
+                f"The cluster's Redis server did not take the request in "
+                f"{self.publish_timeout:g} s; retry later.",
+                code="Error.ServiceUnavailable.Redis",
+            ) from None
+
+    def check_settled(self) -> None:
+        """After Redis lost its data, the nodes re-register: refuse what could miss some."""
+        if time.monotonic() < self._settle_until:
+            raise ServiceUnavailable(
+                "The cluster is re-registering its connections after a Redis restart; "
+                "retry in a second.",
+                code="Error.ServiceUnavailable.Resync",
+            )
 
     # -- Directory (REST queries) -------------------------------------------------------
 
     async def connection_exists(self, hub: str, connection_id: str) -> bool:
-        return bool(await self._query("exists", hub_prefix(hub) + "c:" + connection_id))
+        found = bool(await self._query("exists", hub_prefix(hub) + "c:" + connection_id))
+        return found or self._negative()
 
     async def user_exists(self, hub: str, user_id: str) -> bool:
-        return bool(await self._query("scard", hub_prefix(hub) + "u:" + user_id))
+        found = bool(await self._query("scard", hub_prefix(hub) + "u:" + user_id))
+        return found or self._negative()
 
     async def group_exists(self, hub: str, group: str) -> bool:
-        return bool(await self._query("zcard", hub_prefix(hub) + "g:" + group))
+        found = bool(await self._query("zcard", hub_prefix(hub) + "g:" + group))
+        return found or self._negative()
 
     async def group_members(
         self, hub: str, group: str, after: str | None, limit: int
@@ -303,6 +335,7 @@ class RedisEngine:
         ids = await self._query(
             "zrange", prefix + "g:" + group, start, "+", bylex=True, offset=0, num=limit
         )
+        self.check_settled()
         if not ids:
             return []
         try:
@@ -325,11 +358,24 @@ class RedisEngine:
             return False
         return has_permission({r.decode() for r in roles}, permission, target)
 
+    def _negative(self) -> bool:
+        """A "not found" is only sure once every node has re-registered after data loss."""
+        self.check_settled()
+        return False
+
     async def _query(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        """One read, with the boot marker in the same round trip (data loss is noticed)."""
+        self.check_ready()
         try:
-            return await getattr(self.redis, name)(*args, **kwargs)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.set(BOOT, _boot_value(), nx=True)
+                pipe.get(BOOT)
+                getattr(pipe, name)(*args, **kwargs)
+                _, boot, result = await pipe.execute()
         except (RedisError, OSError) as exc:
             raise _unavailable(exc) from exc
+        self._check_boot(boot)
+        return result
 
     # -- what a command means for shared membership -----------------------------------
 
@@ -366,65 +412,115 @@ class RedisEngine:
                 return [_Op("roles", keys, ["revokeall", connection_id, base])]
         return []
 
-    # -- the writer: one ordered pipeline per loop turn ----------------------------------
+    # -- the writer: one ordered pipeline per loop turn, failed batches retried ----------
 
     def _queue(self, op: _Op) -> None:
+        try:
+            # Encoded here, once: a value Redis cannot take is refused alone, at its source,
+            # instead of failing (and being retried with) a whole batch.
+            op.keys = [_encode(k) for k in op.keys]
+            op.args = [_encode(a) for a in op.args]
+        except (UnicodeError, TypeError) as exc:
+            log.error("refusing a Redis write that cannot be encoded (%s): %r", exc, op.name)
+            _fail(op, ServiceUnavailable("The request holds a value Redis cannot store."))
+            return
         if len(self._ops) >= MAX_QUEUED_OPS:
             log.error("dropping Redis writes: %d queued while Redis is unreachable", len(self._ops))
-            if op.done is not None:
-                op.done.set_exception(ServiceUnavailable("The cluster's Redis queue is full."))
+            self._synced = False  # registrations may be among them: register again later
+            _fail(op, ServiceUnavailable("The cluster's Redis queue is full."))
             return
+        op.created = time.monotonic()
         self._ops.append(op)
         self._wake.set()
 
     async def _writer(self) -> None:
+        attempt = 0
         while True:
             await self._wake.wait()
             self._wake.clear()
-            ops, self._ops = self._ops, []
-            if not ops:
+            batch = [op for op in self._ops if not op.cancelled]
+            self._ops = []
+            if not batch:
                 continue
             try:
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    for op in ops:
-                        await self._add(pipe, op)
-                    await pipe.execute()
+                boot = await self._write(batch)
             except (RedisError, OSError) as exc:
-                self._set_healthy(False, exc)
-                for op in ops:
-                    if op.done is not None and not op.done.done():
-                        op.done.set_exception(_unavailable(exc))
+                self._set_redis_ok(False, exc)
+                self._ops = self._still_worth_writing(batch) + self._ops
+                await asyncio.sleep(RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)])
+                attempt += 1
+                self._wake.set()
                 continue
-            self._set_healthy(True)
-            for op in ops:
-                if op.done is not None and not op.done.done():
+            except Exception as exc:
+                log.exception("a batch of %d Redis writes failed unexpectedly", len(batch))
+                for op in batch:
+                    _fail(op, _unavailable(exc))
+                self._synced = False
+                continue
+            attempt = 0
+            self._set_redis_ok(True)
+            lost = self._check_boot(boot)
+            unsure = time.monotonic() < self._settle_until
+            for op in batch:
+                if lost or (unsure and op.name in PUBLISH):
+                    # Written, but into a Redis that just lost its data, while other nodes
+                    # may not be subscribed again yet: not a promise we can keep.
+                    _fail(op, _restarted())
+                elif op.done is not None and not op.done.done():
                     op.done.set_result(None)
 
-    async def _add(self, pipe: Any, op: _Op) -> None:
-        script = self._scripts.get(op.name)
-        if script is not None:
-            # Inside a pipeline this only queues EVALSHA (scripts load on NOSCRIPT).
-            await script(keys=op.keys, args=op.args, client=pipe)
-        elif op.name == "ping":
-            pipe.ping()
-        else:
-            getattr(pipe, op.name)(*op.keys, *op.args)
+    async def _write(self, batch: list[_Op]) -> bytes | None:
+        """One pipeline for the batch; returns the boot marker read in the same trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.set(BOOT, _boot_value(), nx=True)
+            pipe.get(BOOT)
+            for op in batch:
+                script = self._scripts.get(op.name)
+                if script is not None:
+                    # Inside a pipeline this only queues EVALSHA (scripts load on NOSCRIPT).
+                    await script(keys=op.keys, args=op.args, client=pipe)
+                elif op.name == "ping":
+                    pipe.ping()
+                else:
+                    getattr(pipe, op.name)(*op.keys, *op.args)
+            results = await pipe.execute()
+        boot: bytes | None = results[1]
+        return boot
+
+    def _still_worth_writing(self, batch: list[_Op]) -> list[_Op]:
+        """The failed batch minus what its caller gave up on or what waited too long."""
+        oldest = time.monotonic() - self.retry_window
+        kept: list[_Op] = []
+        for op in batch:
+            if op.cancelled:
+                continue
+            if op.created < oldest:
+                self._synced = False  # a registration may be lost: register again
+                _fail(op, ServiceUnavailable("The cluster's Redis server is unavailable."))
+                continue
+            kept.append(op)
+        given_up = len(batch) - len(kept) - sum(op.cancelled for op in batch)
+        if given_up:
+            log.error("gave up %d Redis write(s) older than %g s", given_up, self.retry_window)
+        return kept
 
     # -- the reader: commands from the other nodes -------------------------------------
 
     async def _reader(self) -> None:
-        delay = 0.1
+        delay = 0.05
         while not self._closing:
             try:
                 self._pubsub = self.redis.pubsub()
                 if self._channels:
-                    await self._subscribe(list(self._channels))
+                    await self._subscribe(list(self._channels), raise_errors=True)
                 else:
                     # Keep the connection open even before the first hub appears.
                     await self._pubsub.subscribe("wps:control")
-                if not self.healthy:
-                    await self._resync()
-                delay = 0.1
+                self._subscribed = True
+                self._first_subscription.set()
+                if not self._synced:
+                    self._resync_soon()
+                delay = 0.05
                 while True:
                     message = await self._pubsub.get_message(
                         ignore_subscribe_messages=True, timeout=1.0
@@ -432,31 +528,51 @@ class RedisEngine:
                     if message is not None:
                         self._deliver(message)
             except (RedisError, OSError, ServiceUnavailable) as exc:
-                self._set_healthy(False, exc)
+                # Commands published while we are not subscribed never reach us: we are not
+                # ready until subscribed again, and our connections re-register then.
+                self._subscribed = False
+                self._set_redis_ok(False, exc)
                 with contextlib.suppress(Exception):
                     await self._pubsub.aclose()
                 self._pubsub = None
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                delay = min(delay * 2, 0.5)
 
     def _deliver(self, message: dict[str, Any]) -> None:
         data: bytes = message.get("data") or b""
-        if not isinstance(data, bytes) or data.startswith(self._sender):
+        if not isinstance(data, bytes):
+            return
+        head, _, body = data.partition(b"\n")
+        sender, _, raw_sequence = head.partition(b" ")
+        if sender == self._sender:
             return  # our own command: already applied locally
         raw_channel = message.get("channel", b"")
-        name = raw_channel.decode() if isinstance(raw_channel, bytes) else str(raw_channel)
+        name = raw_channel.decode("utf-8", "replace") if isinstance(raw_channel, bytes) else ""
         if not (name.startswith("wps:{") and name.endswith("}:commands")):
             return
+        try:
+            sequence = int(raw_sequence)
+        except ValueError:
+            log.warning("ignoring a command without a sequence number on %s", name)
+            return
+        if sequence <= self._seen.get(sender, 0):
+            return  # a retried batch: applied already
+        if sender not in self._seen and len(self._seen) >= MAX_SENDERS:
+            del self._seen[next(iter(self._seen))]  # the oldest node seen: long gone
+        self._seen[sender] = sequence
         hub = name[len("wps:{") : -len("}:commands")]
-        _, _, body = data.partition(b"\n")
         try:
             command = decode_command(body)
         except CodecError as exc:
             log.warning("ignoring a malformed command on %s: %s", name, exc)
             return
-        self.node.apply(hub, command)
+        try:
+            self.node.apply(hub, command)
+        except Exception:
+            # One command this node cannot apply must not cut it off from the others.
+            log.exception("could not apply a command from node %s on %s", sender.decode(), name)
 
-    async def _subscribe(self, channels: list[str]) -> None:
+    async def _subscribe(self, channels: list[str], raise_errors: bool = False) -> None:
         if self._pubsub is None:
             return
         try:
@@ -465,7 +581,10 @@ class RedisEngine:
             else:
                 await self._pubsub.subscribe(*channels)
         except (RedisError, OSError) as exc:
-            self._set_healthy(False, exc)
+            if raise_errors:
+                raise
+            self._subscribed = False
+            self._set_redis_ok(False, exc)
 
     async def _unsubscribe(self, channels: list[str]) -> None:
         if self._pubsub is None:
@@ -476,27 +595,69 @@ class RedisEngine:
             else:
                 await self._pubsub.unsubscribe(*channels)
         except (RedisError, OSError) as exc:
-            self._set_healthy(False, exc)
+            self._set_redis_ok(False, exc)
 
     # -- liveness ---------------------------------------------------------------------------
 
     async def _heartbeat(self) -> None:
         while True:
-            await asyncio.sleep(self.heartbeat_interval)
+            await asyncio.sleep(self.heartbeat_interval if self.healthy else PROBE_INTERVAL)
             try:
-                await self._heartbeat_once()
+                await self._beat()
+                self._set_redis_ok(True)
+                if not self._synced:
+                    self._resync_soon()
                 await self._collect_dead_nodes()
             except (RedisError, OSError) as exc:
-                self._set_healthy(False, exc)
+                self._set_redis_ok(False, exc)
 
-    async def _heartbeat_once(self) -> None:
-        ttl_ms = int(self.node_ttl * 1000)
+    async def _beat(self) -> None:
+        """Refresh our heartbeat key; notice if we were declared dead or Redis lost data."""
+        now = time.monotonic()
+        stalled = self._last_beat and now - self._last_beat > self.node_ttl
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.set(f"wps:node:{self.node_id}", b"1", px=ttl_ms)
+            pipe.set(f"wps:node:{self.node_id}", b"1", px=int(self.node_ttl * 1000), get=True)
             pipe.sadd(NODES, self.node_id)
-            await pipe.execute()
+            pipe.set(BOOT, _boot_value(), nx=True)
+            pipe.get(BOOT)
+            previous, _, _, boot = await pipe.execute()
+        first = not self._last_beat
+        self._last_beat = time.monotonic()
+        self._check_boot(boot)
+        if not first and (previous is None or stalled):
+            # Either we stalled or Redis did (then every heartbeat expired at once): judge
+            # nobody dead until all had a chance to beat again.
+            self._collect_after = self._last_beat + self.node_ttl
+            log.warning(
+                "node %s could not beat for longer than node_ttl (%g s) and may have been "
+                "declared dead: registering its connections again",
+                self.node_id,
+                self.node_ttl,
+            )
+            self._synced = False
+
+    def _check_boot(self, boot: bytes | None) -> bool:
+        """A new boot marker means Redis restarted empty: re-register, and let others too.
+
+        Returns True when this is news (the caller's writes may not reach every node).
+        """
+        if boot is None or boot == self._boot:
+            return False
+        known, self._boot = self._boot, boot
+        if known is None:
+            return False  # our first look: nothing was lost that we know of
+        log.warning("Redis lost its data (restarted?): registering connections again")
+        self._synced = False
+        created = _boot_created(boot)
+        # Every live node notices within a heartbeat; until then a "not found" is unsure.
+        settle = created + self.heartbeat_interval + 1.0 - time.time()
+        self._settle_until = max(self._settle_until, time.monotonic() + max(0.0, settle))
+        self._resync_soon()
+        return True
 
     async def _collect_dead_nodes(self) -> None:
+        if time.monotonic() < self._collect_after:
+            return
         nodes = [_text(n) for n in await self.redis.smembers(NODES)]
         others = [n for n in nodes if n != self.node_id]
         if not others:
@@ -506,28 +667,32 @@ class RedisEngine:
                 pipe.exists(f"wps:node:{other}")
             alive = await pipe.execute()
         for other, is_alive in zip(others, alive, strict=True):
-            if is_alive:
-                continue
-            if await self.redis.set(f"wps:gc:{other}", self.node_id, nx=True, ex=30):
+            if not is_alive:
                 count = await self._forget_node(other)
-                log.warning("node %s stopped answering: removed its %d connection(s)", other, count)
+                if count >= 0:
+                    log.warning(
+                        "node %s stopped answering: removed its %d connection(s)", other, count
+                    )
 
-    async def _forget_node(self, node_id: str) -> int:
-        entries = await self.redis.smembers(f"wps:n:{node_id}")
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for entry in entries:
-                hub, _, connection_id = _text(entry).partition("\0")
-                await self._scripts["unregister"](
-                    keys=[hub_prefix(hub)], args=[connection_id], client=pipe
-                )
-            pipe.delete(f"wps:n:{node_id}", f"wps:node:{node_id}")
-            pipe.srem(NODES, node_id)
-            await pipe.execute()
-        return len(entries)
+    async def _forget_node(self, node_id: str, force: bool = False) -> int:
+        """Remove a node's connections (atomically; -1 if its heartbeat came back)."""
+        result = await self._scripts["forget"](args=[node_id, "1" if force else "0"])
+        return int(result)
+
+    def _resync_soon(self) -> None:
+        if self._resyncing is None or self._resyncing.done():
+            self._resyncing = asyncio.get_running_loop().create_task(
+                self._resync(), name="redis-resync"
+            )
+            self._resyncing.add_done_callback(_log_failure)
 
     async def _resync(self) -> None:
-        """After Redis came back (maybe empty): re-register this node's connections."""
-        await self._heartbeat_once()
+        """After Redis came back (maybe empty) or we were declared dead: register again."""
+        try:
+            await self._beat()
+        except (RedisError, OSError) as exc:
+            self._set_redis_ok(False, exc)
+            return  # the heartbeat tries again
         count = 0
         for hub in list(self.node.hubs.values()):
             for conn in list(hub.connections.values()):
@@ -535,17 +700,56 @@ class RedisEngine:
                 for op in self._register_ops(conn, sorted(conn.groups)):
                     self._queue(op)
                 count += 1
-        await self.flush()
-        self._set_healthy(True)
-        log.info("re-registered %d connection(s) after reconnecting to Redis", count)
+        try:
+            await self.flush()
+        except ServiceUnavailable:
+            return  # the heartbeat tries again
+        self._synced = True
+        log.info("re-registered %d connection(s) in Redis", count)
 
-    def _set_healthy(self, healthy: bool, exc: BaseException | None = None) -> None:
-        if healthy != self.healthy:
-            if healthy:
+    def _set_redis_ok(self, ok: bool, exc: BaseException | None = None) -> None:
+        if ok != self._redis_ok:
+            if ok:
                 log.info("Redis is reachable again")
             else:
                 log.error("lost Redis at %s: %s", _safe_url(self.url), exc)
-        self.healthy = healthy
+        self._redis_ok = ok
+
+
+def _boot_value() -> str:
+    return f"{secrets.token_hex(8)}:{time.time():.3f}"
+
+
+def _boot_created(boot: bytes) -> float:
+    try:
+        return float(boot.rsplit(b":", 1)[1])
+    except (IndexError, ValueError):
+        return time.time()
+
+
+def _encode(value: Any) -> Any:
+    """Strings as UTF-8 bytes (strict: a lone surrogate is refused here, not in a batch)."""
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, bytes | int | float):
+        return value
+    raise TypeError(f"cannot send {type(value).__name__} to Redis")
+
+
+def _fail(op: _Op, error: BaseException) -> None:
+    if op.done is not None and not op.done.done():
+        op.done.set_exception(error)
+
+
+def _consume(future: asyncio.Future[None]) -> None:
+    """Retrieve a result nobody waits for any more (no "never retrieved" warning)."""
+    if not future.cancelled():
+        future.exception()
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("re-registering connections failed", exc_info=task.exception())
 
 
 def _text(value: bytes | str) -> str:
@@ -568,6 +772,14 @@ def _unavailable(exc: BaseException) -> ServiceUnavailable:
     return ServiceUnavailable(
         f"The cluster's Redis server is unavailable ({type(exc).__name__}); retry later.",
         code="Error.ServiceUnavailable.Redis",
+    )
+
+
+def _restarted() -> ServiceUnavailable:
+    return ServiceUnavailable(
+        "The cluster's Redis server restarted while this request was written; it may not "
+        "have reached every node. Retry in a second.",
+        code="Error.ServiceUnavailable.Resync",
     )
 
 

@@ -18,7 +18,6 @@ from ..core.errors import (
     MethodNotAllowed,
     PayloadTooLarge,
     RequestError,
-    ServiceUnavailable,
     Unauthorized,
 )
 from ..core.events import HubSettings
@@ -112,6 +111,8 @@ class Service:
                 node_ttl=cluster.node_ttl,
                 heartbeat_interval=cluster.heartbeat_interval,
                 timeout=cluster.redis_timeout,
+                publish_timeout=cluster.publish_timeout,
+                retry_window=self.settings.limits.recovery_window,
             )
             await engine.start()
             self.engine = engine
@@ -143,15 +144,19 @@ class Service:
 
         Raises ServiceUnavailable (503) when the cluster's Redis cannot be reached.
         """
-        if self.engine is not None and not self.engine.healthy:
-            raise ServiceUnavailable(
-                "The cluster's Redis server is unreachable; retry later.",
-                code="Error.ServiceUnavailable.Redis",
-            )
         self._check_limits(command)
+        engine = self.engine
+        if engine is None:
+            self.node.execute(hub, command)
+            return
+        engine.check_ready()
+        if isinstance(command, c.Send):
+            # Group commit: 202 once Redis has the message, then this node's clients get it.
+            await engine.send(hub, command)
+            self.node.apply(hub, command)
+            return
         self.node.execute(hub, command)
-        if self.engine is not None:
-            await self.engine.commit(hub, command)
+        await engine.commit(hub, command)
 
     def _check_limits(self, command: Command) -> None:
         """The configurable limits on what a REST command may carry or create.
@@ -180,7 +185,7 @@ class Service:
         if self._server is None or not self._server.is_serving():
             return False, "not listening"
         if self.engine is not None and not self.engine.healthy:
-            return False, "Redis unreachable"
+            return False, self.engine.problem
         return True, "ok"
 
     def hub_settings(self, hub: str) -> HubSettings:

@@ -77,6 +77,7 @@ class Cluster:
     node_ttl: float = 6.0  # a node silent this long is dead; its connections vanish
     heartbeat_interval: float = 2.0  # also how often live nodes look for dead ones
     redis_timeout: float = 2.0  # seconds before a Redis call fails (REST answers 503)
+    publish_timeout: float = 5.0  # a REST call waiting this long for Redis answers 503
 
 
 @dataclass
