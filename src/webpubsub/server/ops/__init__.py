@@ -25,6 +25,7 @@ from ._livetrace import LiveTracePages, Sessions
 from ._logs import LOG_FORMATS, ConnectionLog, JsonFormatter, make_formatter
 from ._metrics import Metrics
 from ._redact import RedactingFilter, redact
+from ._throttle import LoginThrottle
 from ._trace import Category, LiveTrace, TraceFilter, Viewer
 
 if TYPE_CHECKING:
@@ -38,6 +39,7 @@ __all__ = [
     "JsonFormatter",
     "LiveTrace",
     "LiveTracePages",
+    "LoginThrottle",
     "Metrics",
     "Operability",
     "RedactingFilter",
