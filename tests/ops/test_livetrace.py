@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 
 import httpx
+import jwt
 import pytest
 from websockets.sync.client import connect
 
@@ -24,6 +25,7 @@ from tests.ops.helpers import (
     scrape,
     wait_for_metric,
 )
+from webpubsub.server import cli
 from webpubsub.server.config import Settings
 from webpubsub.server.ops import LoginThrottle, Sessions
 from webpubsub.server.ops._throttle import client_address
@@ -373,3 +375,39 @@ class TestLoginThrottle:
                 assert 0 < int(attempt.headers["retry-after"]) <= 60
                 assert "webpubsub_livetrace" not in client.cookies
             assert "Too many failed sign-ins" in client.post("/livetrace/login").text
+
+
+class TestLivetraceUrlCommand:
+    """``webpubsub livetrace-url``: a sign-in link with a short-lived token, never the key."""
+
+    def test_the_printed_link_signs_in(
+        self, service: ServiceThread, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        assert cli.main(["livetrace-url", "--connection-string", service.connection_string]) == 0
+        url = capsys.readouterr().out.strip()
+        assert url.startswith(f"{service.endpoint}/livetrace?access_token=eyJ")
+        assert ACCESS_KEY not in url
+        with httpx.Client(timeout=TIMEOUT) as client:
+            assert client.get(url).status_code == 303
+            assert "livetrace.js" in client.get(f"{service.endpoint}/livetrace").text
+
+    def test_key_and_port_from_flags_and_a_lifetime(
+        self, service: ServiceThread, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        port = str(service.settings.port)
+        args = ["livetrace-url", "--access-key", SECONDARY_KEY, "--port", port, "--lifetime", "5"]
+        assert cli.main(args) == 0
+        token = capsys.readouterr().out.strip().split("access_token=")[1]
+        claims = jwt.decode(
+            token, SECONDARY_KEY.encode(), algorithms=["HS256"], options={"verify_aud": False}
+        )
+        assert claims["aud"] == f"{service.endpoint}/livetrace"
+        assert claims["exp"] - claims["iat"] == 5
+
+    def test_without_a_key_it_says_what_to_pass(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        for name in ("WEBPUBSUB_ACCESS_KEY", "WEBPUBSUB_CONNECTION_STRING", "WEBPUBSUB_CONFIG"):
+            monkeypatch.delenv(name, raising=False)
+        assert cli.main(["livetrace-url"]) == 2
+        assert "--access-key" in capsys.readouterr().err
