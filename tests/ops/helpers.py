@@ -14,6 +14,7 @@ import jwt
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import ACCESS_KEY
+from webpubsub.server.ops import LiveTracePages
 from webpubsub.testing import ServiceThread
 
 TIMEOUT = 5.0
@@ -75,9 +76,19 @@ def livetrace_token(service: ServiceThread, key: str = ACCESS_KEY, **claims: Any
     return jwt.encode(body, key.encode(), algorithm="HS256")
 
 
+def live_trace_pages(service: ServiceThread) -> LiveTracePages:
+    """The Live Trace pages of a running service (to reach its sign-in throttle)."""
+    page = service.service.pages["/livetrace/login"]
+    owner = getattr(page, "__self__", None)
+    assert isinstance(owner, LiveTracePages)
+    return owner
+
+
 @contextlib.contextmanager
-def login(service: ServiceThread, credential: str = ACCESS_KEY) -> Iterator[httpx.Client]:
-    """An HTTP client holding a live trace session cookie."""
+def login(service: ServiceThread, credential: str | None = None) -> Iterator[httpx.Client]:
+    """An HTTP client holding a live trace session cookie (signed in with a token)."""
+    if credential is None:
+        credential = livetrace_token(service)
     with httpx.Client(base_url=service.endpoint, timeout=TIMEOUT) as client:
         response = client.post("/livetrace/login", data={"credential": credential})
         assert response.status_code == 303, response.text

@@ -1,6 +1,7 @@
 """The Live Trace page in a real headless Chromium (Debian ``chromium``, driven by Playwright).
 
-The test signs in with the access key, makes traffic of every kind (connections, group and
+The test signs in with the access key (checking that the key itself never crosses the wire:
+the page signs a short-lived token with it), makes traffic of every kind (connections, group and
 server messages, REST calls, event handler calls), checks the page shows it live, exercises
 the filters, pause/resume and the JSON download, and saves a screenshot to
 ``artifacts/livetrace.png``. It is skipped, saying why, when Chromium or Playwright is missing.
@@ -9,6 +10,8 @@ the filters, pause/resume and the JSON download, and saves a screenshot to
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import json
 import os
 import shutil
@@ -31,6 +34,8 @@ from webpubsub.testing import ServiceThread
 CHROMIUM = os.environ.get("WEBPUBSUB_CHROMIUM") or shutil.which("chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 KEY = "browser-test-key-0123456789abcdefghijklmnop"
+INSECURE_HOST = "livetrace.test"
+"""A name for 127.0.0.1 that is not a secure context: no crypto.subtle there."""
 HUB = "shop"
 JSON = "json.webpubsub.azure.v1"
 LAUNCH_ARGS = [
@@ -41,6 +46,7 @@ LAUNCH_ARGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    f"--host-resolver-rules=MAP {INSECURE_HOST} 127.0.0.1",
 ]
 
 if CHROMIUM is None:
@@ -75,7 +81,20 @@ def errors() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def page(served: ServiceThread, errors: list[str]) -> Iterator[Page]:
+def sent() -> list[str]:
+    """Everything the browser sent: each request's URL, headers and body."""
+    return []
+
+
+def record_requests(page: Page, sent: list[str]) -> None:
+    def record(request: Any) -> None:
+        sent.append(f"{request.url}\n{request.headers}\n{request.post_data or ''}")
+
+    page.on("request", record)
+
+
+@pytest.fixture(scope="module")
+def page(served: ServiceThread, errors: list[str], sent: list[str]) -> Iterator[Page]:
     with sync_api.sync_playwright() as playwright:
         # launch() gives every run a fresh temporary profile (--user-data-dir).
         browser = playwright.chromium.launch(
@@ -86,6 +105,7 @@ def page(served: ServiceThread, errors: list[str]) -> Iterator[Page]:
         )
         page = context.new_page()
         page.set_default_timeout(TIMEOUT * 1000)
+        record_requests(page, sent)
         page.on("pageerror", lambda exc: errors.append(str(exc)))
         page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
         try:
@@ -167,8 +187,22 @@ def contains(*words: str) -> Callable[[list[str]], bool]:
     return lambda seen: all(any(word in row for row in seen) for word in words)
 
 
+def check_fallback_hmac(page: Page) -> None:
+    """The page's pure-JS HMAC-SHA256 (for plain-http hosts) gives the standard answers."""
+    for key, message in [("key", ""), (KEY, "a.b"), ("k" * 100, "x" * 200), ("é", "ü" * 64)]:
+        ours = page.evaluate(
+            "([k, m]) => Array.from(window.liveTraceLogin.hmacSha256Fallback("
+            "new TextEncoder().encode(k), new TextEncoder().encode(m)))",
+            [key, message],
+        )
+        expected = hmac.new(key.encode(), message.encode(), hashlib.sha256).digest()
+        assert bytes(ours) == expected, (key, message)
+
+
 class TestLiveTracePage:
-    def test_sign_in(self, page: Page, served: ServiceThread, errors: list[str]) -> None:
+    def test_sign_in(
+        self, page: Page, served: ServiceThread, errors: list[str], sent: list[str]
+    ) -> None:
         page.goto(f"{served.endpoint}/livetrace")
         page.fill("#credential", "not-the-key")
         page.click("button[type=submit]")
@@ -182,6 +216,10 @@ class TestLiveTracePage:
         page.wait_for_selector("#status.live")
         assert page.inner_text("#status-text") == "Live"
         assert scrape(served).value("webpubsub_livetrace_viewers") == 1
+        # Item 14: the key never crossed the wire; a token signed with it did.
+        posted = [r for r in sent if r.split("\n", 1)[0].endswith("/livetrace/login")]
+        assert len(posted) == 2 and all("credential=eyJ" in r for r in posted)
+        assert not any(KEY in r or "not-the-key" in r for r in sent)
 
     def test_live_traffic_and_screenshot(self, page: Page, served: ServiceThread) -> None:
         traffic(served)
@@ -247,6 +285,25 @@ class TestLiveTracePage:
         page.wait_for_selector("#status.live")
         rest(served).connection_exists("after-resume")
         wait_rows(page, lambda seen: len(seen) > before)
+
+    def test_sign_in_on_plain_http_without_webcrypto(
+        self, page: Page, served: ServiceThread, sent: list[str]
+    ) -> None:
+        """On http://<a LAN name> the browser has no crypto.subtle: the fallback signs."""
+        other = page.context.new_page()
+        record_requests(other, sent)
+        try:
+            other.goto(f"http://{INSECURE_HOST}:{served.settings.port}/livetrace")
+            assert other.evaluate("window.isSecureContext") is False
+            assert other.evaluate("typeof crypto.subtle") == "undefined"
+            check_fallback_hmac(other)
+            other.fill("#credential", KEY)
+            other.click("button[type=submit]")
+            other.wait_for_selector("#status.live")
+        finally:
+            other.close()
+        assert any(f"http://{INSECURE_HOST}" in r and "credential=eyJ" in r for r in sent)
+        assert not any(KEY in r for r in sent)
 
     def test_download(self, page: Page, tmp_path: Path) -> None:
         with page.expect_download() as download:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import time
 from collections.abc import Iterator
 
 import httpx
+import jwt
 import pytest
 from websockets.sync.client import connect
 
@@ -17,13 +19,16 @@ from tests.ops.helpers import (
     TIMEOUT,
     EventStream,
     has,
+    live_trace_pages,
     livetrace_token,
     login,
     scrape,
     wait_for_metric,
 )
+from webpubsub.server import cli
 from webpubsub.server.config import Settings
-from webpubsub.server.ops import Sessions
+from webpubsub.server.ops import LoginThrottle, Sessions
+from webpubsub.server.ops._throttle import client_address
 from webpubsub.testing import ServiceThread
 
 JSON = "json.webpubsub.azure.v1"
@@ -57,6 +62,12 @@ def listener(service: ServiceThread, hub: str) -> Iterator[None]:
         yield
 
 
+@pytest.fixture(autouse=True)
+def fresh_throttle(service: ServiceThread) -> None:
+    """Tests refuse credentials on purpose; they must not throttle one another."""
+    live_trace_pages(service).throttle = LoginThrottle()
+
+
 class TestLogin:
     def test_without_a_session_the_page_is_the_login_form(self, service: ServiceThread) -> None:
         response = httpx.get(f"{service.endpoint}/livetrace")
@@ -64,21 +75,44 @@ class TestLogin:
         assert 'name="credential"' in response.text
         assert "Content-Security-Policy" in response.headers
         assert "livetrace.js" not in response.text
+        assert "login.js" in response.text  # mints the token in the browser
 
-    def test_the_access_key_opens_a_session(self, service: ServiceThread) -> None:
-        with login(service) as client:
-            cookie = client.post("/livetrace/login", data={"credential": ACCESS_KEY})
+    def test_the_key_field_is_never_submitted(self, service: ServiceThread) -> None:
+        """The key's input has no name: only the hidden token field is posted."""
+        page = httpx.get(f"{service.endpoint}/livetrace").text
+        (key_input,) = re.findall(r'<input id="credential"[^>]*>', page)
+        assert "name=" not in key_input
+        assert re.search(r'<input id="token" name="credential" type="hidden"', page)
+
+    def test_a_livetrace_token_opens_a_session_and_the_cookie_holds_no_secret(
+        self, service: ServiceThread
+    ) -> None:
+        token = livetrace_token(service)
+        with login(service, token) as client:
+            cookie = client.post("/livetrace/login", data={"credential": token})
             set_cookie = cookie.headers["set-cookie"]
             assert "HttpOnly" in set_cookie and "SameSite=Strict" in set_cookie
-            assert ACCESS_KEY not in set_cookie
+            assert ACCESS_KEY not in set_cookie and token not in set_cookie
             page = client.get("/livetrace")
             assert page.status_code == 200
             assert "livetrace.js" in page.text
             assert service.endpoint in page.text
 
     def test_the_secondary_key_works_too(self, service: ServiceThread) -> None:
-        with login(service, SECONDARY_KEY) as client:
+        with login(service, livetrace_token(service, SECONDARY_KEY)) as client:
             assert "livetrace.js" in client.get("/livetrace").text
+
+    @pytest.mark.parametrize("key", [ACCESS_KEY, SECONDARY_KEY])
+    def test_the_raw_key_is_refused_everywhere(self, service: ServiceThread, key: str) -> None:
+        """Item 14: a key in a URL or a form crosses the network; only tokens sign in."""
+        with httpx.Client(base_url=service.endpoint, timeout=TIMEOUT) as client:
+            assert client.get("/livetrace", params={"access_token": key}).status_code == 401
+            assert client.post("/livetrace/login", data={"credential": key}).status_code == 401
+            stream = client.get("/livetrace/stream", params={"access_token": key})
+            assert stream.status_code == 401
+            bearer = client.get("/livetrace/stream", headers={"Authorization": f"Bearer {key}"})
+            assert bearer.status_code == 401
+            assert "webpubsub_livetrace" not in client.cookies
 
     def test_a_livetrace_token_opens_a_session(self, service: ServiceThread) -> None:
         with login(service, livetrace_token(service)):
@@ -92,7 +126,7 @@ class TestLogin:
 
     @pytest.mark.parametrize(
         "credential",
-        ["wrong-key", ACCESS_KEY + "x", ""],
+        ["wrong-key", ACCESS_KEY + "x", "", "a.b.c"],
     )
     def test_a_wrong_key_is_refused(self, service: ServiceThread, credential: str) -> None:
         response = httpx.post(
@@ -279,9 +313,101 @@ class TestStreamEnds:
 class TestKeyRotation:
     def test_a_reload_that_drops_the_key_ends_the_session(self) -> None:
         settings = Settings(port=0, access_keys=[ACCESS_KEY, SECONDARY_KEY])
-        with ServiceThread(settings) as service, login(service, SECONDARY_KEY) as client:
+        with (
+            ServiceThread(settings) as service,
+            login(service, livetrace_token(service, SECONDARY_KEY)) as client,
+        ):
             assert "livetrace.js" in client.get("/livetrace").text
             rotated = Settings(access_keys=[ACCESS_KEY, "a-brand-new-secondary-key-0123456789"])
             service.call(lambda: service.service.reload(rotated))
             assert client.get("/livetrace/stream").status_code == 401
             assert "livetrace.js" not in client.get("/livetrace").text
+
+
+class TestLoginThrottle:
+    """Item 14: wrong sign-ins from one address are throttled (429 with Retry-After)."""
+
+    def test_the_rule(self) -> None:
+        throttle = LoginThrottle(limit=3, window=60)
+        for second in (0.0, 1.0):
+            throttle.failed("10.0.0.1", second)
+        assert throttle.retry_after("10.0.0.1", 2.0) is None
+        throttle.failed("10.0.0.1", 2.0)
+        assert throttle.retry_after("10.0.0.1", 2.0) == 58  # until the first failure expires
+        assert throttle.retry_after("10.0.0.1", 59.5) == 1
+        assert throttle.retry_after("10.0.0.2", 2.0) is None  # per address
+        assert throttle.retry_after("10.0.0.1", 60.0) is None  # the first one left the window
+        throttle.failed("10.0.0.1", 60.0)
+        assert throttle.retry_after("10.0.0.1", 60.0) == 1  # 1 s and 2 s still count
+        throttle.succeeded("10.0.0.1")
+        assert throttle.retry_after("10.0.0.1", 60.0) is None
+        assert len(throttle) == 0
+
+    def test_memory_is_bounded(self) -> None:
+        throttle = LoginThrottle(limit=2, window=60, max_addresses=100)
+        for n in range(1000):
+            throttle.failed(f"10.0.{n // 256}.{n % 256}", 0.0)
+        assert len(throttle) == 100
+
+    def test_client_address_drops_the_port(self) -> None:
+        assert client_address("127.0.0.1:5000") == "127.0.0.1"
+        assert client_address("::1:5000") == "::1"
+        assert client_address("") == ""
+
+    def test_a_real_service_answers_429_after_too_many_failures(self) -> None:
+        settings = Settings(port=0, access_keys=[ACCESS_KEY])
+        with (
+            ServiceThread(settings) as service,
+            httpx.Client(base_url=service.endpoint, timeout=TIMEOUT) as client,
+        ):
+            limit = live_trace_pages(service).throttle.limit
+            forged = livetrace_token(service, key="a-guessed-key-0123456789abcdefghijklm")
+            for _ in range(limit):
+                wrong = client.post("/livetrace/login", data={"credential": forged})
+                assert wrong.status_code == 401
+            # Now even the right token waits: the guesser cannot tell which one was right.
+            for attempt in (
+                client.post("/livetrace/login", data={"credential": livetrace_token(service)}),
+                client.get("/livetrace", params={"access_token": forged}),
+                client.get("/livetrace/stream", headers={"Authorization": f"Bearer {forged}"}),
+            ):
+                assert attempt.status_code == 429
+                assert 0 < int(attempt.headers["retry-after"]) <= 60
+                assert "webpubsub_livetrace" not in client.cookies
+            assert "Too many failed sign-ins" in client.post("/livetrace/login").text
+
+
+class TestLivetraceUrlCommand:
+    """``webpubsub livetrace-url``: a sign-in link with a short-lived token, never the key."""
+
+    def test_the_printed_link_signs_in(
+        self, service: ServiceThread, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        assert cli.main(["livetrace-url", "--connection-string", service.connection_string]) == 0
+        url = capsys.readouterr().out.strip()
+        assert url.startswith(f"{service.endpoint}/livetrace?access_token=eyJ")
+        assert ACCESS_KEY not in url
+        with httpx.Client(timeout=TIMEOUT) as client:
+            assert client.get(url).status_code == 303
+            assert "livetrace.js" in client.get(f"{service.endpoint}/livetrace").text
+
+    def test_key_and_port_from_flags_and_a_lifetime(
+        self, service: ServiceThread, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        port = str(service.settings.port)
+        args = ["livetrace-url", "--access-key", SECONDARY_KEY, "--port", port, "--lifetime", "5"]
+        assert cli.main(args) == 0
+        token = capsys.readouterr().out.strip().split("access_token=")[1]
+        claims = jwt.decode(
+            token, SECONDARY_KEY.encode(), algorithms=["HS256"], options={"verify_aud": False}
+        )
+        assert claims["aud"] == f"{service.endpoint}/livetrace"
+        assert claims["exp"] - claims["iat"] == 5
+
+    def test_without_a_key_it_says_what_to_pass(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        for name in ("WEBPUBSUB_ACCESS_KEY", "WEBPUBSUB_CONNECTION_STRING", "WEBPUBSUB_CONFIG"):
+            monkeypatch.delenv(name, raising=False)
+        assert cli.main(["livetrace-url"]) == 2
+        assert "--access-key" in capsys.readouterr().err

@@ -78,9 +78,12 @@ def served() -> Iterator[str]:
             if not line:
                 break
             if line.startswith("Connection string:"):
-                connection_string = line.split(":", 1)[1].strip()
+                # The printed key is masked (we passed it): fill ours in, as a user would.
+                printed = line.split(":", 1)[1].strip()
+                connection_string = printed.replace("AccessKey=***;", f"AccessKey={KEY};")
                 break
         assert connection_string, "webpubsub serve printed no connection string"
+        assert KEY in connection_string, connection_string
         yield connection_string
     finally:
         process.terminate()

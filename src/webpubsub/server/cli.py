@@ -14,12 +14,23 @@ import sys
 from collections.abc import Callable, Sequence
 
 from .. import __version__
+from ..auth.tokens import mint_rest_token
 from ..core.errors import ServiceUnavailable
+from ..sdk import parse_connection_string
 from .app import Service
 from .config import LOG_LEVELS, ConfigError, Settings, load_settings
-from .ops import LOG_FORMATS, make_formatter
+from .ops import LOG_FORMATS, RedactingFilter, make_formatter
 
 log = logging.getLogger("webpubsub")
+
+QUIET_LOGGERS = ("webpubsub.websocket", "httpx", "httpcore")
+"""Loggers kept at WARNING unless ``--log-level debug``: per-request library chatter."""
+LIVETRACE_URL_LIFETIME = 3600
+"""Default seconds a ``webpubsub livetrace-url`` link stays valid."""
+KEY_HINT = (
+    "(AccessKey is the key you configured with --access-key, WEBPUBSUB_ACCESS_KEY or "
+    "[keys] in the config file; it is not printed)"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,11 +88,37 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="let clients connect without an access token (env WEBPUBSUB_ALLOW_ANONYMOUS)",
     )
+    _add_livetrace_url(commands)
     return parser
+
+
+def _add_livetrace_url(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    livetrace = commands.add_parser(
+        "livetrace-url",
+        help="print a Live Trace URL that signs in with a short-lived token",
+        description="Print <endpoint>/livetrace?access_token=<token>: a Live Trace sign-in "
+        "link carrying an access-key JWT that expires, never the key itself. The endpoint and "
+        "key come from --connection-string (env WEBPUBSUB_CONNECTION_STRING), else from the "
+        "same flags, WEBPUBSUB_* variables and config file as 'serve'.",
+    )
+    livetrace.add_argument("--connection-string", help="Endpoint=...;AccessKey=...;")
+    livetrace.add_argument("--access-key", help="the access key (env WEBPUBSUB_ACCESS_KEY)")
+    livetrace.add_argument("--host", help="the service's host (default 127.0.0.1)")
+    livetrace.add_argument("--port", type=int, help="the service's port (default 8080)")
+    livetrace.add_argument("--public-endpoint", help="the service's public URL")
+    livetrace.add_argument("--config", help="TOML config file (env WEBPUBSUB_CONFIG)")
+    livetrace.add_argument(
+        "--lifetime",
+        type=int,
+        default=LIVETRACE_URL_LIFETIME,
+        help=f"seconds the link stays valid (default {LIVETRACE_URL_LIFETIME})",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "livetrace-url":
+        return livetrace_url(args)
 
     def load() -> Settings:
         return load_settings(
@@ -110,9 +147,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if log_format not in LOG_FORMATS:
         print(f"webpubsub: log format must be one of {', '.join(LOG_FORMATS)}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level, log_format)
+    redacting = configure_logging(settings.log_level, log_format)
+    redacting.add_secrets(settings.access_keys)
+
+    def reload() -> Settings:
+        fresh = load()
+        redacting.add_secrets(fresh.access_keys)
+        return fresh
+
     try:
-        _run(settings, load)
+        _run(settings, reload)
     except ServiceUnavailable as exc:
         print(f"webpubsub: {exc.message}", file=sys.stderr)
         return 1
@@ -128,14 +172,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def configure_logging(level: str, log_format: str = "text") -> None:
-    """Log to stderr at ``level``, as text lines or (``json``) one JSON object per line."""
+def configure_logging(level: str, log_format: str = "text") -> RedactingFilter:
+    """Log to stderr at ``level``, as text lines or (``json``) one JSON object per line.
+
+    Every record passes a :class:`RedactingFilter` (returned, so the caller can add the
+    access keys): secrets in URLs, connection strings and tracebacks never reach the log,
+    whichever library logged them.
+    """
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(make_formatter(log_format))
+    redacting = RedactingFilter()
+    handler.addFilter(redacting)
     logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
-    # The websockets library logs every open/close at INFO; keep that for debug.
-    websocket_level = logging.DEBUG if level == "debug" else logging.WARNING
-    logging.getLogger("webpubsub.websocket").setLevel(websocket_level)
+    # The websockets library logs every open/close at INFO and httpx every event handler
+    # request (URL included); keep that chatter for debug.
+    library_level = logging.DEBUG if level == "debug" else logging.WARNING
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(library_level)
+    return redacting
 
 
 def _run(settings: Settings, load: Callable[[], Settings]) -> None:
@@ -185,11 +239,58 @@ def _tune_gc() -> None:
 
 
 def _announce(settings: Settings) -> None:
+    """Say where the service listens and how to connect to it.
+
+    A key the service generated is printed once, here: nobody else knows it. A key the
+    operator configured is masked; they have it already, and stdout often ends up in logs.
+    """
     print(f"webpubsub {__version__} listening on {settings.endpoint}", flush=True)
-    print(f"Connection string: {settings.connection_string}", flush=True)
     if settings.generated_key:
+        print(f"Connection string: {settings.connection_string}", flush=True)
         print(
             "(a random access key was generated; pass --access-key or set "
             "WEBPUBSUB_ACCESS_KEY to keep one)",
             flush=True,
         )
+    else:
+        print(f"Connection string: {masked_connection_string(settings)}", flush=True)
+        print(KEY_HINT, flush=True)
+
+
+def masked_connection_string(settings: Settings) -> str:
+    """The connection string with ``AccessKey=***``: fill in the key you configured."""
+    return f"Endpoint={settings.endpoint};AccessKey=***;Version=1.0;"
+
+
+def livetrace_url(args: argparse.Namespace) -> int:
+    """``webpubsub livetrace-url``: print a Live Trace link with a short-lived token."""
+    if args.lifetime <= 0:
+        print("webpubsub: --lifetime must be a positive number of seconds", file=sys.stderr)
+        return 2
+    connection_string = args.connection_string or os.environ.get("WEBPUBSUB_CONNECTION_STRING")
+    try:
+        if connection_string:
+            parsed = parse_connection_string(connection_string)
+            endpoint, key = parsed.endpoint, parsed.access_key
+        else:
+            settings = load_settings(
+                args.config,
+                overrides={
+                    "host": args.host,
+                    "port": args.port,
+                    "public_endpoint": args.public_endpoint,
+                    "access_key": args.access_key,
+                },
+            )
+            if settings.generated_key:
+                raise ConfigError(
+                    "no access key: pass --access-key or --connection-string, or set "
+                    "WEBPUBSUB_ACCESS_KEY or WEBPUBSUB_CONNECTION_STRING"
+                )
+            endpoint, key = settings.endpoint, settings.access_keys[0]
+    except (ConfigError, ValueError) as exc:
+        print(f"webpubsub: {exc}", file=sys.stderr)
+        return 2
+    token = mint_rest_token(key, f"{endpoint}/livetrace", lifetime_seconds=args.lifetime)
+    print(f"{endpoint}/livetrace?access_token={token}")
+    return 0

@@ -24,6 +24,8 @@ from ._health import ClusterState, Health, method_not_allowed
 from ._livetrace import LiveTracePages, Sessions
 from ._logs import LOG_FORMATS, ConnectionLog, JsonFormatter, make_formatter
 from ._metrics import Metrics
+from ._redact import RedactingFilter, redact
+from ._throttle import LoginThrottle
 from ._trace import Category, LiveTrace, TraceFilter, Viewer
 
 if TYPE_CHECKING:
@@ -37,13 +39,16 @@ __all__ = [
     "JsonFormatter",
     "LiveTrace",
     "LiveTracePages",
+    "LoginThrottle",
     "Metrics",
     "Operability",
+    "RedactingFilter",
     "Sessions",
     "TraceFilter",
     "Viewer",
     "install",
     "make_formatter",
+    "redact",
 ]
 
 

@@ -5,13 +5,19 @@ Paths (all exact, served before REST routing):
 =============================  ===============================================================
 ``GET /livetrace``             the viewer page, or the login form without a valid session;
                                ``?access_token=<jwt>`` logs in with a token and redirects
-``POST /livetrace/login``      form field ``credential``: an access key, or an access-key JWT
-                               whose ``aud`` is ``<endpoint>/livetrace`` (spec 7)
+``POST /livetrace/login``      form field ``credential``: an access-key JWT whose ``aud`` is
+                               ``<endpoint>/livetrace`` (spec 7); the page's script mints it
+                               in the browser from the key typed in, so the key never travels
 ``POST /livetrace/logout``     ends the session
 ``GET /livetrace/stream``      ``text/event-stream`` of records (session cookie, or a bearer
                                token / ``access_token`` for scripts); filters in the query
 ``GET /livetrace/*.js|css``    the page's assets (no secrets, served without a session)
 =============================  ===============================================================
+
+Every credential is a key-signed token, never the raw key: a key sent in a form or a URL
+would cross the network (and land in proxy logs), which SECURITY.md promises never happens.
+Failed credentials are counted per client address (:class:`LoginThrottle`): past the limit
+the address gets 429 with ``Retry-After``.
 
 A login creates a random session token kept in memory with its expiry and a digest of the
 access key it proved, sent back as an HttpOnly, SameSite=Strict cookie. Rotating that key away
@@ -43,6 +49,7 @@ from ...auth.tokens import CLOCK_SKEW_SECONDS, TokenValidator, bearer_token
 from ...core.errors import Unauthorized
 from ..http import HttpRequest, HttpResponse
 from ._health import method_not_allowed, serving
+from ._throttle import LoginThrottle, client_address
 from ._trace import Category, LiveTrace, TraceFilter, Viewer
 
 if TYPE_CHECKING:
@@ -66,7 +73,11 @@ CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
     "img-src 'self' data:; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 )
-ASSETS = {"livetrace.js": "text/javascript; charset=utf-8", "livetrace.css": "text/css"}
+ASSETS = {
+    "livetrace.js": "text/javascript; charset=utf-8",
+    "login.js": "text/javascript; charset=utf-8",
+    "livetrace.css": "text/css",
+}
 
 
 def _digest(key: str) -> bytes:
@@ -151,6 +162,7 @@ class LiveTracePages:
         self._service = service
         self.trace = trace
         self.sessions = Sessions(service.settings.access_keys)
+        self.throttle = LoginThrottle()
         self._login = Template(_asset("login.html").decode("utf-8"))
         self._page = Template(_asset("livetrace.html").decode("utf-8"))
         self._assets = {name: (_asset(name), kind) for name, kind in ASSETS.items()}
@@ -176,7 +188,10 @@ class LiveTracePages:
             return method_not_allowed("GET, HEAD")
         token = request.query_one("access_token")
         if token is not None:
-            grant = self._grant_for(token, request)
+            wait = self._throttled(request)
+            if wait is not None:
+                return self._too_many(wait)
+            grant = self._check(token, request)
             if grant is None:
                 return self._login_form(401, "The token is not valid for this service.")
             return self._logged_in(grant[0])
@@ -194,16 +209,17 @@ class LiveTracePages:
         return _redirect(PATH)
 
     async def login(self, request: HttpRequest) -> HttpResponse:
-        """Check the posted access key or token; set the session cookie on success."""
+        """Check the posted token (minted by the page's script); set the session cookie."""
         if request.method != "POST":
             return method_not_allowed("POST")
+        wait = self._throttled(request)
+        if wait is not None:
+            return self._too_many(wait)
         form = parse_qs(request.body.decode("utf-8", "replace"), keep_blank_values=True)
         credential = (form.get("credential") or [""])[0].strip()
-        grant = self._grant_for(credential, request) if credential else None
+        grant = self._check(credential, request)
         if grant is None:
-            log.info("live trace login refused from %s", request.client or "?")
             return self._login_form(401, "That access key or token is not valid.")
-        log.info("live trace login from %s", request.client or "?")
         return self._logged_in(grant[0])
 
     async def logout(self, request: HttpRequest) -> HttpResponse:
@@ -241,7 +257,18 @@ class LiveTracePages:
             token = bearer_token(request.header("authorization")) or request.query_one(
                 "access_token"
             )
-            grant = self._grant_for(token, request) if token else None
+            wait = self._throttled(request) if token else None
+            if wait is not None:
+                response = HttpResponse.json(
+                    429,
+                    {
+                        "code": "Error.TooManyRequests",
+                        "message": "Too many failed Live Trace sign-ins from this address.",
+                    },
+                )
+                response.headers.append(("Retry-After", str(wait)))
+                return response
+            grant = self._check(token, request) if token else None
             if grant is None:
                 return HttpResponse.json(
                     401,
@@ -317,17 +344,39 @@ class LiveTracePages:
 
     # -- helpers ---------------------------------------------------------------------------
 
+    def _throttled(self, request: HttpRequest) -> int | None:
+        """Seconds this client must wait after too many failed sign-ins, or None."""
+        return self.throttle.retry_after(client_address(request.client), time.monotonic())
+
+    def _check(self, credential: str, request: HttpRequest) -> tuple[str, float] | None:
+        """:meth:`_grant_for`, logged, with a failure counted against the client's address."""
+        address = client_address(request.client)
+        grant = self._grant_for(credential, request) if credential else None
+        if grant is not None:
+            self.throttle.succeeded(address)
+            log.info("live trace login from %s", request.client or "?")
+            return grant
+        now = time.monotonic()
+        self.throttle.failed(address, now)
+        log.info("live trace login refused from %s", request.client or "?")
+        wait = self.throttle.retry_after(address, now)
+        if wait is not None:
+            log.warning(
+                "live trace: %d failed sign-ins from %s, refusing it for %d s",
+                self.throttle.limit,
+                address,
+                wait,
+            )
+        return None
+
     def _grant_for(self, credential: str, request: HttpRequest) -> tuple[str, float] | None:
         """What ``credential`` proves: (access key, expiry in wall-clock seconds), or None.
 
-        An access key never expires; a live trace token (an access-key JWT whose audience is
-        ``<endpoint>/livetrace``) lasts until its ``exp``.
+        Only a live trace token counts: an access-key JWT whose audience is
+        ``<endpoint>/livetrace``, lasting until its ``exp``. The raw key is refused, so
+        nobody is tempted to send it over the network.
         """
         keys = self._service.settings.access_keys
-        given = credential.encode("utf-8", "replace")
-        for key in keys:
-            if hmac.compare_digest(key.encode("utf-8"), given):
-                return key, math.inf
         if credential.count(".") != 2:
             return None
         validator = self._service.validator
@@ -361,6 +410,13 @@ class LiveTracePages:
                 f"SameSite=Strict{secure}",
             )
         )
+        return response
+
+    def _too_many(self, wait: int) -> HttpResponse:
+        response = self._login_form(
+            429, f"Too many failed sign-ins from your address. Try again in {wait} s."
+        )
+        response.headers.append(("Retry-After", str(wait)))
         return response
 
     def _login_form(self, status: int, error: str) -> HttpResponse:

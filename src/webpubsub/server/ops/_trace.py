@@ -34,6 +34,7 @@ from ...core.requests import (
     SequenceAck,
     Unsupported,
 )
+from ._redact import redact
 
 if TYPE_CHECKING:
     from ...core.connection import Connection
@@ -318,6 +319,7 @@ class LiveTrace(Observer):
         self, hub: str, event: str, url: str, status: int | None, seconds: float, error: str | None
     ) -> None:
         failed = status is None or status >= 400
+        url = redact(url)  # a ?code= function key must not reach a viewer's download either
         outcome = f"answered {status}" if status is not None else f"failed ({error})"
         record: Record = {
             "category": Category.EVENT_HANDLER,
