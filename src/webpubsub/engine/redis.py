@@ -17,9 +17,12 @@ stay consistent:
 
 Writes go through one ordered queue, flushed as one pipeline per loop turn. A batch that
 fails is retried, in order, until it is written or ``retry_window`` has passed; publishes
-carry a per-node sequence number so that a retried batch is never applied twice. A REST call
-waits for its own writes (group commit: many calls share one round trip), so 202 means the
-message is in Redis; a client's join or publish does not wait.
+carry a per-node sequence number so that a retried batch is never applied twice. A batch
+written into a Redis that had just restarted empty is published again once every node has
+had time to subscribe again (the writer holds everything until then). So a send accepted by
+a healthy node is published, whatever Redis does for up to ``retry_window``; a REST send
+does not wait for its write (bursts fan out together), a membership change does
+(read-your-writes).
 
 Every long-lived task is supervised: an unexpected exception is logged with its traceback,
 the node reports not ready, and the task starts again.
@@ -269,20 +272,16 @@ class RedisEngine:
                 code="Error.ServiceUnavailable.Redis",
             )
 
-    async def send(self, hub: str, command: c.Send) -> None:
-        """Publish a REST send and wait until Redis has it (then the node applies it).
-
-        Raises ServiceUnavailable when it could not be written in ``publish_timeout``: then
-        it was not published (unless Redis failed while the batch was on the wire).
-        """
-        self.check_ready()
-        self.check_settled()
-        op = self._publish_op(hub, command)
-        await self._wait(op)
-
     async def commit(self, hub: str, command: c.Command) -> None:
-        """Record a REST command's effect and wait until Redis has it (and its publish)."""
-        for op in self._record_ops(hub, command, rest=True):
+        """Record a REST command's membership effect and wait until Redis has it all.
+
+        A send changes no membership: its publish is already queued in order and will be
+        written (retried through outages up to ``retry_window``), so the call does not wait.
+        """
+        ops = self._record_ops(hub, command, rest=True)
+        if not ops:
+            return
+        for op in ops:
             self._queue(op)
         await self.flush()
 
@@ -438,6 +437,11 @@ class RedisEngine:
         while True:
             await self._wake.wait()
             self._wake.clear()
+            hold = self._settle_until - time.monotonic()
+            if hold > 0:
+                # Redis restarted empty: until every node is subscribed again, what we
+                # publish could miss some of them. Hold it all, in order.
+                await asyncio.sleep(hold)
             batch = [op for op in self._ops if not op.cancelled]
             self._ops = []
             if not batch:
@@ -459,14 +463,14 @@ class RedisEngine:
                 continue
             attempt = 0
             self._set_redis_ok(True)
-            lost = self._check_boot(boot)
-            unsure = time.monotonic() < self._settle_until
+            if self._check_boot(boot) or time.monotonic() < self._settle_until:
+                # Written into a Redis that had just restarted empty, perhaps before every
+                # node subscribed again: publish it once more when they all have (receivers
+                # drop the copies they already applied, by sequence number).
+                self._ops = [op for op in batch if op.name in PUBLISH] + self._ops
+                self._wake.set()
             for op in batch:
-                if lost or (unsure and op.name in PUBLISH):
-                    # Written, but into a Redis that just lost its data, while other nodes
-                    # may not be subscribed again yet: not a promise we can keep.
-                    _fail(op, _restarted())
-                elif op.done is not None and not op.done.done():
+                if op.done is not None and not op.done.done():
                     op.done.set_result(None)
 
     async def _write(self, batch: list[_Op]) -> bytes | None:
@@ -772,14 +776,6 @@ def _unavailable(exc: BaseException) -> ServiceUnavailable:
     return ServiceUnavailable(
         f"The cluster's Redis server is unavailable ({type(exc).__name__}); retry later.",
         code="Error.ServiceUnavailable.Redis",
-    )
-
-
-def _restarted() -> ServiceUnavailable:
-    return ServiceUnavailable(
-        "The cluster's Redis server restarted while this request was written; it may not "
-        "have reached every node. Retry in a second.",
-        code="Error.ServiceUnavailable.Resync",
     )
 
 

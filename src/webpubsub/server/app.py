@@ -150,12 +150,9 @@ class Service:
             self.node.execute(hub, command)
             return
         engine.check_ready()
-        if isinstance(command, c.Send):
-            # Group commit: 202 once Redis has the message, then this node's clients get it.
-            await engine.send(hub, command)
-            self.node.apply(hub, command)
-            return
         self.node.execute(hub, command)
+        # A send's publish is queued in order and retried until written (no wait, so a burst
+        # fans out together); a membership change waits until Redis has it (read-your-writes).
         await engine.commit(hub, command)
 
     def _check_limits(self, command: Command) -> None:
