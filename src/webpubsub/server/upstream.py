@@ -120,6 +120,7 @@ class Upstream:
         self._queues: dict[Connection, Backlog] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self.pending_bytes = 0  # bytes of user events queued or in flight, on this node
+        self._throttling = False  # the node's byte cap was hit (logged once per episode)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -238,11 +239,13 @@ class Upstream:
             )
         size = event_size(request)
         if self.pending_bytes + size > limits.max_pending_event_bytes:
-            log.warning(
-                "throttled an event of %s: %d bytes of events already wait for event handlers",
-                conn.connection_id,
-                self.pending_bytes,
-            )
+            if not self._throttling:
+                self._throttling = True
+                log.warning(
+                    "throttling user events: %d bytes of events wait for event handlers "
+                    "on this node (limits.max_pending_event_bytes)",
+                    self.pending_bytes,
+                )
             raise Throttled("Too many events are waiting for the event handler; retry later.")
         self.pending_bytes += size
         if backlog is not None:
@@ -260,7 +263,13 @@ class Upstream:
         if backlog is None:
             return
         while len(backlog.events) > 1:
-            self.pending_bytes -= event_size(backlog.events.pop())
+            self._release(backlog.events.pop())
+
+    def _release(self, request: SendEvent) -> None:
+        self.pending_bytes -= event_size(request)
+        if self._throttling and self.pending_bytes == 0:
+            self._throttling = False
+            log.info("user events are no longer throttled: nothing waits for event handlers")
 
     async def _drain(self, conn: Connection, backlog: Backlog) -> None:
         """Send one connection's events in order; no failure of one event stops the rest."""
@@ -268,7 +277,8 @@ class Upstream:
         while events:
             request = events[0]
             try:
-                await self._user_event(conn, request)
+                if self._queues.get(conn) is backlog:  # not if the connection left meanwhile
+                    await self._user_event(conn, request)
             except Exception:
                 log.exception(
                     "user event %r of %s failed unexpectedly", request.event, conn.connection_id
@@ -276,7 +286,7 @@ class Upstream:
                 self._event_failed(conn, request, "The event could not be handled.")
             finally:
                 events.popleft()
-                self.pending_bytes -= event_size(request)
+                self._release(request)
         if self._queues.get(conn) is backlog:
             del self._queues[conn]
 
