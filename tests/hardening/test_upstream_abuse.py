@@ -189,10 +189,10 @@ async def test_connect_answer_at_its_cap_is_used(app: UpstreamApp) -> None:
 # -- item 10: abandoned handshakes ----------------------------------------------------------
 
 
-def upgrade_request(service: ServiceThread) -> bytes:
+def upgrade_request(service: ServiceThread, n: int) -> bytes:
     token = client_token(service, HUB, user_id="dropper")
     return (
-        f"GET /client/hubs/{HUB}?access_token={token} HTTP/1.1\r\n"
+        f"GET /client/hubs/{HUB}?access_token={token}&n={n} HTTP/1.1\r\n"
         f"Host: 127.0.0.1:{service.settings.port}\r\n"
         "Upgrade: websocket\r\nConnection: Upgrade\r\n"
         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
@@ -209,18 +209,26 @@ async def test_abandoned_handshakes_do_not_call_connect(app: UpstreamApp) -> Non
     app.rules["connect"] = [held, held, Reply(204)]  # two calls hang, the next ones answer
     try:
         with start(app, upstream_concurrency=2) as service:
-            request = upgrade_request(service)
             sockets = [
                 socket.create_connection(("127.0.0.1", service.settings.port)) for _ in range(10)
             ]
-            for sock in sockets:
-                sock.sendall(request)
+            for n, sock in enumerate(sockets):
+                sock.sendall(upgrade_request(service, n))
             # Two connect calls are in flight (the hub's slots), eight wait for a slot.
-            app.wait_for(lambda seen: sum(r.event == "connect" for r in seen) == 2)
+            seen = app.wait_for(lambda seen: sum(r.event == "connect" for r in seen) == 2)
             wait_until(lambda: open_protocols(service) == 10, "the ten upgrades")
-            for sock in sockets:
-                sock.close()
-            wait_until(lambda: open_protocols(service) == 0, "the service to see them go")
+            in_flight = {
+                int(json.loads(r.body)["query"]["n"][0]) for r in seen if r.event == "connect"
+            }
+            # The waiting ones leave first, then those in flight (so no slot is handed to a
+            # client whose leaving the service has not seen yet).
+            for n, sock in enumerate(sockets):
+                if n not in in_flight:
+                    sock.close()
+            wait_until(lambda: open_protocols(service) == 2, "the service to see 8 go")
+            for n in in_flight:
+                sockets[n].close()
+            wait_until(lambda: open_protocols(service) == 0, "the service to see 2 more go")
             # Their calls were cancelled, so the slots are free: a real client gets in at
             # once, though the two abandoned calls have not been answered.
             async with await connect_json(service, HUB, user_id="real") as client:
