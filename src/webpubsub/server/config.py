@@ -52,6 +52,8 @@ class Limits:
     upstream_timeout: float = 30.0  # seconds for one event handler call
     upstream_concurrency: int = 64  # event handler calls in flight per hub
     max_pending_events: int = 64  # user events one connection may have waiting upstream
+    max_pending_event_bytes: int = 64 * MIB  # bytes of user events waiting upstream, per node
+    max_connect_response_size: int = 64 * 1024  # bytes of a connect answer (else refused 500)
 
 
 @dataclass

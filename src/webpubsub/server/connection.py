@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("webpubsub.server")
 
 PING_FRAME = Frame(Opcode.PING, b"").serialize(mask=False)
+HELD_LIMIT = 64 * 1024  # bytes read from a client whose upgrade waits for its connect event
 
 
 class Flusher:
@@ -67,9 +68,11 @@ class ServiceProtocol(asyncio.Protocol):
         "_body_size",
         "_close_timer",
         "_closing",
+        "_connecting",
         "_draining",
         "_header_bytes",
         "_headers",
+        "_held",
         "_in_request",
         "_loop",
         "_parts",
@@ -113,6 +116,9 @@ class ServiceProtocol(asyncio.Protocol):
         self._requests: list[tuple[HttpRequest, bool]] = []  # (request, keep-alive), in order
         self._serving = False
         self._upgrade: HttpRequest | None = None
+        # An upgrade waiting for the hub's connect event, and what the client sent meanwhile.
+        self._connecting: asyncio.Task[None] | None = None
+        self._held = b""
         self._refused = False
         self._refusal: HttpResponse | None = None  # sent once the queued requests are answered
         self._draining = False  # the service is stopping: answer what is in flight, then go
@@ -151,6 +157,10 @@ class ServiceProtocol(asyncio.Protocol):
             if timer is not None:
                 timer.cancel()
         self._pending.clear()
+        if self._connecting is not None:
+            # The client left during its connect event: stop waiting for a slot or an answer.
+            self._connecting.cancel()
+            self._connecting = None
         conn = self.conn
         if conn is None:
             return
@@ -167,6 +177,9 @@ class ServiceProtocol(asyncio.Protocol):
         self.last_received = self._loop.time()
         if self.ws is not None:
             self._ws_received(data)
+            return
+        if self._connecting is not None:
+            self._hold(data)
             return
         if self._refused:
             return
@@ -375,23 +388,56 @@ class ServiceProtocol(asyncio.Protocol):
             return
         result = self.service.client_endpoint.handshake(request, self)
         if isinstance(result, Pending):
-            # The hub's blocking connect event decides (spec 5.5); read nothing meanwhile.
+            # The hub's blocking connect event decides (spec 5.5). Reading goes on, so a
+            # client that leaves meanwhile is noticed and its connect event cancelled.
             self._refused = True
-            if self.transport is not None:
-                self.transport.pause_reading()
-            self.service.loop.create_task(self._connect_event(result, rest))
+            self._held = rest
+            self._connecting = self._loop.create_task(self._connect_event(result))
             return
         self._accept(result, rest)
 
-    async def _connect_event(self, pending: Pending, rest: bytes) -> None:
+    def _hold(self, data: bytes) -> None:
+        """Keep what a client sends before its upgrade is answered (it should send nothing);
+        past a small bound stop reading, as the client will have to wait anyway."""
+        self._held += data
+        if len(self._held) > HELD_LIMIT and self.transport is not None:
+            self.transport.pause_reading()
+
+    async def _connect_event(self, pending: Pending) -> None:
+        """Run the connect event, then answer the upgrade, whatever happens.
+
+        Cancelled when the client goes (``connection_lost``); any other failure is logged and
+        answered with 500, so no upgrade is ever left unanswered.
+        """
+        try:
+            await self._connect_and_answer(pending)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("the connect of %s failed unexpectedly", self.peer)
+            self._connecting = None
+            if self.ws is None:
+                error = _error(500, "Error.InternalServerError", "The connect event failed.")
+                self._refused = False
+                self._refuse(error)
+            elif self.transport is not None:
+                self.transport.abort()
+        finally:
+            self._connecting = None
+
+    async def _connect_and_answer(self, pending: Pending) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return  # the client is gone: no connect event for it
         try:
             connect_result = await self.service.upstream.connect(pending)
         except UpstreamRejected as exc:
             log.info("connect event refused %s: %d %s", self.peer, exc.status, exc.message)
             error = RequestError(exc.message, code="Error.ConnectRejected", status=exc.status)
+            self._connecting = None
             self._refused = False
             self._refuse(HttpResponse.error(error))
             return
+        self._connecting = None
         if self.transport is None or self.transport.is_closing():
             return
         if self._draining:
@@ -400,6 +446,7 @@ class ServiceProtocol(asyncio.Protocol):
             return
         result = self.service.client_endpoint.finish(pending, self, connect_result)
         self._refused = False
+        rest, self._held = self._held, b""
         self.transport.resume_reading()
         self._accept(result, rest)
 
