@@ -112,8 +112,11 @@ class RedisEngine:
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
             decode_responses=False,
-            retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2),
-            retry_on_error=[RedisConnectionError],
+            # Only a broken connection is retried: a timeout (a stalled Redis) must fail
+            # after ``timeout``, so that the node reports it instead of waiting it out.
+            retry=Retry(
+                ExponentialBackoff(cap=0.2, base=0.02), 2, supported_errors=(RedisConnectionError,)
+            ),
         )
         self._scripts = {
             "register": self.redis.register_script(REGISTER),
