@@ -24,7 +24,7 @@ from ..core.events import UpstreamRejected
 from ..core.node import RecoveryRefused
 from ..core.ratelimit import MessageRate
 from .client_endpoint import Accepted, Pending
-from .http import HttpRequest, HttpResponse
+from .http import HttpRequest, HttpResponse, origin_form
 
 if TYPE_CHECKING:
     from .app import Service
@@ -244,10 +244,15 @@ class ServiceProtocol(asyncio.Protocol):
     def on_message_complete(self) -> None:
         parser = self.parser
         assert parser is not None
+        target, authority = origin_form(self._url.decode("latin-1"))
+        headers = self._headers
+        if authority is not None:
+            # RFC 9112 3.2.2: the target's authority replaces any Host header.
+            headers = [(k, v) for k, v in headers if k != "host"] + [("host", authority)]
         request = HttpRequest(
             parser.get_method().decode("ascii", "replace"),
-            self._url.decode("latin-1"),
-            self._headers,
+            target,
+            headers,
             b"".join(self._body),
             self.peer,
         )
