@@ -8,8 +8,11 @@ with an ack error instead of reaching them.
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from webpubsub.core.errors import InvalidRequest, ProtocolViolation
 from webpubsub.core.message import DataType, Message, Source
@@ -154,6 +157,21 @@ class TestDepth:
         with pytest.raises(InvalidRequest):
             JSON.decode(send(nested(100_000)), True)
 
+    def test_the_limit_holds_whatever_the_recursion_limit(self) -> None:
+        """Python 3.12+ parse deeper than the recursion limit in C; 3.11 with a raised limit
+        does too: the value is measured then, not left to the interpreter."""
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(20_000)
+        try:
+            with pytest.raises(InvalidRequest):
+                JSON.decode(send(nested(DEEPEST + 1)), True)
+            assert JSON.decode(send(nested(DEEPEST)), True)
+            wide = "[" + ",".join(["[{}]"] * 2000) + "]"  # many brackets, 3 levels
+            request = JSON.decode(send(wide), True)
+            assert isinstance(request, SendToGroup) and request.data == wide.encode()
+        finally:
+            sys.setrecursionlimit(limit)
+
     def test_depth_ignores_brackets_in_strings(self) -> None:
         assert jsontext.depth('[{"a":"[[[[{{"},["]\\"]"]]') == 2
         assert jsontext.depth("1") == 0
@@ -183,3 +201,31 @@ class TestPeekAckId:
         upstream.join_group_message.ack_id = 11
         assert PROTOBUF.peek_ack_id(upstream.SerializeToString(), False) == 11
         assert PROTOBUF.peek_ack_id(b"\xff\xff", False) is None
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=json_values, spacing=st.sampled_from([(",", ":"), (", ", ": "), (" ,\n", " :\t")]))
+def test_the_walk_agrees_with_json_loads(data: object, spacing: tuple[str, str]) -> None:
+    """Members and the raw span of data are what json.loads sees, whatever the spacing."""
+    envelope = {"type": "sendToGroup", "group": "g", "ackId": 1, "data": data, "noEcho": False}
+    text = json.dumps(envelope, separators=spacing, ensure_ascii=False)
+    members, span = jsontext.members(text, "data")
+    assert members == json.loads(text)
+    assert span is not None
+    assert json.loads(text[span[0] : span[1]]) == json.loads(text)["data"]
+    request = JSON.decode(text.encode("utf-8"), True)
+    assert isinstance(request, SendToGroup)
+    assert request.data == text[span[0] : span[1]].encode("utf-8")

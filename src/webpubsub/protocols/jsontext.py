@@ -10,9 +10,10 @@ re-encode from them. This module refuses those with :class:`Refused`, and bounds
 
 The walk uses the C scanner of :mod:`json` (``scan(text, index) -> (value, end)``), so a
 value's raw span ``text[start:end]`` is known without a second pass. The scanner recurses in
-C, bounded by the interpreter's recursion limit: a value too deep for it is measured with a
+C, on Python 3.11 bounded by the recursion limit: a value too deep for it is measured with a
 bracket count outside strings, and scanned again under a raised limit when it is within
-:data:`MAX_DEPTH`.
+:data:`MAX_DEPTH`. A value it did parse is measured only when it holds over
+:data:`MAX_DEPTH` brackets, so the limit is the same on every interpreter.
 """
 
 from __future__ import annotations
@@ -87,11 +88,31 @@ def scan(text: str, start: int) -> tuple[Any, int]:
         ValueError: the text is not JSON.
     """
     try:
-        return _scan(text, start)
+        found, end = _scan(text, start)
     except StopIteration:
         raise ValueError("Expecting a JSON value") from None
     except RecursionError:
         return _scan_deep(text, start)
+    if end - start > _MAY_BE_TOO_DEEP:
+        _check_depth(text, start, end)
+    return found, end
+
+
+# A value deeper than MAX_DEPTH has at least this many characters (its brackets).
+_MAY_BE_TOO_DEEP = 2 * MAX_DEPTH + 1
+
+
+def _check_depth(text: str, start: int, end: int) -> None:
+    """Refuse a value the scanner parsed that is nested deeper than MAX_DEPTH.
+
+    Whether the scanner refuses it first depends on the interpreter (Python 3.12 and later
+    recurse in C past the recursion limit), so the limit is checked here: counting the
+    brackets first is a fast scan, and only a value with over MAX_DEPTH of them is measured.
+    """
+    if text.count("[", start, end) + text.count("{", start, end) <= MAX_DEPTH:
+        return
+    if depth(text[start:end]) > MAX_DEPTH:
+        raise Refused(f"The JSON is nested deeper than {MAX_DEPTH} levels.")
 
 
 def _scan_deep(text: str, start: int) -> tuple[Any, int]:
@@ -190,6 +211,8 @@ def members(text: str, keep: str) -> tuple[dict[str, Any], tuple[int, int] | Non
                     found[key], index = _scan(text, index)
                 except RecursionError:
                     found[key], index = _scan_deep(text, index)
+                if index - start > _MAY_BE_TOO_DEEP:
+                    _check_depth(text, start, index)
                 if key == keep:
                     span = (start, index)
                 char = text[index]
