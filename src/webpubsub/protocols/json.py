@@ -163,8 +163,9 @@ def _peek_ack_id(text: str, *, past_data: bool = True) -> int | None:
     return None
 
 
-PEEK_BYTES = 512
-"""How much of a throttled frame is read to find its ackId: the head, never the payload."""
+PEEK_BYTES = 4096
+"""How much of a throttled frame is read to find its ackId: the head (room for a group name
+of the longest allowed), never the payload."""
 
 
 class JsonCodec:

@@ -519,11 +519,11 @@ class ServiceProtocol(asyncio.Protocol):
                 self._loop.call_soon(self._ws_backlog)
                 return
         self._backlog = None  # nothing counts once we began to close
+        self._paused = False
         transport = self.transport
-        if self._paused:
-            self._paused = False
-            if transport is not None and not transport.is_closing():
-                transport.resume_reading()
+        if transport is None or transport.is_closing():
+            return  # the socket is gone (or going): nothing to read or write any more
+        transport.resume_reading()
         self._write_ws()
 
     def _ws_message(self, data: bytes, is_text: bool) -> None:
