@@ -147,6 +147,24 @@ class TestDepth:
         request = JSON.decode(send(objects), True)
         assert isinstance(request, SendToGroup) and len(request.data) == len(objects)
 
+    @pytest.mark.parametrize("limit", [None, 20_000])
+    def test_the_python_sdk_spacing_takes_the_same_limit(self, limit: int | None) -> None:
+        """Frames whose dataType the fast path cannot see are parsed whole first: the
+        envelope is one level more than its data."""
+        saved = sys.getrecursionlimit()
+        sys.setrecursionlimit(limit or saved)
+        try:
+            for levels, accepted in ((DEEPEST, True), (DEEPEST + 1, False)):
+                frame = '{"type": "sendToGroup", "group": "g", "ackId": 1, "dataType": "json", '
+                frame += f'"data": {nested(levels)}}}'
+                if accepted:
+                    assert JSON.decode(frame.encode(), True)
+                else:
+                    with pytest.raises(InvalidRequest):
+                        JSON.decode(frame.encode(), True)
+        finally:
+            sys.setrecursionlimit(saved)
+
     def test_one_level_deeper_is_refused_with_an_ack(self) -> None:
         with pytest.raises(InvalidRequest) as refused:
             JSON.decode(send(nested(DEEPEST + 1)), True)

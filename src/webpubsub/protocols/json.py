@@ -133,7 +133,7 @@ def parse_envelope(data: bytes) -> tuple[dict[str, Any], bytes | None]:
         if '"dataType":"json"' in text or '"dataType"' not in text:
             envelope, span = members(text, "data")
         else:
-            envelope = jsontext.value(text)
+            envelope = jsontext.value(text, jsontext.MAX_DEPTH + 1)  # members: MAX_DEPTH
             if isinstance(envelope, dict) and _carries_json(envelope):
                 envelope, span = members(text, "data")
     except Refused as exc:

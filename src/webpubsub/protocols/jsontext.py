@@ -78,13 +78,14 @@ _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 _STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
 
 
-def scan(text: str, start: int) -> tuple[Any, int]:
+def scan(text: str, start: int, levels: int = MAX_DEPTH) -> tuple[Any, int]:
     """Parse the JSON value at ``text[start]``: (value, end index).
 
     Raises:
-        Refused: NaN, infinity, a number that overflows, or nesting deeper than
-            :data:`MAX_DEPTH`. Lone surrogate escapes are the caller's to check (see
-            :func:`check_escapes`), once over the whole text.
+        Refused: NaN, infinity, a number that overflows, or nesting deeper than ``levels``
+            (:data:`MAX_DEPTH`; one more for an envelope whose members may be that deep).
+            Lone surrogate escapes are the caller's to check (see :func:`check_escapes`),
+            once over the whole text.
         ValueError: the text is not JSON.
     """
     try:
@@ -92,35 +93,32 @@ def scan(text: str, start: int) -> tuple[Any, int]:
     except StopIteration:
         raise ValueError("Expecting a JSON value") from None
     except RecursionError:
-        return _scan_deep(text, start)
-    if end - start > _MAY_BE_TOO_DEEP:
-        _check_depth(text, start, end)
+        return _scan_deep(text, start, levels)
+    if end - start > 2 * levels:
+        _check_depth(text, start, end, levels)
     return found, end
 
 
-# A value deeper than MAX_DEPTH has at least this many characters (its brackets).
-_MAY_BE_TOO_DEEP = 2 * MAX_DEPTH + 1
-
-
-def _check_depth(text: str, start: int, end: int) -> None:
-    """Refuse a value the scanner parsed that is nested deeper than MAX_DEPTH.
+def _check_depth(text: str, start: int, end: int, levels: int = MAX_DEPTH) -> None:
+    """Refuse a value the scanner parsed that is nested deeper than ``levels``; only a value
+    longer than ``2 * levels`` characters (its brackets) can be.
 
     Whether the scanner refuses it first depends on the interpreter (Python 3.12 and later
     recurse in C past the recursion limit), so the limit is checked here: counting the
-    brackets first is a fast scan, and only a value with over MAX_DEPTH of them is measured.
+    brackets first is a fast scan, and only a value with more of them is measured.
     """
-    if text.count("[", start, end) + text.count("{", start, end) <= MAX_DEPTH:
+    if text.count("[", start, end) + text.count("{", start, end) <= levels:
         return
-    if depth(text[start:end]) > MAX_DEPTH:
+    if depth(text[start:end]) > levels:
         raise Refused(f"The JSON is nested deeper than {MAX_DEPTH} levels.")
 
 
-def _scan_deep(text: str, start: int) -> tuple[Any, int]:
-    """Scan a value too deep for the current recursion limit, if within MAX_DEPTH."""
-    if depth(text[start:]) > MAX_DEPTH:
+def _scan_deep(text: str, start: int, levels: int = MAX_DEPTH) -> tuple[Any, int]:
+    """Scan a value too deep for the current recursion limit, if within ``levels``."""
+    if depth(text[start:]) > levels:
         raise Refused(f"The JSON is nested deeper than {MAX_DEPTH} levels.")
     limit = sys.getrecursionlimit()
-    sys.setrecursionlimit(limit + MAX_DEPTH + 100)
+    sys.setrecursionlimit(limit + levels + 100)
     try:
         value, end = _scan(text, start)
     except StopIteration:
@@ -160,10 +158,11 @@ def check(text: str) -> None:
     check_escapes(text)
 
 
-def value(text: str) -> Any:
-    """The one JSON value of ``text``, checked as :func:`check` does."""
+def value(text: str, levels: int = MAX_DEPTH) -> Any:
+    """The one JSON value of ``text``, checked as :func:`check` does (``levels`` deep at
+    most: ``MAX_DEPTH + 1`` for an object whose members may be ``MAX_DEPTH`` deep)."""
     start = _skip(text, 0).end()
-    found, end = scan(text, start)
+    found, end = scan(text, start, levels)
     if end != len(text) and _skip(text, end).end() != len(text):
         raise ValueError("Extra data after the JSON value")
     check_escapes(text)
@@ -211,7 +210,7 @@ def members(text: str, keep: str) -> tuple[dict[str, Any], tuple[int, int] | Non
                     found[key], index = _scan(text, index)
                 except RecursionError:
                     found[key], index = _scan_deep(text, index)
-                if index - start > _MAY_BE_TOO_DEEP:
+                if index - start > 2 * MAX_DEPTH:
                     _check_depth(text, start, index)
                 if key == keep:
                     span = (start, index)
