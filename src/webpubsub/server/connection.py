@@ -24,7 +24,7 @@ from ..core.events import UpstreamRejected
 from ..core.node import RecoveryRefused
 from ..core.ratelimit import MessageRate
 from .client_endpoint import Accepted, Pending
-from .http import HttpRequest, HttpResponse
+from .http import HttpRequest, HttpResponse, origin_form
 
 if TYPE_CHECKING:
     from .app import Service
@@ -33,6 +33,10 @@ log = logging.getLogger("webpubsub.server")
 
 PING_FRAME = Frame(Opcode.PING, b"").serialize(mask=False)
 HELD_LIMIT = 64 * 1024  # bytes read from a client whose upgrade waits for its connect event
+
+MESSAGES_PER_TURN = 256
+"""Client messages one socket may have handled per event-loop turn; the rest of a read waits
+for the next turn (with reading paused), so other sockets and /healthz are served between."""
 
 
 class Flusher:
@@ -64,6 +68,7 @@ class ServiceProtocol(asyncio.Protocol):
     """
 
     __slots__ = (
+        "_backlog",
         "_body",
         "_body_size",
         "_close_timer",
@@ -77,6 +82,7 @@ class ServiceProtocol(asyncio.Protocol):
         "_loop",
         "_parts",
         "_parts_text",
+        "_paused",
         "_pending",
         "_refusal",
         "_refused",
@@ -133,6 +139,8 @@ class ServiceProtocol(asyncio.Protocol):
         self._pending: list[bytes] = []
         self._parts: list[bytes] | None = None
         self._parts_text = False
+        self._backlog: list[tuple[bytes, bool]] | None = None  # messages for the next turn
+        self._paused = False  # reading paused while the backlog is worked off
         self._closing = False
         self._close_timer: asyncio.TimerHandle | None = None
 
@@ -157,6 +165,7 @@ class ServiceProtocol(asyncio.Protocol):
             if timer is not None:
                 timer.cancel()
         self._pending.clear()
+        self._backlog = None
         if self._connecting is not None:
             # The client left during its connect event: stop waiting for a slot or an answer.
             self._connecting.cancel()
@@ -200,7 +209,8 @@ class ServiceProtocol(asyncio.Protocol):
     def eof_received(self) -> bool | None:
         if self.ws is not None:
             self.ws.receive_eof()
-            self._ws_events()
+            # The transport closes when this returns: handle every message read before.
+            self._ws_events(everything=True)
         return None
 
     # -- httptools callbacks --------------------------------------------------------------
@@ -247,10 +257,15 @@ class ServiceProtocol(asyncio.Protocol):
     def on_message_complete(self) -> None:
         parser = self.parser
         assert parser is not None
+        target, authority = origin_form(self._url.decode("latin-1"))
+        headers = self._headers
+        if authority is not None:
+            # RFC 9112 3.2.2: the target's authority replaces any Host header.
+            headers = [(k, v) for k, v in headers if k != "host"] + [("host", authority)]
         request = HttpRequest(
             parser.get_method().decode("ascii", "replace"),
-            self._url.decode("latin-1"),
-            self._headers,
+            target,
+            headers,
             b"".join(self._body),
             self.peer,
         )
@@ -488,16 +503,26 @@ class ServiceProtocol(asyncio.Protocol):
         self.ws.receive_data(data)
         self._ws_events()
 
-    def _ws_events(self) -> None:
+    def _ws_events(self, *, everything: bool = False) -> None:
+        """Join the frames websockets parsed into messages and handle them.
+
+        One read may hold thousands of small messages: past ``MESSAGES_PER_TURN`` the rest
+        wait in ``_backlog`` for the next loop turn with reading paused, so one flooding
+        socket cannot starve the others (nor /healthz) for the whole read. Messages keep their
+        order, and what websockets wants to send (pongs, the answer to a close) waits for the
+        backlog, so a close read in the same segment cannot end the connection before the
+        messages in front of it were handled.
+        """
         ws = self.ws
         assert ws is not None
+        budget = -1 if everything else MESSAGES_PER_TURN
         for frame in ws.events_received():
             if not isinstance(frame, Frame):
                 continue  # the handshake was done by httptools: only frames come here
             opcode = frame.opcode
             if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
                 if frame.fin:
-                    self._ws_message(bytes(frame.data), opcode is Opcode.TEXT)
+                    budget = self._ws_queue(bytes(frame.data), opcode is Opcode.TEXT, budget)
                 else:
                     self._parts = [bytes(frame.data)]
                     self._parts_text = opcode is Opcode.TEXT
@@ -505,10 +530,56 @@ class ServiceProtocol(asyncio.Protocol):
                 self._parts.append(bytes(frame.data))
                 if frame.fin:
                     data, self._parts = b"".join(self._parts), None
-                    self._ws_message(data, self._parts_text)
+                    budget = self._ws_queue(data, self._parts_text, budget)
+        if self._backlog is None:
+            self._write_ws()
+        elif everything:
+            self._ws_backlog(everything=True)
+        elif not self._paused:
+            self._paused = True
+            if self.transport is not None:
+                self.transport.pause_reading()
+            self._loop.call_soon(self._ws_backlog)
+
+    def _ws_queue(self, data: bytes, is_text: bool, budget: int) -> int:
+        """Handle one message now if the turn's budget allows (-1: no budget), else queue it
+        behind the others; returns what is left of the budget."""
+        if self._backlog is not None:
+            self._backlog.append((data, is_text))
+            return budget
+        if budget == 0:
+            self._backlog = [(data, is_text)]
+            return budget
+        self._ws_message(data, is_text)
+        return budget - 1 if budget > 0 else budget
+
+    def _ws_backlog(self, *, everything: bool = False) -> None:
+        """Handle the next messages of the backlog, and come back next turn for the rest;
+        when it is empty, read again and send what websockets has for the client."""
+        backlog = self._backlog
+        if backlog is not None and self.transport is not None and not self._closing:
+            count = len(backlog) if everything else MESSAGES_PER_TURN
+            self._backlog = backlog[count:] or None
+            for data, is_text in backlog[:count]:
+                self._ws_message(data, is_text)
+            if self._backlog is not None and not self._closing:
+                self._loop.call_soon(self._ws_backlog)
+                return
+        self._backlog = None  # nothing counts once we began to close
+        self._paused = False
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return  # the socket is gone (or going): nothing to read or write any more
+        transport.resume_reading()
         self._write_ws()
 
     def _ws_message(self, data: bytes, is_text: bool) -> None:
+        """One complete message: charged to the rate first, then checked and handled.
+
+        Whatever goes wrong in here is our fault, not the client's: it is logged with its
+        traceback and the client is closed with 1011, never left with a socket that just
+        stops (an exception escaping ``data_received`` makes asyncio abort the transport).
+        """
         ws, conn = self.ws, self.conn
         # Messages that arrived before the client's close frame still count (it may send
         # a last message and close at once); nothing counts once we began to close.
@@ -516,14 +587,30 @@ class ServiceProtocol(asyncio.Protocol):
             return
         if ws.state is not State.OPEN and not ws.close_rcvd_then_sent:
             return  # we failed the connection (protocol error): websockets closes it
-        if is_text:
-            try:
-                data.decode("utf-8")
-            except UnicodeDecodeError:
-                ws.fail(CloseCode.INVALID_DATA, "Invalid UTF-8 in a text frame.")
-                self.service.node.disconnect(conn, "Invalid UTF-8 in a text frame.")
-                return
-        self.service.node.receive(conn, data, is_text, rate=self.rate, now=self._loop.time())
+        node = self.service.node
+        try:
+            if not node.admit(conn, data, is_text, self.rate, self._loop.time()):
+                return  # throttled or cut before anything else looked at it
+            if is_text:
+                try:
+                    data.decode("utf-8")
+                except UnicodeDecodeError:
+                    ws.fail(CloseCode.INVALID_DATA, "Invalid UTF-8 in a text frame.")
+                    node.disconnect(conn, "Invalid UTF-8 in a text frame.")
+                    return
+            node.receive(conn, data, is_text)
+        except Exception:
+            log.exception("error handling a message from %s", conn.connection_id)
+            self._internal_error(conn)
+
+    def _internal_error(self, conn: Connection) -> None:
+        """Close a client whose message we failed to handle: 1011, as RFC 6455 7.4.1 says."""
+        reason = "Internal server error while handling a message."
+        try:
+            self.service.node.close(conn, CloseCode.INTERNAL_ERROR, reason)
+        except Exception:
+            log.exception("error closing %s", conn.connection_id)
+            self.close(CloseCode.INTERNAL_ERROR, reason)
 
     def _write_ws(self) -> None:
         """Write queued frames, then what the websockets protocol wants to send."""
