@@ -1,4 +1,4 @@
-"""Client JSON payloads: checked once, relayed byte for byte (``protocols/jsontext.py``).
+"""Client JSON payloads: checked once, relayed byte for byte (``core/jsontext.py``).
 
 Receivers get the exact text of ``data`` (numbers, duplicate keys, spacing); what not every
 client can parse (NaN, infinity, lone surrogates, nesting past ``MAX_DEPTH``) is refused
@@ -14,10 +14,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from webpubsub.core import jsontext
 from webpubsub.core.errors import InvalidRequest, ProtocolViolation
 from webpubsub.core.message import DataType, Message, Source
 from webpubsub.core.requests import SendEvent, SendToGroup
-from webpubsub.protocols import JSON, PROTOBUF, RELIABLE_JSON, jsontext
+from webpubsub.protocols import JSON, PROTOBUF, RELIABLE_JSON
 from webpubsub.protocols.json import PEEK_BYTES
 from webpubsub.protocols.proto.webpubsub_pb2 import MessageData, UpstreamMessage
 
@@ -247,3 +248,23 @@ def test_the_walk_agrees_with_json_loads(data: object, spacing: tuple[str, str])
     request = JSON.decode(text.encode("utf-8"), True)
     assert isinstance(request, SendToGroup)
     assert request.data == text[span[0] : span[1]].encode("utf-8")
+
+
+class TestRestBodies:
+    """REST send bodies follow the same rule as client frames (one rule for JSON)."""
+
+    @pytest.mark.parametrize(
+        "body", [b'{"a":NaN}', b"1e999", b'"\\ud800"', b"[" * 1001 + b"]" * 1001, b'"\xff"']
+    )
+    def test_refused(self, body: bytes) -> None:
+        from webpubsub.core.errors import BadRequest
+        from webpubsub.core.message import Message
+
+        with pytest.raises(BadRequest):
+            Message.from_rest(body, "application/json")
+
+    def test_relayed_as_sent(self) -> None:
+        from webpubsub.core.message import Message
+
+        body = b'{"n":1.10,"n":12345678901234567.5,"deep":' + b"[" * 999 + b"]" * 999 + b"}"
+        assert Message.from_rest(body, "application/json").data == body

@@ -29,7 +29,7 @@ from tests.server.helpers import (
     rest_url,
     sign_rest,
 )
-from webpubsub.protocols.jsontext import MAX_DEPTH
+from webpubsub.core.jsontext import MAX_DEPTH
 from webpubsub.testing import ServiceThread
 
 MARKER = b'"marker"'

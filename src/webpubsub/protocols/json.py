@@ -13,7 +13,9 @@ import binascii
 import json
 from typing import Any, TypeGuard
 
+from ..core import jsontext
 from ..core.errors import ClientError, InvalidRequest, ProtocolViolation
+from ..core.jsontext import Refused, lenient_members, members
 from ..core.message import DataType, Message, Source
 from ..core.requests import (
     ClientRequest,
@@ -25,7 +27,6 @@ from ..core.requests import (
     SequenceAck,
     Unsupported,
 )
-from . import jsontext
 from .downstream import (
     Ack,
     AckErrorDetail,
@@ -38,7 +39,6 @@ from .downstream import (
     ServerMessage,
 )
 from .frames import OP_TEXT, header, text_frame
-from .jsontext import Refused, lenient_members, members
 
 SUBPROTOCOL = "json.webpubsub.azure.v1"
 RELIABLE_SUBPROTOCOL = "json.reliable.webpubsub.azure.v1"

@@ -13,6 +13,7 @@ from typing import Any
 from google.protobuf import any_pb2
 from google.protobuf.message import DecodeError
 
+from ..core import jsontext
 from ..core.errors import ClientError, InvalidRequest, ProtocolViolation
 from ..core.message import DataType, Message, Source
 from ..core.requests import (
@@ -25,7 +26,6 @@ from ..core.requests import (
     SequenceAck,
     Unsupported,
 )
-from . import jsontext
 from .downstream import (
     Ack,
     AckErrorDetail,
