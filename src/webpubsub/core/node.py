@@ -52,9 +52,10 @@ class RecoveryRefused(Exception):
 class Engine(Protocol):
     """What a node needs from a cluster engine (see ``webpubsub.engine``).
 
-    Guarantees: at-most-once delivery of commands; commands from one node to one hub are
-    applied in publish order on every other node. The node applies its own commands locally
-    first, so ``publish`` only has to reach the others.
+    Guarantees: commands from one node to one hub are applied in publish order on every
+    other node, each at most once; a command published while Redis is reachable reaches them
+    unless Redis stays unreachable past the engine's retry window. The node applies its own
+    commands locally first, so ``publish`` only has to reach the others.
     """
 
     def publish(self, hub: str, command: c.Command) -> None:

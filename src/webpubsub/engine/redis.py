@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import secrets
 import time
@@ -147,6 +148,11 @@ class RedisEngine:
         self._last_beat = 0.0
         self._collect_after = 0.0  # monotonic: no dead-node collection before it
         self._resyncing: asyncio.Task[None] | None = None
+        # Service-wide connection counts: each node reports its own with its heartbeat and
+        # reads the others' (as of their last heartbeat, so at most one interval old).
+        self.local_connections: Callable[[], int] = lambda: 0
+        self._peer_connections = 0
+        self._peer_hub_connections: dict[str, int] = {}
         self._first_subscription = asyncio.Event()
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -615,8 +621,42 @@ class RedisEngine:
                 if not self._synced:
                     self._resync_soon()
                 await self._collect_dead_nodes()
+                await self._read_peer_counts()
             except (RedisError, OSError) as exc:
                 self._set_redis_ok(False, exc)
+
+    # -- service-wide connection counts ------------------------------------------------
+
+    def peer_connections(self) -> int:
+        """TCP connections of the other live nodes, as of their last heartbeat."""
+        return self._peer_connections
+
+    def peer_hub_connections(self, hub: str) -> int:
+        """Client connections of a hub on the other live nodes, as of their last heartbeat."""
+        return self._peer_hub_connections.get(hub, 0)
+
+    def _counts(self) -> bytes:
+        hubs = {name: len(hub.connections) for name, hub in self.node.hubs.items()}
+        return json.dumps({"total": self.local_connections(), "hubs": hubs}).encode()
+
+    async def _read_peer_counts(self) -> None:
+        others = [
+            n for n in (_text(n) for n in await self.redis.smembers(NODES)) if n != self.node_id
+        ]
+        reports = await self.redis.mget([f"wps:count:{n}" for n in others]) if others else []
+        total = 0
+        hubs: dict[str, int] = {}
+        for report in reports:
+            if not report:
+                continue  # a node that is gone (its report expires with its heartbeat)
+            try:
+                counts = json.loads(report)
+                total += int(counts["total"])
+                for hub, count in counts["hubs"].items():
+                    hubs[hub] = hubs.get(hub, 0) + int(count)
+            except (ValueError, KeyError, TypeError, AttributeError):
+                log.warning("ignoring a malformed connection count report")
+        self._peer_connections, self._peer_hub_connections = total, hubs
 
     async def _beat(self) -> None:
         """Refresh our heartbeat key; notice if we were declared dead or Redis lost data."""
@@ -624,10 +664,11 @@ class RedisEngine:
         stalled = self._last_beat and now - self._last_beat > self.node_ttl
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.set(f"wps:node:{self.node_id}", b"1", px=int(self.node_ttl * 1000), get=True)
+            pipe.set(f"wps:count:{self.node_id}", self._counts(), px=int(self.node_ttl * 1000))
             pipe.sadd(NODES, self.node_id)
             pipe.set(BOOT, _boot_value(), nx=True)
             pipe.get(BOOT)
-            previous, _, _, boot = await pipe.execute()
+            previous, _, _, _, boot = await pipe.execute()
         first = not self._last_beat
         self._last_beat = time.monotonic()
         self._check_boot(boot)

@@ -114,8 +114,10 @@ class Service:
                 publish_timeout=cluster.publish_timeout,
                 retry_window=self.settings.limits.recovery_window,
             )
+            engine.local_connections = lambda: len(self.protocols)
             await engine.start()
             self.engine = engine
+            self.client_endpoint.peer_hub_connections = engine.peer_hub_connections
             self.node.engine = engine
             self.directory = engine
         self._next_ping = self.loop.time() + self.settings.limits.keep_alive_interval
@@ -138,6 +140,10 @@ class Service:
     def scheme(self) -> str:
         """``https`` when this port serves TLS, else ``http``."""
         return "https" if self.settings.tls.enabled else "http"
+
+    def peer_connections(self) -> int:
+        """TCP connections of the other nodes of the cluster (limits are service-wide)."""
+        return self.engine.peer_connections() if self.engine is not None else 0
 
     async def execute(self, hub: str, command: Command) -> None:
         """Carry out a REST command everywhere; in a cluster, wait until Redis has it.

@@ -153,7 +153,7 @@ class ServiceProtocol(asyncio.Protocol):
         self.last_received = self._loop.time()
         protocols = self.service.protocols
         protocols.add(self)
-        if len(protocols) > self.limits.max_connections:
+        if len(protocols) + self.service.peer_connections() > self.limits.max_connections:
             log.warning("refusing %s: %d connections open", self.peer, len(protocols) - 1)
             self._refuse(_full())
             return
