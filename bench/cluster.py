@@ -107,7 +107,7 @@ class Cluster:
 
     def __init__(self, nodes: int, clients: int, redis: Redis, loadgen: Path, logs: Path):
         key = secrets.token_urlsafe(32)
-        env = dict(os.environ, WEBPUBSUB_REDIS_URL=redis.url)
+        env = dict(os.environ, WEBPUBSUB_REDIS_URL=redis.url, WEBPUBSUB_WORKERS="1")
         self.label = f"{nodes} node{'s' if nodes > 1 else ''}"
         self.redis = redis
         self.servers: list[Server] = []

@@ -51,6 +51,7 @@ from ..http import HttpRequest, HttpResponse
 from ._health import method_not_allowed, serving
 from ._throttle import LoginThrottle, client_address
 from ._trace import Category, LiveTrace, TraceFilter, Viewer
+from ._workers import WorkerLink
 
 if TYPE_CHECKING:
     from ..app import Page, Service
@@ -156,11 +157,13 @@ class LiveTracePages:
     Args:
         service: the running service (settings, node, token validator).
         trace: the record source viewers subscribe to.
+        link: under ``serve --workers``, the way to the other workers' records.
     """
 
-    def __init__(self, service: Service, trace: LiveTrace) -> None:
+    def __init__(self, service: Service, trace: LiveTrace, link: WorkerLink | None = None) -> None:
         self._service = service
         self.trace = trace
+        self.link = link
         self.sessions = Sessions(service.settings.access_keys)
         self.throttle = LoginThrottle()
         self._login = Template(_asset("login.html").decode("utf-8"))
@@ -287,19 +290,24 @@ class LiveTracePages:
         response = HttpResponse(
             200,
             content_type="text/event-stream; charset=utf-8",
-            stream=self._events(viewer, allowed, proto),
+            stream=self._events(viewer, allowed, proto, request.query_string),
         )
         response.headers.extend([("Cache-Control", "no-store"), ("X-Accel-Buffering", "no")])
         return response
 
     async def _events(
-        self, viewer: Viewer, allowed: Callable[[], bool], proto: ServiceProtocol | None
+        self,
+        viewer: Viewer,
+        allowed: Callable[[], bool],
+        proto: ServiceProtocol | None,
+        query: str = "",
     ) -> AsyncIterator[bytes]:
         """The SSE body; ends when the viewer leaves, the service stops, or the session or
         token stops being valid (logout, expiry, key rotated away)."""
         wake = asyncio.Event()
         viewer.wake = wake.set
         self.trace.subscribe(viewer)
+        feeds = self.link.follow(viewer, query) if self.link is not None else None
         try:
             hello = {
                 "endpoint": self._service.settings.endpoint,
@@ -307,6 +315,8 @@ class LiveTracePages:
                 "preview": viewer.preview,
                 "categories": [c.value for c in Category],
             }
+            if self.link is not None:
+                hello["worker"] = self.link.index
             yield b"retry: 2000\nevent: hello\ndata: " + json.dumps(hello).encode() + b"\n\n"
             dropped = 0
             quiet_since = time.monotonic()
@@ -317,6 +327,8 @@ class LiveTracePages:
                 wake.clear()
                 if self._viewer_gone(proto) or not allowed():
                     return
+                if feeds is not None:
+                    feeds.refresh()  # a worker restarted since: follow the new one
                 records = viewer.take()
                 chunk = b""
                 if records:
@@ -333,6 +345,8 @@ class LiveTracePages:
                     quiet_since = now
                     yield b": keep-alive\n\n"
         finally:
+            if feeds is not None:
+                feeds.close()
             self.trace.unsubscribe(viewer)
 
     def _viewer_gone(self, proto: ServiceProtocol | None) -> bool:
