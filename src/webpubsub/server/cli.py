@@ -20,7 +20,7 @@ from ..sdk import parse_connection_string
 from .app import Service
 from .config import LOG_LEVELS, ConfigError, Settings, load_settings
 from .ops import LOG_FORMATS, RedactingFilter, make_formatter
-from .workers import READY, Supervisor, WorkerIdentity, bind_to_parent, reserve_port
+from .workers import READY, Supervisor, WorkerIdentity, bind_to_parent, leave, reserve_port
 
 log = logging.getLogger("webpubsub")
 
@@ -292,6 +292,8 @@ async def _serve(
     log.info("shutting down: closing %d connection(s)", len(service.protocols))
     await service.stop()
     log.info("stopped")
+    if worker is not None:
+        leave(worker)
 
 
 def _tune_gc() -> None:

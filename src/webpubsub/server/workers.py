@@ -45,8 +45,10 @@ WORKER_ENV = "WEBPUBSUB_WORKER"
 READY = b"webpubsub-worker-ready"
 STABLE_AFTER = 10.0
 """Seconds a worker must have run for its exit to count as a one-off, not a crash loop."""
-MAX_QUICK_EXITS = 5
-"""Quick exits of one worker in a row before the supervisor gives up."""
+MAX_QUICK_EXITS = 8
+"""Quick exits of one worker in a row before the supervisor gives up (the delays between
+restarts double from 0.1 s to at most 5 s: about 15 s of trying, e.g. through a short Redis
+outage a restarting worker cannot join)."""
 KILL_MARGIN = 10.0
 """Seconds past ``shutdown_grace`` the supervisor waits for draining workers to finish."""
 PR_SET_PDEATHSIG = 1
@@ -79,6 +81,14 @@ def bind_to_parent(identity: WorkerIdentity) -> bool:
             libc = ctypes.CDLL(None, use_errno=True)
             libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     return os.getppid() == identity.parent
+
+
+def leave(identity: WorkerIdentity) -> None:
+    """A worker's last act: if its supervisor died (SIGKILL), the last worker out removes
+    the socket directory the supervisor could not."""
+    if os.getppid() != identity.parent:
+        with contextlib.suppress(OSError):
+            os.rmdir(identity.directory)
 
 
 def reserve_port(host: str, port: int) -> socket.socket:
