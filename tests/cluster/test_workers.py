@@ -261,6 +261,45 @@ async def test_live_trace_shows_the_other_worker(redis: RedisServer, config: Pat
         shutdown(process)
 
 
+async def stream_hello(process: ServiceProcess, cookie: str) -> tuple[int, object]:
+    """Open the Live Trace stream with a session cookie on a new connection: (status, hello)."""
+    async with (
+        httpx.AsyncClient(timeout=TIMEOUT, headers={"Cookie": cookie}) as http,
+        http.stream("GET", f"{process.endpoint}/livetrace/stream") as response,
+    ):
+        if response.status_code != 200:
+            return response.status_code, None
+        event, hello = await anext(sse(response))
+        assert event == "hello"
+        return 200, hello
+
+
+async def test_live_trace_session_works_on_every_worker(redis: RedisServer, config: Path) -> None:
+    """Signed in through one worker, a browser's next connections may reach any worker."""
+    process = start_workers(redis, config)
+    try:
+        url = f"{process.endpoint}/livetrace"
+        async with httpx.AsyncClient(timeout=TIMEOUT) as http:
+            login = await http.get(url, params={"access_token": mint_rest_token(ACCESS_KEY, url)})
+        assert login.status_code == 303
+        cookie = login.headers["set-cookie"].split(";", 1)[0]
+        workers: set[int] = set()
+        for _ in range(30):
+            status, hello = await stream_hello(process, cookie)
+            assert status == 200 and isinstance(hello, dict)
+            workers.add(hello["worker"])
+            if len(workers) == 2:
+                break
+        assert workers == {0, 1}
+        async with httpx.AsyncClient(timeout=TIMEOUT, headers={"Cookie": cookie}) as http:
+            assert (await http.post(f"{url}/logout")).status_code == 303
+        for _ in range(6):  # signed out on every worker
+            status, _ = await stream_hello(process, cookie)
+            assert status == 401
+    finally:
+        shutdown(process)
+
+
 async def test_killed_worker_is_restarted(redis: RedisServer, config: Path) -> None:
     process = start_workers(redis, config)
     clients: list[JsonClient] = []

@@ -75,6 +75,8 @@ class Operability:
                 worker.index, worker.directory, lambda: self.metrics.exposition()[0], self.trace
             )
         self.live_trace = LiveTracePages(service, self.trace, self.link)
+        if self.link is not None:
+            self.link.sessions = self.live_trace.sessions
 
     async def start(self) -> None:
         if self.link is not None:

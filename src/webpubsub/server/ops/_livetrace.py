@@ -143,6 +143,21 @@ class Sessions:
         if token:
             self._sessions.pop(token, None)
 
+    def export(self, token: str) -> tuple[float, str] | None:
+        """A live session as (seconds left, key digest in hex), for another worker."""
+        if not self.valid(token):
+            return None
+        session = self._sessions[token]
+        return session.expires - self._clock(), session.key_digest.hex()
+
+    def adopt(self, token: str, seconds_left: float, key_digest: str) -> None:
+        """Take on a session another worker opened (``serve --workers``)."""
+        if seconds_left > 0 and token not in self._sessions:
+            while len(self._sessions) >= self._limit:
+                del self._sessions[next(iter(self._sessions))]
+            expires = self._clock() + seconds_left
+            self._sessions[token] = _Session(expires, bytes.fromhex(key_digest))
+
     def __len__(self) -> int:
         return len(self._sessions)
 
@@ -198,7 +213,7 @@ class LiveTracePages:
             if grant is None:
                 return self._login_form(401, "The token is not valid for this service.")
             return self._logged_in(grant[0])
-        if not self.sessions.valid(_cookie(request, COOKIE)):
+        if not await self._session_valid(_cookie(request, COOKIE)):
             return self._login_form(200, "")
         body = self._page.substitute(
             endpoint=html.escape(self._service.settings.endpoint),
@@ -228,7 +243,10 @@ class LiveTracePages:
     async def logout(self, request: HttpRequest) -> HttpResponse:
         if request.method != "POST":
             return method_not_allowed("POST")
-        self.sessions.end(_cookie(request, COOKIE))
+        session = _cookie(request, COOKIE)
+        self.sessions.end(session)
+        if self.link is not None and session:
+            await self.link.end_session(session)  # the other workers may have adopted it
         response = _redirect(PATH)
         response.headers.append(
             ("Set-Cookie", f"{COOKIE}=; Path={PATH}; Max-Age=0; HttpOnly; SameSite=Strict")
@@ -254,7 +272,7 @@ class LiveTracePages:
             return method_not_allowed("GET")
         session = _cookie(request, COOKIE)
         allowed: Callable[[], bool]
-        if self.sessions.valid(session):
+        if await self._session_valid(session):
             allowed = partial(self.sessions.valid, session)
         else:
             token = bearer_token(request.header("authorization")) or request.query_one(
@@ -357,6 +375,18 @@ class LiveTracePages:
         return not serving(self._service)
 
     # -- helpers ---------------------------------------------------------------------------
+
+    async def _session_valid(self, token: str | None) -> bool:
+        """Whether ``token`` is a live session here or (under ``--workers``) on another
+        worker, which then becomes ours too: a browser's next connection may reach any."""
+        if self.sessions.valid(token):
+            return True
+        if self.link is None or not token:
+            return False
+        found = await self.link.find_session(token)
+        if found is not None:
+            self.sessions.adopt(token, *found)
+        return self.sessions.valid(token)
 
     def _throttled(self, request: HttpRequest) -> int | None:
         """Seconds this client must wait after too many failed sign-ins, or None."""

@@ -7,7 +7,10 @@ supervisor made, and answers one request line:
 
 * ``METRICS``: its own Prometheus exposition, then it closes the connection;
 * ``TRACE <query>``: batches of its trace records that pass the Live Trace filter in
-  ``<query>``, one JSON array per line, for as long as the reader stays.
+  ``<query>``, one JSON array per line, for as long as the reader stays;
+* ``SESSION <token>``: the Live Trace session ``<token>`` if it knows it (seconds left and
+  key digest, JSON), so that a browser signed in on one worker is signed in on all;
+* ``END <token>``: forget that session (the browser signed out on another worker).
 
 ``/metrics`` on any worker asks the others and merges (:func:`merge_expositions`); a Live
 Trace stream follows the others (:class:`Feeds`) only while it is open, so nobody watching
@@ -22,12 +25,16 @@ import json
 import logging
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
 from prometheus_client.core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from ._trace import LiveTrace, TraceFilter, Viewer
+
+if TYPE_CHECKING:
+    from ._livetrace import Sessions
 
 log = logging.getLogger("webpubsub.workers")
 
@@ -69,6 +76,7 @@ class WorkerLink:
         self._exposition = exposition
         self._trace = trace
         self._server: asyncio.Server | None = None
+        self.sessions: Sessions | None = None  # the Live Trace sessions, once installed
 
     async def start(self) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -93,12 +101,28 @@ class WorkerLink:
         answers = await asyncio.gather(*(self._ask(p) for p in self.siblings()))
         return [a for a in answers if a is not None]
 
-    async def _ask(self, path: Path) -> bytes | None:
+    async def find_session(self, token: str) -> tuple[float, str] | None:
+        """A Live Trace session another worker opened: (seconds left, key digest), or None."""
+        if not token.isascii() or not token.isprintable() or " " in token:
+            return None
+        request = f"SESSION {token}\n".encode()
+        for answer in await asyncio.gather(*(self._ask(p, request) for p in self.siblings())):
+            if answer:
+                with contextlib.suppress(ValueError, TypeError):
+                    seconds, digest = json.loads(answer)
+                    return float(seconds), str(digest)
+        return None
+
+    async def end_session(self, token: str) -> None:
+        request = f"END {token}\n".encode()
+        await asyncio.gather(*(self._ask(p, request) for p in self.siblings()))
+
+    async def _ask(self, path: Path, request: bytes = b"METRICS\n") -> bytes | None:
         try:
             async with asyncio.timeout(ASK_TIMEOUT):
                 reader, writer = await asyncio.open_unix_connection(str(path))
                 try:
-                    writer.write(b"METRICS\n")
+                    writer.write(request)
                     return await reader.read()
                 finally:
                     writer.close()
@@ -122,6 +146,13 @@ class WorkerLink:
                 await writer.drain()
             elif verb == "TRACE":
                 await self._stream(query, reader, writer)
+            elif verb == "SESSION" and self.sessions is not None:
+                found = self.sessions.export(query)
+                if found is not None:
+                    writer.write(json.dumps(found).encode())
+                    await writer.drain()
+            elif verb == "END" and self.sessions is not None:
+                self.sessions.end(query)
         except (OSError, TimeoutError):
             pass
         finally:
