@@ -26,7 +26,7 @@ import logging
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, parse_qsl, urlencode
 
 from prometheus_client.core import Metric
 from prometheus_client.parser import text_string_to_metric_families
@@ -189,7 +189,9 @@ class Feeds:
     def __init__(self, link: WorkerLink, viewer: Viewer, query: str) -> None:
         self._link = link
         self._viewer = viewer
-        self._query = query.replace("\n", "")
+        # The filters only: the stream's own credential stays with the worker it was sent to.
+        pairs = parse_qsl(query, keep_blank_values=True)
+        self._query = urlencode([(k, v) for k, v in pairs if k != "access_token"])
         self._tasks: dict[Path, asyncio.Task[None]] = {}
         self._next = 0.0
         self.refresh()
