@@ -30,6 +30,7 @@ from .config import Settings
 from .connection import Flusher, ServiceProtocol
 from .http import HttpRequest, HttpResponse
 from .upstream import Upstream
+from .workers import WorkerIdentity
 
 log = logging.getLogger("webpubsub.server")
 
@@ -40,8 +41,11 @@ access_log = logging.getLogger("webpubsub.access")
 class Service:
     """A running (or ready to run) service: settings, node, listening socket, connections."""
 
-    def __init__(self, settings: Settings, node: Node | None = None) -> None:
+    def __init__(
+        self, settings: Settings, node: Node | None = None, worker: WorkerIdentity | None = None
+    ) -> None:
         settings.ensure_key()
+        self.worker = worker  # one of the processes of serve --workers N, sharing the port
         self.settings = settings
         limits = settings.limits
         self.node = node or Node(
@@ -60,6 +64,7 @@ class Service:
         self._server: asyncio.Server | None = None
         self._keep_alive: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.ops: ops.Operability | None = None
         self.flusher: Flusher
         self.validator: TokenValidator
         self.client_endpoint: ClientEndpoint
@@ -87,6 +92,8 @@ class Service:
             self.settings.host,
             self.settings.port,
             reuse_address=True,
+            # Workers bind the same port; the kernel spreads new connections over them.
+            reuse_port=self.worker is not None,
             backlog=4096,
             start_serving=False,
             ssl=tls,
@@ -122,7 +129,8 @@ class Service:
             self.directory = engine
         self._next_ping = self.loop.time() + self.settings.limits.keep_alive_interval
         self._schedule_keep_alive()
-        ops.install(self)
+        self.ops = ops.install(self)
+        await self.ops.start()
         openapi.install(self)
         await self._server.start_serving()
 
@@ -235,6 +243,8 @@ class Service:
             await self._server.wait_closed()
             self._server = None
         await self.upstream.close()
+        if self.ops is not None:
+            await self.ops.close()
         if self.engine is not None:
             await self.engine.close()
             self.engine = None
