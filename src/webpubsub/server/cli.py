@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         metavar="N",
         help="worker processes sharing the port, each a node of the cluster (env "
-        "WEBPUBSUB_WORKERS; default one per core with --redis, else 1; above 1 needs --redis)",
+        "WEBPUBSUB_WORKERS; default 1; above 1 needs --redis)",
     )
     serve.add_argument(
         "--certfile",
