@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -133,6 +134,27 @@ class Node:
             self.process = None
 
 
+def require_redis_server() -> None:
+    """Skip without ``redis-server`` (in CI, fail: a missing install step must not hide)."""
+    if shutil.which("redis-server") is None:
+        if os.environ.get("CI"):
+            pytest.fail("redis-server is not installed (.ci/run must install it)")
+        pytest.skip("redis-server is not installed")
+
+
+@contextmanager
+def running_redis() -> Iterator[RedisServer]:
+    """A throwaway redis-server on a free port, for one module's tests."""
+    require_redis_server()
+    with tempfile.TemporaryDirectory() as tmp:
+        server = RedisServer(free_port(), Path(tmp))
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
 @dataclass
 class Cluster:
     redis: RedisServer
@@ -141,10 +163,7 @@ class Cluster:
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    if shutil.which("redis-server") is None:
-        if os.environ.get("CI"):
-            pytest.fail("redis-server is not installed (.ci/run must install it)")
-        pytest.skip("redis-server is not installed")
+    require_redis_server()
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         config = workdir / "node.toml"

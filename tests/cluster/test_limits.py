@@ -6,15 +6,11 @@ pass the limit by what the other nodes accept within one heartbeat interval.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.cluster.conftest import RedisServer, free_port
+from tests.cluster.conftest import RedisServer, running_redis
 from tests.conftest import ACCESS_KEY
 from tests.server.helpers import (
     JSON_SUBPROTOCOL,
@@ -36,17 +32,8 @@ HUB = "limits"
 
 @pytest.fixture(scope="module")
 def redis_server() -> Iterator[RedisServer]:
-    if shutil.which("redis-server") is None:
-        if os.environ.get("CI"):
-            pytest.fail("redis-server is not installed")
-        pytest.skip("redis-server is not installed")
-    with tempfile.TemporaryDirectory() as workdir:
-        server = RedisServer(free_port(), Path(workdir))
-        server.start()
-        try:
-            yield server
-        finally:
-            server.stop()
+    with running_redis() as server:
+        yield server
 
 
 def two_nodes(redis_server: RedisServer, **limits: int) -> tuple[ServiceThread, ServiceThread]:

@@ -12,11 +12,9 @@ import asyncio
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -24,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.cluster.conftest import RedisServer, free_port
+from tests.cluster.conftest import RedisServer, running_redis
 from tests.conftest import ACCESS_KEY
 from tests.hardening.process import ServiceProcess
 from tests.server.helpers import TIMEOUT, JsonClient, open_json_url
@@ -37,17 +35,8 @@ CONFIG = "[cluster]\nnode_ttl = 2.0\nheartbeat_interval = 0.5\nredis_timeout = 1
 
 @pytest.fixture(scope="module")
 def redis() -> Iterator[RedisServer]:
-    if shutil.which("redis-server") is None:
-        if os.environ.get("CI"):
-            pytest.fail("redis-server is not installed (.ci/run must install it)")
-        pytest.skip("redis-server is not installed")
-    with tempfile.TemporaryDirectory() as tmp:
-        server = RedisServer(free_port(), Path(tmp))
-        server.start()
-        try:
-            yield server
-        finally:
-            server.stop()
+    with running_redis() as server:
+        yield server
 
 
 @pytest.fixture

@@ -9,16 +9,12 @@ are back to their baseline.
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
 
-from tests.cluster.conftest import RedisServer, free_port
+from tests.cluster.conftest import RedisServer, running_redis
 from tests.conftest import ACCESS_KEY
 from tests.hardening.support import JOIN, SEND, Census, assert_no_leaks
 from tests.server.helpers import close_all, connect_json, connect_raw, rest_call
@@ -30,17 +26,8 @@ HUB = "clusterleak"
 
 @pytest.fixture(scope="module")
 def redis_server() -> Iterator[RedisServer]:
-    if shutil.which("redis-server") is None:
-        if os.environ.get("CI"):
-            pytest.fail("redis-server is not installed")
-        pytest.skip("redis-server is not installed")
-    with tempfile.TemporaryDirectory() as workdir:
-        server = RedisServer(free_port(), Path(workdir))
-        server.start()
-        try:
-            yield server
-        finally:
-            server.stop()
+    with running_redis() as server:
+        yield server
 
 
 @pytest.fixture
