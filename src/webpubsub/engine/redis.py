@@ -31,6 +31,7 @@ the node reports not ready, and the task starts again.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import secrets
@@ -41,6 +42,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
@@ -51,6 +53,7 @@ from ..core.errors import ServiceUnavailable
 from ..core.node import Node
 from ..core.roles import Permission, has_permission
 from .codec import CodecError, decode_command, encode_command
+from .redis_url import is_sentinel_url, parse_sentinel_url
 from .scripts import CLOSE, FORGET_NODE, MEMBERSHIP, REGISTER, ROLES, UNREGISTER
 
 log = logging.getLogger("webpubsub.engine.redis")
@@ -62,6 +65,9 @@ PUBLISH = frozenset({"publish", "spublish"})
 MAX_SENDERS = 10_000  # node ids whose last sequence number we remember
 RETRY_DELAYS = (0.05, 0.1, 0.2, 0.5)  # between attempts at a failed batch
 PROBE_INTERVAL = 0.2  # how often an unhealthy node tries Redis again
+READER_POLL = 0.25  # how soon the reader notices it must reconnect
+RECENT = 1.0  # seconds of written publishes sent again after a failover
+MAX_RECENT = 100_000
 
 
 def hub_prefix(hub: str) -> str:
@@ -105,19 +111,10 @@ class RedisEngine:
         self.heartbeat_interval = heartbeat_interval
         self.publish_timeout = publish_timeout
         self.retry_window = retry_window
+        self.timeout = timeout
         # A pooled connection left stale by a Redis restart is replaced and the call tried
         # again, instead of failing the first caller (and marking the node unhealthy).
-        self.redis = aioredis.from_url(
-            url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            decode_responses=False,
-            # Only a broken connection is retried: a timeout (a stalled Redis) must fail
-            # after ``timeout``, so that the node reports it instead of waiting it out.
-            retry=Retry(
-                ExponentialBackoff(cap=0.2, base=0.02), 2, supported_errors=(RedisConnectionError,)
-            ),
-        )
+        self.redis, self._sentinel = _client(url, timeout)
         self._scripts = {
             "register": self.redis.register_script(REGISTER),
             "unregister": self.redis.register_script(UNREGISTER),
@@ -148,6 +145,11 @@ class RedisEngine:
         self._collect_after = 0.0  # monotonic: no dead-node collection before it
         self._resyncing: asyncio.Task[None] | None = None
         self._first_subscription = asyncio.Event()
+        # With Sentinel: the master we last wrote to; a new one means a failover happened.
+        self._master: Any = None
+        self._replay = False  # send the recent publishes again (a failover: some may be lost)
+        self._recent: collections.deque[tuple[float, _Op]] = collections.deque(maxlen=MAX_RECENT)
+        self._reader_stale = False  # its connection is on a former master: reconnect
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -178,6 +180,7 @@ class RedisEngine:
             raise ServiceUnavailable(
                 f"Redis at {_safe_url(self.url)} is unreachable: {exc}"
             ) from exc
+        self._master = self._master_address()
         major = int(str(info.get("redis_version", "0")).split(".")[0] or 0)
         self._sharded = major >= 7
         self._redis_ok = self._synced = True
@@ -193,10 +196,11 @@ class RedisEngine:
                 f"Redis at {_safe_url(self.url)} did not take our subscription"
             ) from None
         log.info(
-            "node %s joined the cluster at %s (sharded pub/sub: %s)",
+            "node %s joined the cluster at %s (sharded pub/sub: %s%s)",
             self.node_id,
             _safe_url(self.url),
             self._sharded,
+            f", master {_address(self._master)}" if self._master else "",
         )
 
     async def close(self) -> None:
@@ -213,6 +217,9 @@ class RedisEngine:
             with contextlib.suppress(Exception):
                 await self._pubsub.aclose()
         await self.redis.aclose()
+        if self._sentinel is not None:
+            with contextlib.suppress(Exception):
+                await self._sentinel.aclose()
 
     def _supervise(self, name: str, body: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
         """Run a long-lived task; an unexpected exception is logged and the task restarted."""
@@ -377,6 +384,7 @@ class RedisEngine:
         except (RedisError, OSError) as exc:
             raise _unavailable(exc) from exc
         self._check_boot(boot)
+        self._check_master()
         return result
 
     # -- what a command means for shared membership -----------------------------------
@@ -440,13 +448,24 @@ class RedisEngine:
         while True:
             await self._wake.wait()
             self._wake.clear()
+            # The pool may already know of a new master (our reader or heartbeat found it):
+            # notice before writing, so that the publishes to replay go first.
+            self._check_master()
             hold = self._settle_until - time.monotonic()
             if hold > 0:
-                # Redis restarted empty: until every node is subscribed again, what we
-                # publish could miss some of them. Hold it all, in order.
+                # Redis restarted empty or failed over: until every node is subscribed again,
+                # what we publish could miss some of them. Hold it all, in order.
                 await asyncio.sleep(hold)
             batch = [op for op in self._ops if not op.cancelled]
             self._ops = []
+            if self._replay:
+                # Publishes written to the former master just before it failed may not have
+                # reached every subscriber: send them again, before anything newer (the
+                # receivers drop what they already applied, by sequence number).
+                self._replay = False
+                recent = [op for _, op in self._recent]
+                self._recent.clear()
+                batch = recent + batch
             if not batch:
                 continue
             try:
@@ -466,12 +485,19 @@ class RedisEngine:
                 continue
             attempt = 0
             self._set_redis_ok(True)
-            if self._check_boot(boot) or time.monotonic() < self._settle_until:
-                # Written into a Redis that had just restarted empty, perhaps before every
-                # node subscribed again: publish it once more when they all have (receivers
-                # drop the copies they already applied, by sequence number).
+            news = self._check_boot(boot)
+            news = self._check_master() or news
+            now = time.monotonic()
+            if news or now < self._settle_until:
+                # Written into a Redis that had just restarted empty or been promoted,
+                # perhaps before every node subscribed again: publish it once more when they
+                # all have (receivers drop the copies they already applied, by sequence).
                 self._ops = [op for op in batch if op.name in PUBLISH] + self._ops
                 self._wake.set()
+            elif self._sentinel is not None:
+                self._recent.extend((now, op) for op in batch if op.name in PUBLISH)
+                while self._recent and self._recent[0][0] < now - RECENT:
+                    self._recent.popleft()
             for op in batch:
                 if op.done is not None and not op.done.done():
                     op.done.set_result(None)
@@ -528,12 +554,15 @@ class RedisEngine:
                 if not self._synced:
                     self._resync_soon()
                 delay = 0.05
+                self._reader_stale = False
                 while True:
                     message = await self._pubsub.get_message(
-                        ignore_subscribe_messages=True, timeout=1.0
+                        ignore_subscribe_messages=True, timeout=READER_POLL
                     )
                     if message is not None:
                         self._deliver(message)
+                    if self._reader_stale:
+                        raise RedisConnectionError("subscribed to a former master")
             except (RedisError, OSError, ServiceUnavailable) as exc:
                 # Commands published while we are not subscribed never reach us: we are not
                 # ready until subscribed again, and our connections re-register then.
@@ -631,6 +660,7 @@ class RedisEngine:
         first = not self._last_beat
         self._last_beat = time.monotonic()
         self._check_boot(boot)
+        self._check_master()
         if not first and (previous is None or stalled):
             # Either we stalled or Redis did (then every heartbeat expired at once): judge
             # nobody dead until all had a chance to beat again.
@@ -654,13 +684,55 @@ class RedisEngine:
         if known is None:
             return False  # our first look: nothing was lost that we know of
         log.warning("Redis lost its data (restarted?): registering connections again")
+        self._unsettle(_boot_created(boot))
+        return True
+
+    def _check_master(self) -> bool:
+        """With Sentinel, a new master means a failover: treated like a restart.
+
+        The promoted replica has the data, the boot marker included, but maybe not the
+        last writes (replication is asynchronous), and no subscriptions: every node
+        registers its connections again, holds its publishes until all had time to
+        subscribe to the new master, and replays the publishes it wrote just before.
+        Returns True when this is news.
+        """
+        if self._sentinel is None:
+            return False
+        address = self._master_address()
+        if address is None or address == self._master:
+            return False
+        known, self._master = self._master, address
+        if known is None:
+            return False
+        log.warning(
+            "Redis failed over from %s to %s: registering connections again",
+            _address(known),
+            _address(address),
+        )
+        self._replay = True
+        self._wake.set()
+        pubsub = self._pubsub
+        connection = getattr(pubsub, "connection", None) if pubsub is not None else None
+        if connection is not None and (connection.host, connection.port) != tuple(address):
+            self._reader_stale = True  # still on the former master (a partition?)
+        # Every node notices within a heartbeat and a timed-out call (a hung master is only
+        # noticed by timing out), then subscribes to the new master.
+        self._unsettle(time.time() + self.timeout)
+        return True
+
+    def _master_address(self) -> Any:
+        """The master's address the Sentinel pool connects to (None without Sentinel)."""
+        if self._sentinel is None:
+            return None
+        return getattr(self.redis.connection_pool, "master_address", None)
+
+    def _unsettle(self, since: float) -> None:
+        """Redis lost writes at ``since`` (wall clock): register again, let others too."""
         self._synced = False
-        created = _boot_created(boot)
         # Every live node notices within a heartbeat; until then a "not found" is unsure.
-        settle = created + self.heartbeat_interval + 1.0 - time.time()
+        settle = since + self.heartbeat_interval + 1.0 - time.time()
         self._settle_until = max(self._settle_until, time.monotonic() + max(0.0, settle))
         self._resync_soon()
-        return True
 
     async def _collect_dead_nodes(self) -> None:
         if time.monotonic() < self._collect_after:
@@ -723,6 +795,57 @@ class RedisEngine:
         self._redis_ok = ok
 
 
+def _client(url: str, timeout: float) -> tuple[aioredis.Redis, Sentinel | None]:
+    """The engine's Redis client: from a URL, or following the master Sentinel names."""
+    # Only a broken connection is retried: a timeout (a stalled Redis) must fail after
+    # ``timeout``, so that the node reports it instead of waiting it out.
+    retry = Retry(
+        ExponentialBackoff(cap=0.2, base=0.02), 2, supported_errors=(RedisConnectionError,)
+    )
+    if not is_sentinel_url(url):
+        client = aioredis.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            decode_responses=False,
+            retry=retry,
+        )
+        return client, None
+    target = parse_sentinel_url(url)
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        list(target.sentinels),
+        sentinel_kwargs={
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
+            "username": target.sentinel_username,
+            "password": target.sentinel_password,
+            "ssl": target.ssl,
+            # A dead sentinel is skipped at once: the next one is asked.
+            "retry": Retry(ExponentialBackoff(cap=0.05, base=0.01), 0),
+        },
+    )
+    # A write to a demoted master (READONLY) makes the connection ask the sentinels again
+    # and raise ConnectionError: retried here, then by the writer.
+    client = sentinel.master_for(
+        target.service_name,
+        redis_class=aioredis.Redis,
+        db=target.db,
+        username=target.username,
+        password=target.password,
+        ssl=target.ssl,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        decode_responses=False,
+        retry=retry,
+    )
+    return client, sentinel
+
+
+def _address(address: Any) -> str:
+    host, port = address
+    return f"{_text(host)}:{port}"
+
+
 def _boot_value() -> str:
     return f"{secrets.token_hex(8)}:{time.time():.3f}"
 
@@ -783,8 +906,9 @@ def _unavailable(exc: BaseException) -> ServiceUnavailable:
 
 
 def _safe_url(url: str) -> str:
-    """The URL without its password, for logs."""
+    """The URL without its passwords (in the user info or the query), for logs."""
+    url = url.partition("?")[0]
     if "@" not in url:
         return url
     scheme, _, rest = url.partition("://")
-    return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
