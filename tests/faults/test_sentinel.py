@@ -280,6 +280,28 @@ def test_unreachable_sentinels_stop_the_node_with_a_message() -> None:
     assert "hush" not in result.stderr  # the sentinel password stays out of the message
 
 
+def test_a_service_the_sentinels_do_not_know_stops_the_node_with_a_message() -> None:
+    command = sentinel_command()
+    if command is None:
+        pytest.skip("redis-server is not installed")
+    with tempfile.TemporaryDirectory() as tmp:
+        port = free_port()
+        conf = Path(tmp) / "sentinel.conf"
+        conf.write_text(f"port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {tmp}\n")
+        sentinel = subprocess.Popen(
+            [*command, str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        try:
+            wait_for_port(port)
+            result = serve(f"redis+sentinel://127.0.0.1:{port}/nosuchmaster")
+        finally:
+            sentinel.kill()
+            sentinel.wait(timeout=10)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "names a master for 'nosuchmaster'" in result.stderr
+
+
 def test_a_bad_sentinel_url_is_a_configuration_error() -> None:
     result = serve("redis+sentinel://127.0.0.1:26379")
     assert result.returncode == 2

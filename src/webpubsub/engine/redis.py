@@ -24,6 +24,13 @@ a healthy node is published, whatever Redis does for up to ``retry_window``; a R
 does not wait for its write (bursts fan out together), a membership change does
 (read-your-writes).
 
+With a ``redis+sentinel://`` URL the client follows the master that Sentinel names. A
+failover is noticed as a new master address after any round trip; it is treated like a
+restart (the promoted replica may lack the last writes, and nobody is subscribed there): every
+node registers again, holds its publishes for ``heartbeat_interval`` + ``timeout`` + 1 s,
+replays the publishes it wrote in the last second before them, and moves a reader still
+subscribed to the former master (a hung master breaks no connection).
+
 Every long-lived task is supervised: an unexpected exception is logged with its traceback,
 the node reports not ready, and the task starts again.
 """
@@ -42,7 +49,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import MasterNotFoundError, Sentinel
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
@@ -178,7 +185,7 @@ class RedisEngine:
             await self._beat()
         except (RedisError, OSError) as exc:
             raise ServiceUnavailable(
-                f"Redis at {_safe_url(self.url)} is unreachable: {exc}"
+                f"Redis at {_safe_url(self.url)} is unreachable: {self._describe(exc)}"
             ) from exc
         self._master = self._master_address()
         major = int(str(info.get("redis_version", "0")).split(".")[0] or 0)
@@ -720,6 +727,17 @@ class RedisEngine:
         self._unsettle(time.time() + self.timeout)
         return True
 
+    def _describe(self, exc: BaseException | None) -> str:
+        """An error for people (redis-py's Sentinel errors list whole client reprs)."""
+        if isinstance(exc, MasterNotFoundError) and self._sentinel is not None:
+            target = parse_sentinel_url(self.url)
+            hosts = ", ".join(f"{h}:{p}" for h, p in target.sentinels)
+            return (
+                f"no sentinel ({hosts}) names a master for {target.service_name!r}: "
+                "unreachable, not monitoring that service, or the master is down"
+            )
+        return str(exc)
+
     def _master_address(self) -> Any:
         """The master's address the Sentinel pool connects to (None without Sentinel)."""
         if self._sentinel is None:
@@ -791,7 +809,7 @@ class RedisEngine:
             if ok:
                 log.info("Redis is reachable again")
             else:
-                log.error("lost Redis at %s: %s", _safe_url(self.url), exc)
+                log.error("lost Redis at %s: %s", _safe_url(self.url), self._describe(exc))
         self._redis_ok = ok
 
 
