@@ -52,7 +52,8 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import MasterNotFoundError, Sentinel
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..core import commands as c
 from ..core.connection import Connection
@@ -73,7 +74,6 @@ MAX_SENDERS = 10_000  # node ids whose last sequence number we remember
 RETRY_DELAYS = (0.05, 0.1, 0.2, 0.5)  # between attempts at a failed batch
 PROBE_INTERVAL = 0.2  # how often an unhealthy node tries Redis again
 READER_POLL = 0.25  # how soon the reader notices it must reconnect
-RECENT = 1.0  # seconds of written publishes sent again after a failover
 MAX_RECENT = 100_000
 
 
@@ -156,6 +156,9 @@ class RedisEngine:
         self._master: Any = None
         self._replay = False  # send the recent publishes again (a failover: some may be lost)
         self._recent: collections.deque[tuple[float, _Op]] = collections.deque(maxlen=MAX_RECENT)
+        # Publishes written this long before we notice a failover may have gone to the former
+        # master (a demoted master takes writes until Sentinel reconfigures it).
+        self._recent_window = heartbeat_interval + timeout + 1.0
         self._reader_stale = False  # its connection is on a former master: reconnect
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -503,7 +506,7 @@ class RedisEngine:
                 self._wake.set()
             elif self._sentinel is not None:
                 self._recent.extend((now, op) for op in batch if op.name in PUBLISH)
-                while self._recent and self._recent[0][0] < now - RECENT:
+                while self._recent and self._recent[0][0] < now - self._recent_window:
                     self._recent.popleft()
             for op in batch:
                 if op.done is not None and not op.done.done():
@@ -645,6 +648,7 @@ class RedisEngine:
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_interval if self.healthy else PROBE_INTERVAL)
+            await self._ask_sentinels()
             try:
                 await self._beat()
                 self._set_redis_ok(True)
@@ -653,6 +657,20 @@ class RedisEngine:
                 await self._collect_dead_nodes()
             except (RedisError, OSError) as exc:
                 self._set_redis_ok(False, exc)
+
+    async def _ask_sentinels(self) -> None:
+        """With Sentinel, ask which master is current (a former master that is still up keeps
+        taking writes until Sentinel demotes it, seconds later: nothing else would tell us).
+        A new answer makes the pool drop its idle connections; in-use ones go when released.
+        """
+        if self._sentinel is None:
+            return
+        try:
+            pool: Any = self.redis.connection_pool
+            await pool.get_master_address()
+        except (RedisError, OSError) as exc:
+            # The master may be fine: the beat says. No sentinel answering is logged once.
+            log.debug("no sentinel named the master: %s", exc)
 
     async def _beat(self) -> None:
         """Refresh our heartbeat key; notice if we were declared dead or Redis lost data."""
@@ -813,6 +831,31 @@ class RedisEngine:
         self._redis_ok = ok
 
 
+class _Sentinel(Sentinel):
+    """Sentinel asking every sentinel at once, the newest configuration winning.
+
+    redis-py takes the first sentinel that names a master in a good state; right after a
+    failover a sentinel that has not heard of it yet still names the former master (alive,
+    if it was demoted or cut off), and the nodes could go back to it. The master with the
+    highest ``config-epoch`` is the one the sentinels agree on last.
+    """
+
+    async def discover_master(self, service_name: str) -> tuple[str, int]:
+        async def ask(sentinel: aioredis.Redis) -> Any:
+            try:
+                masters: Any = await sentinel.sentinel_masters()
+                return masters.get(service_name)
+            except (RedisConnectionError, RedisTimeoutError, ResponseError, OSError):
+                return None
+
+        states = await asyncio.gather(*(ask(s) for s in self.sentinels))
+        good = [st for st in states if st and self.check_master_state(st, service_name)]
+        if not good:
+            raise MasterNotFoundError(f"No master found for {service_name!r}")
+        best = max(good, key=lambda st: int(st.get("config-epoch", 0)))
+        return best["ip"], int(best["port"])
+
+
 def _client(url: str, timeout: float) -> tuple[aioredis.Redis, Sentinel | None]:
     """The engine's Redis client: from a URL, or following the master Sentinel names."""
     # Only a broken connection is retried: a timeout (a stalled Redis) must fail after
@@ -830,7 +873,7 @@ def _client(url: str, timeout: float) -> tuple[aioredis.Redis, Sentinel | None]:
         )
         return client, None
     target = parse_sentinel_url(url)
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+    sentinel = _Sentinel(  # type: ignore[no-untyped-call]
         list(target.sentinels),
         sentinel_kwargs={
             "socket_timeout": timeout,
