@@ -24,11 +24,12 @@ a healthy node is published, whatever Redis does for up to ``retry_window``; a R
 does not wait for its write (bursts fan out together), a membership change does
 (read-your-writes).
 
-With a ``redis+sentinel://`` URL the client follows the master that Sentinel names. A
+With a ``redis+sentinel://`` URL the client follows the master that Sentinel names (asked
+again on every heartbeat: a demoted master takes writes until Sentinel reconfigures it). A
 failover is noticed as a new master address after any round trip; it is treated like a
 restart (the promoted replica may lack the last writes, and nobody is subscribed there): every
 node registers again, holds its publishes for ``heartbeat_interval`` + ``timeout`` + 1 s,
-replays the publishes it wrote in the last second before them, and moves a reader still
+replays before them the publishes it wrote for as long before, and moves a reader still
 subscribed to the former master (a hung master breaks no connection).
 
 Every long-lived task is supervised: an unexpected exception is logged with its traceback,
