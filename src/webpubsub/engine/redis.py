@@ -328,8 +328,8 @@ class RedisEngine:
         """After Redis lost its data, the nodes re-register: refuse what could miss some."""
         if time.monotonic() < self._settle_until:
             raise ServiceUnavailable(
-                "The cluster is re-registering its connections after a Redis restart; "
-                "retry in a second.",
+                "The cluster is re-registering its connections after a Redis restart or "
+                "failover; retry in a second.",
                 code="Error.ServiceUnavailable.Resync",
             )
 
@@ -666,12 +666,14 @@ class RedisEngine:
         """
         if self._sentinel is None:
             return
+        pool: Any = self.redis.connection_pool
         try:
-            pool: Any = self.redis.connection_pool
-            await pool.get_master_address()
-        except (RedisError, OSError) as exc:
-            # The master may be fine: the beat says. No sentinel answering is logged once.
-            log.debug("no sentinel named the master: %s", exc)
+            # Bounded: hung sentinels must not delay our heartbeat past node_ttl.
+            limit = min(self.timeout, self.heartbeat_interval)
+            await asyncio.wait_for(pool.get_master_address(), limit)
+        except (RedisError, OSError, TimeoutError) as exc:
+            # The master may be fine all the same: the beat that follows tells.
+            log.debug("no sentinel named the master: %s", self._describe(exc))
 
     async def _beat(self) -> None:
         """Refresh our heartbeat key; notice if we were declared dead or Redis lost data."""
