@@ -1,10 +1,10 @@
-"""Redis that fails over: a master, a replica and three sentinels, the master killed mid-load.
+"""Redis that fails over: a master, a replica and three sentinels, the master lost mid-load.
 
 Three nodes follow the master through a ``redis+sentinel://`` URL. A steady REST load runs
-through every node while the master is killed (``kill -9``); the sentinels promote the
-replica, the nodes find it, re-register and re-subscribe. REST answers 503 for the failover
-window only, and every message it answered 202 reaches every client (one of them reliable)
-exactly once.
+through every node while the master is killed (``kill -9``), hangs (``SIGSTOP``, kept
+stopped) or is demoted (``SENTINEL FAILOVER``); the sentinels promote the replica, the nodes
+find it, re-register and re-subscribe. REST answers 503 for the failover window only, and
+every message it answered 202 reaches every client (one of them reliable) exactly once.
 """
 
 from __future__ import annotations
