@@ -4,6 +4,7 @@
     python3 -m bench.cluster              # N=3,000 clients, about a minute and a half
     python3 -m bench.cluster --clients 1500 --runs 1
     python3 -m bench.cluster --no-workers # skip the --workers 2 scenario
+    python3 -m bench.cluster --sentinel   # only: seconds of 503 in a Sentinel failover
 
 Starts a redis-server on a free 127.0.0.1 port, then measures REST broadcast deliveries/s
 (bench/run.py's steady and burst shapes, counted at the receivers by bench/loadgen.c):
@@ -14,14 +15,21 @@ Starts a redis-server on a free 127.0.0.1 port, then measures REST broadcast del
 * --workers 2: one ``webpubsub serve --workers 2`` (two worker processes on one port, each a
   node on the same Redis), all N clients on its port: the kernel spreads them.
 
-Prints a table (1 node, 3 nodes, --workers 2, ratios) and writes
-``bench/results/cluster.json``. Only 127.0.0.1 is used; every phase, wait and subprocess is
-bounded in time, and every process started here is stopped on the way out.
+Prints a table (1 node, 3 nodes, --workers 2, ratios) and writes ``bench/results/cluster.json``.
+
+``--sentinel`` runs another scenario instead (about 20 s): a master, a replica and three
+sentinels (``down-after-milliseconds`` 1000), two nodes with the default ``[cluster]``
+settings on a ``redis+sentinel://`` URL, REST sends through both; the master is killed
+(``kill -9``) and the seconds of 503 until the nodes work on the promoted replica are
+printed (``bench/results/cluster-sentinel.json``). Only
+127.0.0.1 is used; every phase, wait and subprocess is bounded in time, and every process
+started here is stopped on the way out.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import secrets
@@ -29,6 +37,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -42,14 +51,22 @@ DEADLINE = 300.0  # the whole run, whatever happens
 
 
 class Redis:
-    """A throwaway redis-server on 127.0.0.1, no persistence."""
+    """A throwaway redis-server on 127.0.0.1, no persistence (or a sentinel: ``command``)."""
 
-    def __init__(self, workdir: Path, logfile: Path):
-        self.port = free_port()
+    def __init__(
+        self,
+        workdir: Path,
+        logfile: Path,
+        extra: tuple[str, ...] = (),
+        command: list[str] | None = None,
+        port: int | None = None,
+    ):
+        self.port = port or free_port()
         workdir.mkdir(parents=True, exist_ok=True)
         err = logfile.open("a")
         self.proc = subprocess.Popen(
-            [
+            command
+            or [
                 "redis-server",
                 "--port",
                 str(self.port),
@@ -61,6 +78,7 @@ class Redis:
                 "no",
                 "--dir",
                 str(workdir),
+                *extra,
             ],
             stdout=err,
             stderr=err,
@@ -317,6 +335,197 @@ def wait_for_file(path: Path, prefix: str, timeout: float) -> bool:
     return False
 
 
+def ask(port: int, *command: str) -> list[str]:
+    """One command to a Redis or a sentinel on 127.0.0.1 (RESP), the reply as lines."""
+    request = f"*{len(command)}\r\n" + "".join(f"${len(a)}\r\n{a}\r\n" for a in command)
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+        sock.sendall(request.encode())
+        sock.settimeout(0.3)
+        data = b""
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                break
+            if not chunk:
+                break
+            data += chunk
+    return data.decode(errors="replace").split("\r\n")
+
+
+def reply_field(lines: list[str], name: str) -> str | None:
+    for i, line in enumerate(lines):
+        if line == name and i + 2 < len(lines):
+            return lines[i + 2]
+        if line.startswith(name + ":"):
+            return line.split(":", 1)[1]
+    return None
+
+
+def wait_until(check: Any, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"bench.cluster: timed out waiting for {what}")
+
+
+def sentinel_failover(args: argparse.Namespace) -> int:
+    """Seconds of 503 while Sentinel promotes the replica of a killed master."""
+    service, down_after = "benchmaster", 1000
+    sentinel_cmd = (
+        ["redis-sentinel"] if shutil.which("redis-sentinel") else ["redis-server", "--sentinel"]
+    )
+    logs = run.BENCH / "results" / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    work = BUILD / "cluster-sentinel"
+    shutil.rmtree(work, ignore_errors=True)
+    procs: list[Redis] = []
+    servers: list[Server] = []
+    samples: list[tuple[float, int]] = []  # (monotonic, HTTP status or 0 for no answer)
+    stop = threading.Event()
+    try:
+        master = Redis(work / "master", logs / "sentinel.master.log")
+        procs.append(master)
+        replica = Redis(
+            work / "replica",
+            logs / "sentinel.replica.log",
+            ("--replicaof", "127.0.0.1", str(master.port)),
+        )
+        procs.append(replica)
+        wait_until(
+            lambda: (
+                reply_field(ask(replica.port, "INFO", "replication"), "master_link_status") == "up"
+            ),
+            "the replica to sync",
+        )
+        ports = [free_port() for _ in range(3)]
+        for port in ports:
+            conf = work / f"sentinel-{port}.conf"
+            conf.write_text(
+                f"port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {work}\n"
+                f"sentinel monitor {service} 127.0.0.1 {master.port} 2\n"
+                f"sentinel down-after-milliseconds {service} {down_after}\n"
+                f"sentinel failover-timeout {service} 3000\n"
+            )
+            procs.append(
+                Redis(
+                    work,
+                    logs / "sentinel.sentinels.log",
+                    command=[*sentinel_cmd, str(conf)],
+                    port=port,
+                )
+            )
+        for port in ports:
+            wait_until(
+                lambda port=port: (
+                    reply_field(ask(port, "SENTINEL", "MASTER", service), "num-other-sentinels")
+                    == "2"
+                    and reply_field(ask(port, "SENTINEL", "MASTER", service), "num-slaves") == "1"
+                ),
+                f"sentinel {port} to see its peers and the replica",
+            )
+        url = "redis+sentinel://" + ",".join(f"127.0.0.1:{p}" for p in ports) + f"/{service}/0"
+        key = secrets.token_urlsafe(32)
+        env = dict(os.environ, WEBPUBSUB_REDIS_URL=url)
+        for i in range(2):
+            server = Server(
+                "webpubsub", free_port(), key, None, logs / f"sentinel.node{i}.log", env
+            )
+            servers.append(server)
+            server.start()
+
+        def sender(port: int) -> None:
+            path = f"/api/hubs/{run.HUB}/:send?{run.API_VERSION}"
+            aud = f"http://127.0.0.1:{port}{path}"
+            conn: http.client.HTTPConnection | None = None
+            while not stop.is_set():
+                now = int(time.time())
+                token = run.jwt_hs256({"aud": aud, "iat": now, "exp": now + 3600}, key)
+                try:
+                    conn = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                    conn.request(
+                        "POST",
+                        path,
+                        body=b'{"n":1}',
+                        headers={
+                            "Authorization": f"Bearer {token}",
+                            "Content-Type": "application/json",
+                        },
+                    )
+                    response = conn.getresponse()
+                    response.read()
+                    samples.append((time.monotonic(), response.status))
+                except (OSError, http.client.HTTPException):
+                    samples.append((time.monotonic(), 0))
+                    if conn is not None:
+                        conn.close()
+                    conn = None
+                time.sleep(0.01)
+
+        threads = [
+            threading.Thread(target=sender, args=(s.port,), daemon=True)
+            for s in servers
+            for _ in range(2)
+        ]
+        for thread in threads:
+            thread.start()
+        time.sleep(2.0)
+        master.proc.kill()
+        master.proc.wait(timeout=10)
+        killed = time.monotonic()
+        log(f"bench.cluster --sentinel: master 127.0.0.1:{master.port} killed (kill -9)")
+        deadline = killed + 40
+        while time.monotonic() < deadline:
+            refused = [t for t, status in samples if t > killed and status != 202]
+            if refused and sum(1 for t, st in samples if t > refused[-1] and st == 202) >= 100:
+                break
+            time.sleep(0.1)
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=15)
+    finally:
+        stop.set()
+        for server in servers:
+            server.stop()
+        for proc in procs:
+            proc.stop()
+    after = [(t - killed, status) for t, status in samples if t > killed]
+    refused = [t for t, status in after if status != 202]
+    if not refused:
+        raise SystemExit("bench.cluster --sentinel: no 503 seen: did the master fail?")
+    accepted_again = [t for t, status in after if status == 202 and t > refused[-1]]
+    if not accepted_again:
+        raise SystemExit("bench.cluster --sentinel: REST never accepted again in 40 s")
+    statuses: dict[str, int] = {}
+    for _, status in after:
+        statuses[str(status)] = statuses.get(str(status), 0) + 1
+    result = {
+        "machine": run.machine_info(),
+        "down_after_milliseconds": down_after,
+        "cluster_settings": "defaults (heartbeat_interval 2 s, redis_timeout 2 s)",
+        "first_refusal_s": round(refused[0], 2),
+        "last_refusal_s": round(refused[-1], 2),
+        "seconds_of_503": round(refused[-1] - refused[0], 2),
+        "accepting_again_s": round(accepted_again[0], 2),
+        "answers_after_kill": statuses,
+    }
+    out = run.BENCH / "results" / "cluster-sentinel.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    log(
+        f"  Sentinel failover (down-after {down_after} ms, default [cluster] settings): "
+        f"503 from {result['first_refusal_s']} s to {result['last_refusal_s']} s after the "
+        f"kill = {result['seconds_of_503']} s of 503; accepting again "
+        f"{result['accepting_again_s']} s after the kill; answers {statuses}"
+    )
+    log(f"  wrote {run.shown(out)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python3 -m bench.cluster", description=__doc__.split("\n")[0])
     p.add_argument("--clients", type=int, default=3000)
@@ -328,11 +537,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--no-workers", action="store_true", help="skip the 1 process vs --workers 2 scenario"
     )
+    p.add_argument(
+        "--sentinel", action="store_true", help="only the Sentinel failover scenario (~20 s)"
+    )
     args = p.parse_args(argv)
     if shutil.which("redis-server") is None:
         raise SystemExit("bench.cluster: redis-server is needed (apt-get install redis-server)")
     if not (run.VENV / "bin" / "webpubsub").exists():
         raise SystemExit("bench.cluster: run `python3 -m bench --quick` once to set up .venv")
+    if args.sentinel:
+        return sentinel_failover(args)
     if args.wait_for and not wait_for_file(Path(args.wait_for), "exit=", args.wait_max):
         raise SystemExit(f"bench.cluster: {args.wait_for} did not finish in time")
     run.raise_fd_limit(args.clients + 1000)

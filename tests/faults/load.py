@@ -37,6 +37,9 @@ class Receiver:
                 message = json.loads(raw)
                 if message.get("type") == "message":
                     self.got[message["data"]["i"]] += 1
+                    if "sequenceId" in message:  # a reliable subprotocol: acknowledge
+                        ack = {"type": "sequenceAck", "sequenceId": message["sequenceId"]}
+                        await self.ws.send(json.dumps(ack))
 
     async def has(self, ids: set[int], timeout: float = 20.0) -> set[int]:
         """Wait until every id arrived (or the timeout); return the missing ones."""
@@ -49,10 +52,12 @@ class Receiver:
         return ids - set(self.got)
 
 
-async def receiver(node: NodeProcess, hub: str, user: str) -> Receiver:
+async def receiver(
+    node: NodeProcess, hub: str, user: str, protocol: str = "json.webpubsub.azure.v1"
+) -> Receiver:
     token = mint_client_token(ACCESS_KEY, client_audience(node.endpoint, hub), user_id=user)
     url = f"ws://127.0.0.1:{node.port}/client/hubs/{hub}?access_token={token}"
-    ws = await websockets.connect(url, subprotocols=["json.webpubsub.azure.v1"])  # type: ignore[list-item]
+    ws = await websockets.connect(url, subprotocols=[protocol])  # type: ignore[list-item]
     connected = json.loads(await asyncio.wait_for(ws.recv(), 5))
     assert connected["event"] == "connected"
     found = Receiver(node, ws, connected["connectionId"])
@@ -83,6 +88,7 @@ class Load:
     unknown: int = 0  # no answer (timeout, connection error)
     next_id: int = 0
     accepted_at: list[float] = field(default_factory=list)
+    refused_at: list[float] = field(default_factory=list)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -112,6 +118,7 @@ class Load:
                     self.accepted_at.append(time.monotonic())
                 else:
                     self.refused[response.status_code] += 1
+                    self.refused_at.append(time.monotonic())
                     await asyncio.sleep(0.05)
                 await asyncio.sleep(0.005)
 
@@ -124,3 +131,16 @@ class Load:
                 return after[0]
             await asyncio.sleep(0.05)
         raise AssertionError(f"fewer than {count} sends accepted in {timeout} s after the fault")
+
+    async def recovered(self, moment: float, count: int, timeout: float = 30.0) -> float:
+        """Wait until sends were refused after ``moment`` and then ``count`` accepted after
+        the last refusal; return the time of the first of those."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            refused = [t for t in self.refused_at if t > moment]
+            if refused:
+                after = [t for t in self.accepted_at if t > refused[-1]]
+                if len(after) >= count:
+                    return after[0]
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"REST did not refuse and then accept {count} sends in {timeout} s")

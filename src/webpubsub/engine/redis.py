@@ -24,6 +24,14 @@ a healthy node is published, whatever Redis does for up to ``retry_window``; a R
 does not wait for its write (bursts fan out together), a membership change does
 (read-your-writes).
 
+With a ``redis+sentinel://`` URL the client follows the master that Sentinel names (asked
+again on every heartbeat: a demoted master takes writes until Sentinel reconfigures it). A
+failover is noticed as a new master address after any round trip; it is treated like a
+restart (the promoted replica may lack the last writes, and nobody is subscribed there): every
+node registers again, holds its publishes for ``heartbeat_interval`` + ``timeout`` + 1 s,
+replays before them the publishes it wrote for as long before, and moves a reader still
+subscribed to the former master (a hung master breaks no connection).
+
 Every long-lived task is supervised: an unexpected exception is logged with its traceback,
 the node reports not ready, and the task starts again.
 """
@@ -31,6 +39,7 @@ the node reports not ready, and the task starts again.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -42,9 +51,11 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import MasterNotFoundError, Sentinel
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..core import commands as c
 from ..core.connection import Connection
@@ -52,17 +63,21 @@ from ..core.errors import ServiceUnavailable
 from ..core.node import Node
 from ..core.roles import Permission, has_permission
 from .codec import CodecError, decode_command, encode_command
+from .redis_url import is_sentinel_url, parse_sentinel_url
 from .scripts import CLOSE, FORGET_NODE, MEMBERSHIP, REGISTER, ROLES, UNREGISTER
 
 log = logging.getLogger("webpubsub.engine.redis")
 
 NODES = "wps:nodes"
 BOOT = "wps:boot"
+CONTROL = "wps:control"  # every node subscribes (see _hold)
 MAX_QUEUED_OPS = 100_000
 PUBLISH = frozenset({"publish", "spublish"})
 MAX_SENDERS = 10_000  # node ids whose last sequence number we remember
 RETRY_DELAYS = (0.05, 0.1, 0.2, 0.5)  # between attempts at a failed batch
 PROBE_INTERVAL = 0.2  # how often an unhealthy node tries Redis again
+READER_POLL = 0.25  # how soon the reader notices it must reconnect
+MAX_RECENT = 100_000
 
 
 def hub_prefix(hub: str) -> str:
@@ -106,19 +121,10 @@ class RedisEngine:
         self.heartbeat_interval = heartbeat_interval
         self.publish_timeout = publish_timeout
         self.retry_window = retry_window
+        self.timeout = timeout
         # A pooled connection left stale by a Redis restart is replaced and the call tried
         # again, instead of failing the first caller (and marking the node unhealthy).
-        self.redis = aioredis.from_url(
-            url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            decode_responses=False,
-            # Only a broken connection is retried: a timeout (a stalled Redis) must fail
-            # after ``timeout``, so that the node reports it instead of waiting it out.
-            retry=Retry(
-                ExponentialBackoff(cap=0.2, base=0.02), 2, supported_errors=(RedisConnectionError,)
-            ),
-        )
+        self.redis, self._sentinel = _client(url, timeout)
         self._scripts = {
             "register": self.redis.register_script(REGISTER),
             "unregister": self.redis.register_script(UNREGISTER),
@@ -154,6 +160,14 @@ class RedisEngine:
         self._peer_connections = 0
         self._peer_hub_connections: dict[str, int] = {}
         self._first_subscription = asyncio.Event()
+        # With Sentinel: the master we last wrote to; a new one means a failover happened.
+        self._master: Any = None
+        self._replay = False  # send the recent publishes again (a failover: some may be lost)
+        self._recent: collections.deque[tuple[float, _Op]] = collections.deque(maxlen=MAX_RECENT)
+        # Publishes written this long before we notice a failover may have gone to the former
+        # master (a demoted master takes writes until Sentinel reconfigures it).
+        self._recent_window = heartbeat_interval + timeout + 1.0
+        self._reader_stale = False  # its connection is on a former master: reconnect
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -182,8 +196,9 @@ class RedisEngine:
             await self._beat()
         except (RedisError, OSError) as exc:
             raise ServiceUnavailable(
-                f"Redis at {_safe_url(self.url)} is unreachable: {exc}"
+                f"Redis at {_safe_url(self.url)} is unreachable: {self._describe(exc)}"
             ) from exc
+        self._master = self._master_address()
         major = int(str(info.get("redis_version", "0")).split(".")[0] or 0)
         self._sharded = major >= 7
         self._redis_ok = self._synced = True
@@ -199,10 +214,11 @@ class RedisEngine:
                 f"Redis at {_safe_url(self.url)} did not take our subscription"
             ) from None
         log.info(
-            "node %s joined the cluster at %s (sharded pub/sub: %s)",
+            "node %s joined the cluster at %s (sharded pub/sub: %s%s)",
             self.node_id,
             _safe_url(self.url),
             self._sharded,
+            f", master {_address(self._master)}" if self._master else "",
         )
 
     async def close(self) -> None:
@@ -219,6 +235,9 @@ class RedisEngine:
             with contextlib.suppress(Exception):
                 await self._pubsub.aclose()
         await self.redis.aclose()
+        if self._sentinel is not None:
+            with contextlib.suppress(Exception):
+                await self._sentinel.aclose()
 
     def _supervise(self, name: str, body: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
         """Run a long-lived task; an unexpected exception is logged and the task restarted."""
@@ -316,8 +335,8 @@ class RedisEngine:
         """After Redis lost its data, the nodes re-register: refuse what could miss some."""
         if time.monotonic() < self._settle_until:
             raise ServiceUnavailable(
-                "The cluster is re-registering its connections after a Redis restart; "
-                "retry in a second.",
+                "The cluster is re-registering its connections after a Redis restart or "
+                "failover; retry in a second.",
                 code="Error.ServiceUnavailable.Resync",
             )
 
@@ -383,6 +402,7 @@ class RedisEngine:
         except (RedisError, OSError) as exc:
             raise _unavailable(exc) from exc
         self._check_boot(boot)
+        self._check_master()
         return result
 
     # -- what a command means for shared membership -----------------------------------
@@ -446,13 +466,23 @@ class RedisEngine:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            hold = self._settle_until - time.monotonic()
-            if hold > 0:
-                # Redis restarted empty: until every node is subscribed again, what we
-                # publish could miss some of them. Hold it all, in order.
-                await asyncio.sleep(hold)
+            # The pool may already know of a new master (our reader or heartbeat found it):
+            # notice before writing, so that the publishes to replay go first.
+            self._check_master()
+            if time.monotonic() < self._settle_until:
+                # Redis restarted empty or failed over: until every node is subscribed again,
+                # what we publish could miss some of them. Hold it all, in order.
+                await self._hold()
             batch = [op for op in self._ops if not op.cancelled]
             self._ops = []
+            if self._replay:
+                # Publishes written to the former master just before it failed may not have
+                # reached every subscriber: send them again, before anything newer (the
+                # receivers drop what they already applied, by sequence number).
+                self._replay = False
+                recent = [op for _, op in self._recent]
+                self._recent.clear()
+                batch = recent + batch
             if not batch:
                 continue
             try:
@@ -472,15 +502,51 @@ class RedisEngine:
                 continue
             attempt = 0
             self._set_redis_ok(True)
-            if self._check_boot(boot) or time.monotonic() < self._settle_until:
-                # Written into a Redis that had just restarted empty, perhaps before every
-                # node subscribed again: publish it once more when they all have (receivers
-                # drop the copies they already applied, by sequence number).
+            news = self._check_boot(boot)
+            news = self._check_master() or news
+            now = time.monotonic()
+            if news or now < self._settle_until:
+                # Written into a Redis that had just restarted empty or been promoted,
+                # perhaps before every node subscribed again: publish it once more when they
+                # all have (receivers drop the copies they already applied, by sequence).
                 self._ops = [op for op in batch if op.name in PUBLISH] + self._ops
                 self._wake.set()
+            elif self._sentinel is not None:
+                self._recent.extend((now, op) for op in batch if op.name in PUBLISH)
+                while self._recent and self._recent[0][0] < now - self._recent_window:
+                    self._recent.popleft()
             for op in batch:
                 if op.done is not None and not op.done.done():
                     op.done.set_result(None)
+
+    async def _hold(self) -> None:
+        """Wait out the settle time, then until every live node listens on this master.
+
+        The settle time gives every live node a heartbeat to notice and re-register; a node
+        slowed down (a loaded machine) may still not have subscribed again then, so the hold
+        goes on until the control channel's subscribers on the master number the live nodes,
+        ``node_ttl`` at most (a node silent that long is being declared dead anyway).
+        """
+        await asyncio.sleep(max(0.0, self._settle_until - time.monotonic()))
+        ceiling = time.monotonic() + self.node_ttl
+        while time.monotonic() < ceiling:
+            try:
+                if await self._everyone_listens():
+                    return
+            except (RedisError, OSError):
+                return  # the write that follows fails and is retried as usual
+            await asyncio.sleep(PROBE_INTERVAL / 4)
+        log.warning("not every node subscribed again within node_ttl; publishing anyway")
+
+    async def _everyone_listens(self) -> bool:
+        nodes = [_text(n) for n in await self.redis.smembers(NODES)]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for node in nodes:
+                pipe.exists(f"wps:node:{node}")
+            pipe.pubsub_numsub(CONTROL)
+            *alive, numsub = await pipe.execute()
+        listening = int(numsub[0][1]) if numsub else 0
+        return listening >= sum(1 for found in alive if found)
 
     async def _write(self, batch: list[_Op]) -> bytes | None:
         """One pipeline for the batch; returns the boot marker read in the same trip."""
@@ -524,22 +590,25 @@ class RedisEngine:
         while not self._closing:
             try:
                 self._pubsub = self.redis.pubsub()
+                # Every node is on the control channel, hubs or not: its subscriber count on
+                # the master tells a publisher that every node listens again (see _hold).
+                await self._pubsub.subscribe(CONTROL)
                 if self._channels:
                     await self._subscribe(list(self._channels), raise_errors=True)
-                else:
-                    # Keep the connection open even before the first hub appears.
-                    await self._pubsub.subscribe("wps:control")
                 self._subscribed = True
                 self._first_subscription.set()
                 if not self._synced:
                     self._resync_soon()
                 delay = 0.05
+                self._reader_stale = False
                 while True:
                     message = await self._pubsub.get_message(
-                        ignore_subscribe_messages=True, timeout=1.0
+                        ignore_subscribe_messages=True, timeout=READER_POLL
                     )
                     if message is not None:
                         self._deliver(message)
+                    if self._reader_stale:
+                        raise RedisConnectionError("subscribed to a former master")
             except (RedisError, OSError, ServiceUnavailable) as exc:
                 # Commands published while we are not subscribed never reach us: we are not
                 # ready until subscribed again, and our connections re-register then.
@@ -615,6 +684,7 @@ class RedisEngine:
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_interval if self.healthy else PROBE_INTERVAL)
+            await self._ask_sentinels()
             try:
                 await self._beat()
                 self._set_redis_ok(True)
@@ -658,6 +728,22 @@ class RedisEngine:
                 log.warning("ignoring a malformed connection count report")
         self._peer_connections, self._peer_hub_connections = total, hubs
 
+    async def _ask_sentinels(self) -> None:
+        """With Sentinel, ask which master is current (a former master that is still up keeps
+        taking writes until Sentinel demotes it, seconds later: nothing else would tell us).
+        A new answer makes the pool drop its idle connections; in-use ones go when released.
+        """
+        if self._sentinel is None:
+            return
+        pool: Any = self.redis.connection_pool
+        try:
+            # Bounded: hung sentinels must not delay our heartbeat past node_ttl.
+            limit = min(self.timeout, self.heartbeat_interval)
+            await asyncio.wait_for(pool.get_master_address(), limit)
+        except (RedisError, OSError, TimeoutError) as exc:
+            # The master may be fine all the same: the beat that follows tells.
+            log.debug("no sentinel named the master: %s", self._describe(exc))
+
     async def _beat(self) -> None:
         """Refresh our heartbeat key; notice if we were declared dead or Redis lost data."""
         now = time.monotonic()
@@ -672,6 +758,7 @@ class RedisEngine:
         first = not self._last_beat
         self._last_beat = time.monotonic()
         self._check_boot(boot)
+        self._check_master()
         if not first and (previous is None or stalled):
             # Either we stalled or Redis did (then every heartbeat expired at once): judge
             # nobody dead until all had a chance to beat again.
@@ -695,13 +782,66 @@ class RedisEngine:
         if known is None:
             return False  # our first look: nothing was lost that we know of
         log.warning("Redis lost its data (restarted?): registering connections again")
+        self._unsettle(_boot_created(boot))
+        return True
+
+    def _check_master(self) -> bool:
+        """With Sentinel, a new master means a failover: treated like a restart.
+
+        The promoted replica has the data, the boot marker included, but maybe not the
+        last writes (replication is asynchronous), and no subscriptions: every node
+        registers its connections again, holds its publishes until all had time to
+        subscribe to the new master, and replays the publishes it wrote just before.
+        Returns True when this is news.
+        """
+        if self._sentinel is None:
+            return False
+        address = self._master_address()
+        if address is None or address == self._master:
+            return False
+        known, self._master = self._master, address
+        if known is None:
+            return False
+        log.warning(
+            "Redis failed over from %s to %s: registering connections again",
+            _address(known),
+            _address(address),
+        )
+        self._replay = True
+        self._wake.set()
+        pubsub = self._pubsub
+        connection = getattr(pubsub, "connection", None) if pubsub is not None else None
+        if connection is not None and (connection.host, connection.port) != tuple(address):
+            self._reader_stale = True  # still on the former master (a partition?)
+        # Every node notices within a heartbeat and a timed-out call (a hung master is only
+        # noticed by timing out), then subscribes to the new master.
+        self._unsettle(time.time() + self.timeout)
+        return True
+
+    def _describe(self, exc: BaseException | None) -> str:
+        """An error for people (redis-py's Sentinel errors list whole client reprs)."""
+        if isinstance(exc, MasterNotFoundError) and self._sentinel is not None:
+            target = parse_sentinel_url(self.url)
+            hosts = ", ".join(f"{h}:{p}" for h, p in target.sentinels)
+            return (
+                f"no sentinel ({hosts}) names a master for {target.service_name!r}: "
+                "unreachable, not monitoring that service, or the master is down"
+            )
+        return str(exc)
+
+    def _master_address(self) -> Any:
+        """The master's address the Sentinel pool connects to (None without Sentinel)."""
+        if self._sentinel is None:
+            return None
+        return getattr(self.redis.connection_pool, "master_address", None)
+
+    def _unsettle(self, since: float) -> None:
+        """Redis lost writes at ``since`` (wall clock): register again, let others too."""
         self._synced = False
-        created = _boot_created(boot)
         # Every live node notices within a heartbeat; until then a "not found" is unsure.
-        settle = created + self.heartbeat_interval + 1.0 - time.time()
+        settle = since + self.heartbeat_interval + 1.0 - time.time()
         self._settle_until = max(self._settle_until, time.monotonic() + max(0.0, settle))
         self._resync_soon()
-        return True
 
     async def _collect_dead_nodes(self) -> None:
         if time.monotonic() < self._collect_after:
@@ -760,8 +900,84 @@ class RedisEngine:
             if ok:
                 log.info("Redis is reachable again")
             else:
-                log.error("lost Redis at %s: %s", _safe_url(self.url), exc)
+                log.error("lost Redis at %s: %s", _safe_url(self.url), self._describe(exc))
         self._redis_ok = ok
+
+
+class _Sentinel(Sentinel):
+    """Sentinel asking every sentinel at once, the newest configuration winning.
+
+    redis-py takes the first sentinel that names a master in a good state; right after a
+    failover a sentinel that has not heard of it yet still names the former master (alive,
+    if it was demoted or cut off), and the nodes could go back to it. The master with the
+    highest ``config-epoch`` is the one the sentinels agree on last.
+    """
+
+    async def discover_master(self, service_name: str) -> tuple[str, int]:
+        async def ask(sentinel: aioredis.Redis) -> Any:
+            try:
+                masters: Any = await sentinel.sentinel_masters()
+                return masters.get(service_name)
+            except (RedisConnectionError, RedisTimeoutError, ResponseError, OSError):
+                return None
+
+        states = await asyncio.gather(*(ask(s) for s in self.sentinels))
+        good = [st for st in states if st and self.check_master_state(st, service_name)]
+        if not good:
+            raise MasterNotFoundError(f"No master found for {service_name!r}")
+        best = max(good, key=lambda st: int(st.get("config-epoch", 0)))
+        return best["ip"], int(best["port"])
+
+
+def _client(url: str, timeout: float) -> tuple[aioredis.Redis, Sentinel | None]:
+    """The engine's Redis client: from a URL, or following the master Sentinel names."""
+    # Only a broken connection is retried: a timeout (a stalled Redis) must fail after
+    # ``timeout``, so that the node reports it instead of waiting it out.
+    retry = Retry(
+        ExponentialBackoff(cap=0.2, base=0.02), 2, supported_errors=(RedisConnectionError,)
+    )
+    if not is_sentinel_url(url):
+        client = aioredis.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            decode_responses=False,
+            retry=retry,
+        )
+        return client, None
+    target = parse_sentinel_url(url)
+    sentinel = _Sentinel(  # type: ignore[no-untyped-call]
+        list(target.sentinels),
+        sentinel_kwargs={
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
+            "username": target.sentinel_username,
+            "password": target.sentinel_password,
+            "ssl": target.ssl,
+            # A dead sentinel is skipped at once: the next one is asked.
+            "retry": Retry(ExponentialBackoff(cap=0.05, base=0.01), 0),
+        },
+    )
+    # A write to a demoted master (READONLY) makes the connection ask the sentinels again
+    # and raise ConnectionError: retried here, then by the writer.
+    client = sentinel.master_for(
+        target.service_name,
+        redis_class=aioredis.Redis,
+        db=target.db,
+        username=target.username,
+        password=target.password,
+        ssl=target.ssl,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        decode_responses=False,
+        retry=retry,
+    )
+    return client, sentinel
+
+
+def _address(address: Any) -> str:
+    host, port = address
+    return f"{_text(host)}:{port}"
 
 
 def _boot_value() -> str:
@@ -824,8 +1040,9 @@ def _unavailable(exc: BaseException) -> ServiceUnavailable:
 
 
 def _safe_url(url: str) -> str:
-    """The URL without its password, for logs."""
+    """The URL without its passwords (in the user info or the query), for logs."""
+    url = url.partition("?")[0]
     if "@" not in url:
         return url
     scheme, _, rest = url.partition("://")
-    return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"

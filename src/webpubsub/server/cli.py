@@ -73,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--redis",
         metavar="URL",
         help="join a cluster of nodes sharing this Redis server, e.g. redis://localhost:6379/0 "
-        "(env WEBPUBSUB_REDIS_URL; rediss:// for TLS, password in the URL)",
+        "(env WEBPUBSUB_REDIS_URL; rediss:// for TLS, password in the URL; "
+        "redis+sentinel://host:26379,host2:26379/mymaster/0 to follow Sentinel's master)",
     )
     serve.add_argument(
         "--workers",

@@ -16,6 +16,7 @@ from typing import Any
 from ..core.errors import BadRequest
 from ..core.events import SYSTEM_EVENTS, EventHandlerSettings, HubSettings
 from ..core.names import MAX_GROUP_NAME
+from ..engine.redis_url import is_sentinel_url, parse_sentinel_url
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 DEFAULT_HUB = HubSettings()
@@ -314,8 +315,15 @@ def _validate(settings: Settings) -> None:
             "separate in-memory service, and clients connected to one could not reach the "
             "others (add --redis URL, or use --workers 1)"
         )
-    if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigError("the Redis URL must start with redis://, rediss:// or unix://")
+    if redis_url and is_sentinel_url(redis_url):
+        try:
+            parse_sentinel_url(redis_url)
+        except ValueError as exc:
+            raise ConfigError(f"bad Redis Sentinel URL: {exc}") from None
+    elif redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(
+            "the Redis URL must start with redis://, rediss://, unix:// or redis+sentinel://"
+        )
     endpoint = settings.public_endpoint
     if endpoint and not endpoint.startswith(("http://", "https://")):
         raise ConfigError("the public endpoint must start with http:// or https://")
