@@ -174,13 +174,16 @@ def upgrade(
     *,
     subprotocol: str | None = "json.webpubsub.azure.v1",
     timeout: float = TIMEOUT,
+    in_header: bool = False,
 ) -> Upgrade:
-    """Send ``GET /client/hubs/{hub}?access_token=token`` with an upgrade and read the
-    answer. A hang fails (socket timeout); a socket closed before a full answer fails."""
+    """Send ``GET /client/hubs/{hub}?access_token=token`` (or the token in an
+    ``Authorization`` header) with an upgrade and read the answer. A hang fails (socket
+    timeout); a socket closed before a full answer fails."""
     sock = socket.create_connection((service.settings.host, service.settings.port), timeout)
     key = base64.b64encode(os.urandom(16)).decode()
+    target = f"/client/hubs/{hub}" if in_header else f"/client/hubs/{hub}?access_token={token}"
     lines = [
-        f"GET /client/hubs/{hub}?access_token={token} HTTP/1.1",
+        f"GET {target} HTTP/1.1",
         f"Host: 127.0.0.1:{service.settings.port}",
         "Upgrade: websocket",
         "Connection: Upgrade",
@@ -189,6 +192,8 @@ def upgrade(
     ]
     if subprotocol:
         lines.append(f"Sec-WebSocket-Protocol: {subprotocol}")
+    if in_header:
+        lines.append(f"Authorization: Bearer {token}")
     sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
     ws = RawWebSocket.adopt(sock)
     head = ws.read_head()
