@@ -35,12 +35,12 @@ from webpubsub.core.names import MAX_NAME
 from webpubsub.testing import ServiceThread
 
 fuzz = settings(
-    max_examples=int(os.environ.get("FUZZ_EXAMPLES", "30")),
+    max_examples=int(os.environ.get("FUZZ_EXAMPLES", "50")),
     deadline=None,
     derandomize=True,
     suppress_health_check=list(HealthCheck),
 )
-"""Bounded and deterministic: ``FUZZ_EXAMPLES`` per test (default 30, for CI time)."""
+"""Bounded and deterministic: ``FUZZ_EXAMPLES`` per test (default 50, for CI time)."""
 
 # -- atoms --------------------------------------------------------------------------------
 

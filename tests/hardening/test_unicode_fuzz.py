@@ -268,6 +268,7 @@ def acks(payloads: list[bytes]) -> dict[int, dict[str, Any]]:
     kind=st.sampled_from(["joinGroup", "leaveGroup", "sendToGroup", "event"]),
     name=hostile_text,
     data=short_hostile.map(without_surrogates),
+    data_type=st.sampled_from(["text", "json"]),
     ascii_only=st.booleans(),
 )
 def test_names_in_frames(
@@ -276,14 +277,16 @@ def test_names_in_frames(
     kind: str,
     name: str,
     data: str,
+    data_type: str,
     ascii_only: bool,
 ) -> None:
-    """Hostile ``group``/``event`` fields and text ``data``: acked as the rule says, the
-    connection answers a ping afterwards, receivers get the exact text."""
+    """Hostile ``group``/``event`` fields and ``data`` (text, or a JSON string): acked as
+    the rule says, the connection answers a ping afterwards, receivers get the exact data
+    as valid UTF-8."""
     envelope: dict[str, Any] = {"type": kind, "ackId": 1}
     envelope["event" if kind == "event" else "group"] = name
     if kind in ("sendToGroup", "event"):
-        envelope.update(dataType="text", data=data)
+        envelope.update(dataType=data_type, data=data)
     note(f"envelope={envelope!r} ascii_only={ascii_only}")
     problem = event_name_problem(name) if kind == "event" else group_name_problem(name)
     event(f"{kind} {'refused' if problem else 'accepted'}")
@@ -307,12 +310,13 @@ def test_names_in_frames(
             message = next_json(pubsub)
             assert (message["group"], message["dataType"], message["data"]) == (
                 name,
-                "text",
+                data_type,
                 data,
             ), message
             received = simple.next_data()
             assert received is not None and received.opcode == TEXT, received
-            assert received.payload.decode("utf-8") == data
+            text = received.payload.decode("utf-8")  # strict: valid UTF-8 only
+            assert (json.loads(text) if data_type == "json" else text) == data
     finally:
         ws.close()
         if others is not None:

@@ -20,6 +20,7 @@ the other.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
 import shutil
@@ -30,7 +31,7 @@ from urllib.parse import quote, unquote
 
 import jwt
 import pytest
-from hypothesis import event, given, note, settings
+from hypothesis import event, given, note
 from hypothesis import strategies as st
 
 from tests.cluster.conftest import RedisServer, free_port
@@ -44,7 +45,7 @@ from tests.hardening.hostile import (
     upgrade,
     without_surrogates,
 )
-from tests.hardening.support import JOIN, SEND, Census, assert_no_leaks, running
+from tests.hardening.support import Census, RawWebSocket, assert_no_leaks, running
 from tests.hardening.test_unicode_fuzz import next_json
 from tests.hardening.test_ws_fuzz import finish
 from tests.server.helpers import (
@@ -61,6 +62,11 @@ from webpubsub.server.config import Cluster, Limits, Settings
 from webpubsub.testing import ServiceThread
 
 HUB = "unicoderest"
+SUBSCRIBE_RACE = (
+    "cluster: a node subscribes to a hub's channel in a task after the first client of the "
+    "hub there is told 'connected'; a send through another node in that window is lost "
+    "for the client (engine/redis.py hub_added)"
+)
 MAX_URL = Limits().max_url_length  # the default: a 1,024-character non-BMP name is past it
 
 
@@ -252,7 +258,7 @@ def build(
         operation.method.encode() + b" " + target + b" HTTP/1.1",
         f"Host: 127.0.0.1:{service.settings.port}".encode(),
         b"Authorization: Bearer " + sign_rest(audience).encode(),
-        b"Content-Type: " + content_type,
+        *([b"Content-Type: " + content_type] if b"content-type" not in dict(headers) else []),
         b"Content-Length: " + str(len(body)).encode(),
         b"Connection: close",
         *(name + b": " + value for name, value in headers),
@@ -336,7 +342,7 @@ def test_hostile_names_in_rest_calls(
 ) -> None:
     """Hostile names in paths, queries and bodies, odd header bytes: the operation's own
     answer, or a 4xx with an ``ErrorDetail`` body; the service stays healthy."""
-    # A second Content-Type would make the request ambiguous: odd ones replace ours.
+    # An odd Content-Type replaces ours (two would be another test).
     built = build(service, operation, names, encoding, headers)
     note(f"{built.wire[:600]!r}")
     event(f"{operation.method} {'refused' if built.refused else 'valid'}")
@@ -433,7 +439,24 @@ def ready(node: ServiceThread) -> int:
     return parse_http_response(raw).status
 
 
-@settings(fuzz, max_examples=max(5, fuzz.max_examples // 2))
+PROBE_GROUP = "probe!"  # no hostile name drawn is this one
+
+
+@pytest.fixture(scope="module")
+def probe(nodes: list[ServiceThread]) -> Iterator[RawWebSocket]:
+    """A client on node B, in its group for the whole module (its node stays subscribed)."""
+    token = client_token(nodes[1], HUB, groups=[PROBE_GROUP])
+    answer = upgrade(nodes[1], HUB, token)
+    assert answer.ws is not None, answer.status
+    assert next_json(answer.ws).get("event") == "connected"
+    yield answer.ws
+    finish(answer.ws)
+
+
+_sent = itertools.count()
+
+
+@fuzz
 @given(
     operation=st.sampled_from(OPS),
     names=names_strategy,
@@ -442,6 +465,7 @@ def ready(node: ServiceThread) -> int:
 )
 def test_hostile_names_in_a_cluster(
     nodes: list[ServiceThread],
+    probe: RawWebSocket,
     operation: Op,
     names: dict[str, str],
     encoding: str,
@@ -455,24 +479,30 @@ def test_hostile_names_in_a_cluster(
     response = call(nodes[through], built)
     check_answer(operation, built, response, header_odd=False)
     assert [ready(node) for node in nodes] == [200, 200]
-    answer = upgrade(
-        nodes[1], HUB, client_token(nodes[1], HUB, roles=[JOIN, SEND], groups=["probe"])
-    )
-    assert answer.ws is not None, answer.status
-    ws = answer.ws
-    try:
-        next_json(ws)  # connected
-        sent = rest_call(
-            nodes[0],
-            "POST",
-            f"/api/hubs/{HUB}/groups/probe/:send",
-            content=b"across",
-            content_type="text/plain",
-        )
-        assert sent.status_code == 202, sent.text
-        message = next_json(ws)
-        assert (message["group"], message["data"]) == ("probe", "across"), message
-        code, _ = finish(ws)
-        assert code == 1000
-    finally:
-        ws.close()
+    marker = f"across-{next(_sent)}"
+    path = f"/api/hubs/{HUB}/groups/{quote(PROBE_GROUP)}/:send"
+    sent = rest_call(nodes[0], "POST", path, content=marker.encode(), content_type="text/plain")
+    assert sent.status_code == 202, sent.text
+    while (message := next_json(probe))["data"] != marker:
+        assert message["data"] == "hello", message  # a hostile send to all, before ours
+
+
+@pytest.mark.xfail(strict=False, reason=SUBSCRIBE_RACE)
+def test_a_send_right_after_connecting_reaches_the_other_node(
+    nodes: list[ServiceThread],
+) -> None:
+    """A client told ``connected`` on node B, in a hub new to B, gets a group send made
+    through node A at once (not found by the names: by the cluster fuzzer's first form)."""
+    for i in range(20):
+        hub = f"fresh{i}{os.getpid()}"
+        answer = upgrade(nodes[1], hub, client_token(nodes[1], hub, groups=["g"]), timeout=1.0)
+        assert answer.ws is not None, answer.status
+        ws = answer.ws
+        try:
+            assert next_json(ws).get("event") == "connected"
+            path = f"/api/hubs/{hub}/groups/g/:send"
+            sent = rest_call(nodes[0], "POST", path, content=b"now", content_type="text/plain")
+            assert sent.status_code == 202, sent.text
+            assert next_json(ws)["data"] == "now", i
+        finally:
+            ws.close()
