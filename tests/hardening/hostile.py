@@ -25,6 +25,7 @@ import re
 import socket
 import string
 from typing import Any
+from urllib.parse import quote, unquote
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -137,6 +138,27 @@ def json_bytes(value: Any, *, ascii_only: bool) -> bytes:
     return _SURROGATE.sub(lambda m: f"\\u{ord(m[0]):04x}", text).encode("utf-8")
 
 
+def encode(text: str, encoding: str) -> bytes:
+    """One path segment or query value, as the bytes that go on the wire."""
+    data = text.encode("utf-8", "surrogatepass")
+    if encoding == "percent":
+        return quote(data, safe="").encode("ascii")
+    if encoding == "raw":
+        return b"".join(
+            bytes([b]) if b >= 0x80 else quote(bytes([b]), safe="").encode() for b in data
+        )
+    return quote(data, safe="%").encode("ascii")
+
+
+def decoded(wire: bytes) -> str | None:
+    """What the service reads from a segment or query value: the bytes as Latin-1, then
+    ``%XX`` escapes decoded as UTF-8; None when they are not UTF-8 (a 400)."""
+    try:
+        return unquote(wire.decode("latin-1"), errors="strict")
+    except UnicodeDecodeError:
+        return None
+
+
 def compact_token(claims: dict[str, Any], key: str) -> str:
     """An HS256 JWT whose claims are raw UTF-8 JSON (escapes only for lone surrogates):
     a quarter of the length PyJWT's ASCII escapes give non-BMP names."""
@@ -175,6 +197,7 @@ def upgrade(
     subprotocol: str | None = "json.webpubsub.azure.v1",
     timeout: float = TIMEOUT,
     in_header: bool = False,
+    query: str = "",
 ) -> Upgrade:
     """Send ``GET /client/hubs/{hub}?access_token=token`` (or the token in an
     ``Authorization`` header) with an upgrade and read the answer. A hang fails (socket
@@ -182,6 +205,8 @@ def upgrade(
     sock = socket.create_connection((service.settings.host, service.settings.port), timeout)
     key = base64.b64encode(os.urandom(16)).decode()
     target = f"/client/hubs/{hub}" if in_header else f"/client/hubs/{hub}?access_token={token}"
+    if query:
+        target += ("&" if "?" in target else "?") + query
     lines = [
         f"GET {target} HTTP/1.1",
         f"Host: 127.0.0.1:{service.settings.port}",

@@ -10,7 +10,7 @@ controls, NUL and C0 controls, combining marks, 1,023 to 1,025 characters) go in
 * the ``group`` and ``event`` fields of JSON frames, and their text ``data``: a valid name is
   acked with success (or, for an event without a handler, ``InternalServerError``), an
   invalid one with ``BadRequest``; the connection stays open and answers a ping; receivers in
-  the group, JSON and simple, get exactly the text, as valid UTF-8;
+  the group, JSON, protobuf and simple, get exactly the data, as valid UTF-8;
 * the ``userId``, ``groups`` and ``roles`` of a ``connect`` answer: accepted names connect
   and are carried, refused ones give the client a ``500`` upgrade refusal.
 
@@ -35,6 +35,8 @@ from tests.hardening.hostile import (
     Upgrade,
     assert_json_error,
     compact_token,
+    decoded,
+    encode,
     fuzz,
     has_surrogate,
     hostile_text,
@@ -62,11 +64,13 @@ from webpubsub.auth.tokens import MAX_TOKEN_LENGTH
 from webpubsub.core.events import EventHandlerSettings, HubSettings
 from webpubsub.core.names import event_name_problem, group_name_problem, role_problem
 from webpubsub.core.names import user_id_problem as _user_id_problem
+from webpubsub.protocols.proto.webpubsub_pb2 import DownstreamMessage
 from webpubsub.server.config import Limits, Settings
 from webpubsub.testing import ServiceThread
 
 HUB = "unicode"
 JSON_PROTOCOL = "json.webpubsub.azure.v1"
+PROTOBUF = "protobuf.webpubsub.azure.v1"
 LIMITS: dict[str, Any] = {"close_timeout": 1.0, "max_url_length": 1 << 17}
 ITEM_9 = (
     "issue 13 item 9: the JSON codec must refuse text with a lone surrogate (BadRequest ack) "
@@ -247,11 +251,27 @@ def open_json(service: ServiceThread) -> RawWebSocket:
 
 def receivers(service: ServiceThread, group: str) -> tuple[RawWebSocket, RawWebSocket]:
     """A JSON client and a simple client, both in ``group`` from their tokens."""
-    token = client_token(service, HUB, groups=[group])
+    claims = jwt.decode(
+        client_token(service, HUB, groups=[group]), options={"verify_signature": False}
+    )
+    token = compact_token(claims, ACCESS_KEY)  # PyJWT's escapes could pass the 16 KiB limit
     pubsub, simple = upgrade(service, HUB, token), upgrade(service, HUB, token, subprotocol=None)
     assert pubsub.ws is not None and simple.ws is not None, (pubsub.status, simple.status)
     assert next_json(pubsub.ws).get("event") == "connected"
     return pubsub.ws, simple.ws
+
+
+def protobuf_receiver(service: ServiceThread, group: str) -> RawWebSocket:
+    """A protobuf client in ``group`` (its connected message read)."""
+    claims = jwt.decode(
+        client_token(service, HUB, groups=[group]), options={"verify_signature": False}
+    )
+    answer = upgrade(service, HUB, compact_token(claims, ACCESS_KEY), subprotocol=PROTOBUF)
+    assert answer.ws is not None, answer.status
+    received = answer.ws.next_data()
+    assert received is not None
+    assert DownstreamMessage.FromString(received.payload).HasField("system_message")
+    return answer.ws
 
 
 def acks(payloads: list[bytes]) -> dict[int, dict[str, Any]]:
@@ -292,6 +312,7 @@ def test_names_in_frames(
     event(f"{kind} {'refused' if problem else 'accepted'}")
     fan_out = kind == "sendToGroup" and not problem
     others = receivers(service, name) if fan_out else None
+    proto = protobuf_receiver(service, name) if fan_out else None
     ws = open_json(service)
     try:
         ws.send(frame(TEXT, json_bytes(envelope, ascii_only=ascii_only)))
@@ -317,11 +338,59 @@ def test_names_in_frames(
             assert received is not None and received.opcode == TEXT, received
             text = received.payload.decode("utf-8")  # strict: valid UTF-8 only
             assert (json.loads(text) if data_type == "json" else text) == data
+        if proto is not None:
+            received = proto.next_data()
+            assert received is not None, "the protobuf receiver got nothing"
+            # Parsing checks the strings are UTF-8 (proto3 requires it).
+            downstream = DownstreamMessage.FromString(received.payload).data_message
+            assert downstream.group == name, downstream
+            if data_type == "json":
+                assert json.loads(downstream.data.json_data) == data, downstream
+            else:
+                assert downstream.data.text_data == data, downstream
     finally:
         ws.close()
+        if proto is not None:
+            close_simple(proto)
         if others is not None:
             finish(others[0])
             close_simple(others[1])
+    assert_no_leaks(service, baseline)
+
+
+@fuzz
+@given(group=hostile_text, encoding=st.sampled_from(["percent", "percent", "as-written"]))
+def test_simple_client_group_in_the_query(
+    service: ServiceThread, baseline: Census, group: str, encoding: str
+) -> None:
+    """``webpubsub_mode=sendToGroup&group=<hostile>`` (spec 4.2): a valid group connects
+    and the client's frames reach the group's members; anything else is a 400."""
+    wire = encode(group, encoding).decode("ascii")
+    name = decoded(wire.encode("ascii"))
+    note(f"group={group!r} wire={wire[:300]!r} read as {name!r}")
+    token = client_token(service, HUB, roles=[SEND])
+    query = f"webpubsub_mode=sendToGroup&group={wire}"
+    if name is None or group_name_problem(name):
+        event("group query refused")
+        answer = upgrade(service, HUB, token, subprotocol=None, query=query)
+        assert answer.status == 400, (answer.status, answer.body[:300])
+        detail = assert_json_error(answer.status, answer.headers, answer.body)
+        assert detail.get("target") == ("query" if name is None else "group"), detail
+        assert_no_leaks(service, baseline)
+        return
+    event("group query accepted")
+    member, simple = receivers(service, name)
+    close_simple(simple)
+    answer = upgrade(service, HUB, token, subprotocol=None, query=query)
+    try:
+        assert answer.ws is not None, (answer.status, answer.body[:300])
+        answer.ws.send(frame(TEXT, "hi \u202e\U0001f600".encode()))
+        message = next_json(member)
+        assert (message["group"], message["data"]) == (name, "hi \u202e\U0001f600"), message
+    finally:
+        if answer.ws is not None:
+            close_simple(answer.ws)
+        finish(member)
     assert_no_leaks(service, baseline)
 
 
