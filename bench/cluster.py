@@ -1,18 +1,22 @@
-"""Cluster scenario: broadcast throughput of 3 webpubsub nodes over Redis against 1 node.
+"""Cluster scenarios: broadcast throughput of 3 webpubsub nodes over Redis, and of one
+``serve --workers 2``, against 1 node.
 
-    python3 -m bench.cluster              # N=3,000 clients, about a minute
+    python3 -m bench.cluster              # N=3,000 clients, about a minute and a half
     python3 -m bench.cluster --clients 1500 --runs 1
+    python3 -m bench.cluster --no-workers # skip the --workers 2 scenario
 
 Starts a redis-server on a free 127.0.0.1 port, then measures REST broadcast deliveries/s
 (bench/run.py's steady and burst shapes, counted at the receivers by bench/loadgen.c):
 
 * 1 node:  one ``webpubsub serve`` with the Redis engine, N clients on it;
 * 3 nodes: three nodes on the same Redis, N/3 clients on each (one generator per node),
-  every publish sent to the first node, so each message crosses Redis once per node.
+  every publish sent to the first node, so each message crosses Redis once per node;
+* --workers 2: one ``webpubsub serve --workers 2`` (two worker processes on one port, each a
+  node on the same Redis), all N clients on its port: the kernel spreads them.
 
-Prints a table (1 node, 3 nodes, ratio) and writes ``bench/results/cluster.json``. Only
-127.0.0.1 is used; every phase, wait and subprocess is bounded in time, and every process
-started here is stopped on the way out.
+Prints a table (1 node, 3 nodes, --workers 2, ratios) and writes
+``bench/results/cluster.json``. Only 127.0.0.1 is used; every phase, wait and subprocess is
+bounded in time, and every process started here is stopped on the way out.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from .run import BUILD, BURST, STEADY, LoadGen, Server, build_loadgen, free_port
 
 RESULTS = run.BENCH / "results" / "cluster.json"
 RECEIVER_TAIL = 4.0  # receivers keep counting this long after the publisher stops issuing
-DEADLINE = 240.0  # the whole run, whatever happens
+DEADLINE = 300.0  # the whole run, whatever happens
 
 
 class Redis:
@@ -105,10 +109,20 @@ class Cluster:
     """`nodes` webpubsub nodes on one Redis, each with its own generator and N/nodes clients;
     the first generator publishes, the others only count what arrives."""
 
-    def __init__(self, nodes: int, clients: int, redis: Redis, loadgen: Path, logs: Path):
+    def __init__(
+        self,
+        nodes: int,
+        clients: int,
+        redis: Redis,
+        loadgen: Path,
+        logs: Path,
+        workers: int = 1,
+    ):
         key = secrets.token_urlsafe(32)
-        env = dict(os.environ, WEBPUBSUB_REDIS_URL=redis.url)
+        env = dict(os.environ, WEBPUBSUB_REDIS_URL=redis.url, WEBPUBSUB_WORKERS=str(workers))
         self.label = f"{nodes} node{'s' if nodes > 1 else ''}"
+        if workers > 1:
+            self.label = f"{workers} workers"
         self.redis = redis
         self.servers: list[Server] = []
         self.gens: list[LoadGen] = []
@@ -116,7 +130,7 @@ class Cluster:
         self.inputs = []
         for i in range(nodes):
             port = free_port()
-            name = f"cluster{nodes}-node{i}"
+            name = f"cluster{nodes}-node{i}" + (f"-workers{workers}" if workers > 1 else "")
             (logs / f"{name}.server.log").write_text("")
             self.servers.append(
                 Server("webpubsub", port, key, None, logs / f"{name}.server.log", env)
@@ -131,7 +145,7 @@ class Cluster:
             s.start()
         connects = []
         for i, (s, inputs) in enumerate(zip(self.servers, self.inputs, strict=True)):
-            name = f"cluster{len(self.servers)}-node{i}"
+            name = f"cluster{len(self.servers)}-node{i}-{self.label.replace(' ', '')}"
             gen = LoadGen(
                 self.loadgen,
                 port=s.port,
@@ -156,7 +170,7 @@ class Cluster:
         """One phase on every generator at once: receivers first, then the publisher."""
         pubs, window, target = shape
         self.phase_id += 1
-        node_cpu0 = [s.cpu_seconds() for s in self.servers]
+        node_cpu0 = [tree_cpu_seconds(s) for s in self.servers]
         redis_cpu0 = self.redis.cpu_seconds()
         busy0, _ = run.cpu_times()
         lines = [
@@ -177,7 +191,7 @@ class Cluster:
         span = max(1e-6, max(r["seconds"] for r in results))
         # CPU over the delivery span (the receivers' idle tail adds next to nothing).
         node_util = [
-            round((s.cpu_seconds() - c0) / span, 3)
+            round((tree_cpu_seconds(s) - c0) / span, 3)
             for s, c0 in zip(self.servers, node_cpu0, strict=True)
         ]
         redis_s = self.redis.cpu_seconds() - redis_cpu0
@@ -221,9 +235,30 @@ class Cluster:
             s.stop()
 
 
-def measure(nodes: int, args: argparse.Namespace, redis: Redis, loadgen: Path, logs: Path) -> dict:
-    cluster = Cluster(nodes, args.clients, redis, loadgen, logs)
-    result: dict[str, Any] = {"nodes": nodes}
+def tree_cpu_seconds(server: Server) -> float:
+    """CPU seconds of a server process and its children (the workers of --workers N)."""
+    total = server.cpu_seconds()
+    children = Path(f"/proc/{server.pid}/task/{server.pid}/children")
+    for child in children.read_text().split() if children.exists() else []:
+        stat = Path(f"/proc/{child}/stat")
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def measure(
+    nodes: int,
+    args: argparse.Namespace,
+    redis: Redis,
+    loadgen: Path,
+    logs: Path,
+    workers: int = 1,
+) -> dict:
+    cluster = Cluster(nodes, args.clients, redis, loadgen, logs, workers)
+    result: dict[str, Any] = {"nodes": nodes, "workers": workers}
     try:
         result.update(cluster.start())
         time.sleep(1.0)
@@ -290,6 +325,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--wait-for", default="", help="poll FILE until a line starts with 'exit='")
     p.add_argument("--wait-max", type=float, default=480.0)
     p.add_argument("--out", default=str(RESULTS))
+    p.add_argument(
+        "--no-workers", action="store_true", help="skip the 1 process vs --workers 2 scenario"
+    )
     args = p.parse_args(argv)
     if shutil.which("redis-server") is None:
         raise SystemExit("bench.cluster: redis-server is needed (apt-get install redis-server)")
@@ -311,6 +349,11 @@ def main(argv: list[str] | None = None) -> int:
         if time.monotonic() - started > DEADLINE:
             raise SystemExit("bench.cluster: out of time")
         three = measure(3, args, redis, loadgen, logs)
+        workers = None
+        if not args.no_workers:
+            if time.monotonic() - started > DEADLINE:
+                raise SystemExit("bench.cluster: out of time")
+            workers = measure(1, args, redis, loadgen, logs, workers=2)
     finally:
         redis.stop()
     table = {}
@@ -318,6 +361,9 @@ def main(argv: list[str] | None = None) -> int:
         r1 = median(one[name], "deliveries_per_s")
         r3 = median(three[name], "deliveries_per_s")
         table[name] = {"1_node": r1, "3_nodes": r3, "ratio": round(r3 / r1, 2)}
+        if workers is not None:
+            w2 = median(workers[name], "deliveries_per_s")
+            table[name].update({"workers_2": w2, "workers_ratio": round(w2 / r1, 2)})
     results = {
         "machine": run.machine_info(),
         "source": run.source_info(run.Config([], [], 0, 0, 0, 0, 0, None, None, False, Path())),
@@ -327,6 +373,7 @@ def main(argv: list[str] | None = None) -> int:
         "nice": run.NICE,
         "one_node": one,
         "three_nodes": three,
+        "workers_2": workers,
         "table": table,
         "projection": projection(one, three, args.clients),
         "elapsed_s": round(time.monotonic() - started, 1),
@@ -336,9 +383,15 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps(results, indent=2) + "\n")
     log("")
     log(f"  broadcast to {args.clients:,} clients, median deliveries/s ({args.runs} runs)")
-    log(f"  {'scenario':<8} {'1 node':>12} {'3 nodes':>12} {'ratio':>7}")
+    log(
+        f"  {'scenario':<8} {'1 node':>12} {'3 nodes':>12} {'ratio':>7} "
+        f"{'--workers 2':>12} {'ratio':>7}"
+    )
     for name, row in table.items():
-        log(f"  {name:<8} {row['1_node']:>12,.0f} {row['3_nodes']:>12,.0f} {row['ratio']:>6.2f}x")
+        line = f"  {name:<8} {row['1_node']:>12,.0f} {row['3_nodes']:>12,.0f} {row['ratio']:>6.2f}x"
+        if "workers_2" in row:
+            line += f" {row['workers_2']:>12,.0f} {row['workers_ratio']:>6.2f}x"
+        log(line)
     proj = results["projection"]
     log(f"  projection ({proj['model']}):")
     for k, row in proj["nodes"].items():

@@ -1,7 +1,8 @@
 """A recording event-handler app over real HTTP (stdlib server in a thread), for tests.
 
-Each rule answers one event (by ce-eventName) with a status, body, headers and an optional
-delay; every request is recorded and waiters are woken as requests arrive.
+Each rule answers one event (by ce-eventName, percent-decoded) with a status, body, headers
+and an optional delay, hold or endless stream; every request is recorded and waiters are
+woken as requests arrive.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import unquote
+
+STREAM_CHUNK = b"x" * 65536
 
 
 @dataclass
@@ -20,6 +24,9 @@ class Reply:
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    hold: threading.Event | None = None  # answer only once this is set (at most 10 s)
+    stream: int = 0  # then this many more body bytes, written 64 KiB at a time
+    chunked: bool = False  # send the body chunked, without a Content-Length
 
 
 @dataclass
@@ -31,7 +38,7 @@ class Recorded:
 
     @property
     def event(self) -> str:
-        return self.headers.get("ce-eventname", "")
+        return unquote(self.headers.get("ce-eventname", ""))
 
 
 class UpstreamApp:
@@ -41,6 +48,7 @@ class UpstreamApp:
         self.allowed_origin = allowed_origin
         self.rules: dict[str, Reply | list[Reply]] = {}
         self.requests: list[Recorded] = []
+        self.streamed: list[int] = []  # body bytes written by each streamed answer, when done
         self._cond = threading.Condition()
         app = self
 
@@ -63,15 +71,42 @@ class UpstreamApp:
             def _answer(self, reply: Reply) -> None:
                 if reply.delay:
                     time.sleep(reply.delay)
+                if reply.hold is not None:
+                    reply.hold.wait(10)
                 try:
                     self.send_response(reply.status)
                     for name, value in reply.headers.items():
                         self.send_header(name, value)
-                    self.send_header("Content-Length", str(len(reply.body)))
+                    if reply.chunked:
+                        self.send_header("Transfer-Encoding", "chunked")
+                    else:
+                        self.send_header("Content-Length", str(len(reply.body) + reply.stream))
                     self.end_headers()
-                    self.wfile.write(reply.body)
+                    self._write(reply, reply.body)
+                    if reply.stream:
+                        self._stream(reply)
+                    if reply.chunked:
+                        self.wfile.write(b"0\r\n\r\n")
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the service gave up waiting (a timeout test)
+
+            def _write(self, reply: Reply, data: bytes) -> None:
+                if reply.chunked and data:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                elif data:
+                    self.wfile.write(data)
+
+            def _stream(self, reply: Reply) -> None:
+                written = 0
+                try:
+                    while written < reply.stream:
+                        chunk = STREAM_CHUNK[: reply.stream - written]
+                        self._write(reply, chunk)
+                        written += len(chunk)
+                finally:
+                    with app._cond:
+                        app.streamed.append(written)
+                        app._cond.notify_all()
 
             def do_OPTIONS(self) -> None:
                 self._record()
@@ -108,6 +143,13 @@ class UpstreamApp:
                 seen = [(r.method, r.path) for r in self.requests]
                 raise AssertionError(f"upstream never saw the expected requests; saw {seen}")
             return list(self.requests)
+
+    def wait_streamed(self, count: int = 1, timeout: float = 10.0) -> list[int]:
+        """Block until ``count`` streamed answers ended (written in full or cut off)."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: len(self.streamed) >= count, timeout):
+                raise AssertionError(f"only {len(self.streamed)} streamed answers ended")
+            return list(self.streamed)
 
     def events(self, name: str) -> list[Recorded]:
         with self._cond:

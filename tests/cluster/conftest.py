@@ -105,6 +105,8 @@ class Node:
                 ACCESS_KEY,
                 "--redis",
                 self.redis_url,
+                "--workers",
+                "1",  # one process per node (the default with --redis is one per core)
                 "--config",
                 str(self.config),
                 "--log-level",

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import websockets
@@ -74,10 +75,11 @@ def express(service: ServiceThread, hub: str) -> Iterator[ExpressApp]:
         app.close()
 
 
-def url(service: ServiceThread, hub: str, name: str) -> str:
+def url(service: ServiceThread, hub: str, name: str | None, **claims: Any) -> str:
     audience = client_audience(service.endpoint, hub)
-    token = mint_client_token(ACCESS_KEY, audience)
-    return audience.replace("http://", "ws://") + f"?access_token={token}&name={name}"
+    token = mint_client_token(ACCESS_KEY, audience, **claims)
+    query = f"?access_token={token}" + (f"&name={name}" if name is not None else "")
+    return audience.replace("http://", "ws://") + query
 
 
 async def test_chat_through_the_express_handler(
@@ -92,6 +94,7 @@ async def test_chat_through_the_express_handler(
         assert await asyncio.to_thread(express.next_line) == {
             "event": "connected",
             "userId": "alice",
+            "rawUserId": "alice",
             "connectionId": connected["connectionId"],
         }
         assert service.call(lambda: service.service.node.group_exists(hub.lower(), "room"))
@@ -134,3 +137,30 @@ async def test_express_refusal_reaches_the_client(
     with pytest.raises(websockets.InvalidStatus) as refused:
         await websockets.connect(url(service, hub, "intruder"))
     assert refused.value.response.status_code == 401
+
+
+@pytest.mark.parametrize("user_id", ["José", "张伟"])
+async def test_non_ascii_ids_and_event_names_through_the_express_handler(
+    service: ServiceThread, hub: str, express: ExpressApp, user_id: str
+) -> None:
+    """Non-ASCII attributes arrive percent-encoded; express passes them through, the app
+    decodes them with decodeURIComponent (see docs/compatibility.md)."""
+    async with websockets.connect(
+        url(service, hub, None, user_id=user_id),
+        subprotocols=["json.webpubsub.azure.v1"],  # type: ignore[list-item]
+    ) as ws:
+        connected = json.loads(await ws.recv())
+        assert connected["userId"] == user_id
+        line = await asyncio.to_thread(express.next_line)
+        assert line["userId"] == user_id
+        assert line["rawUserId"] == quote(user_id)  # what express 1.1.0 hands to the app
+        await ws.send(
+            json.dumps(
+                {"type": "event", "event": "héllo", "ackId": 1, "dataType": "text", "data": "x"}
+            )
+        )
+        reply = json.loads(await ws.recv())
+        assert reply["data"] == f"{user_id}|héllo", reply
+        assert json.loads(await ws.recv()) == {"type": "ack", "ackId": 1, "success": True}
+    disconnected = await asyncio.to_thread(express.next_line)
+    assert disconnected == {"event": "disconnected", "userId": user_id, "reason": ""}

@@ -18,6 +18,7 @@ arrived before the marker was not delivered.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
@@ -26,6 +27,7 @@ from urllib.parse import parse_qs, urlsplit
 import jwt
 import pytest
 
+from tests.hardening.support import RawWebSocket
 from tests.nodejs import (
     JsError,
     Line,
@@ -582,3 +584,36 @@ def test_reliable_recovery_after_dropped_socket(
     assert member_ids(rest, "g") == {r}
     clients.call("r", "sendToGroup", "g", "after", "text")
     assert clients.message("r")["data"] == "after"
+
+
+def test_json_from_a_raw_peer_reaches_the_sdk_as_valid_json(
+    service: ServiceThread, hub: str, rest: Rest, clients: Clients
+) -> None:
+    """Numbers and duplicate keys are relayed as the peer wrote them, which JSON.parse
+    reads; NaN and 1e999, which it cannot (the SDK used to throw and its process exit),
+    are refused at the sender with an ack error and never reach the SDK."""
+    clients.start("b", user_id="bob", roles=ALL_ROLES, groups=["room"])
+    with RawWebSocket(
+        service, hub, subprotocol="json.webpubsub.azure.v1", roles=["webpubsub.sendToGroup"]
+    ) as peer:
+        assert peer.next_data() is not None  # connected
+        frames = [
+            b'{"price":1.10,"big":12345678901234567.5,"k":1,"k":2}',
+            b"NaN",
+            b"[1e999]",
+        ]
+        for ack_id, data in enumerate(frames, 1):
+            peer.send_message(
+                b'{"type":"sendToGroup","group":"room","ackId":%d,"dataType":"json","data":%s}'
+                % (ack_id, data)
+            )
+            received = peer.next_data()
+            assert received is not None
+            ack = json.loads(received.payload)
+            assert ack["ackId"] == ack_id and ack["success"] is (ack_id == 1), ack
+        end = marker(rest)
+        assert clients.messages_before("b", end) == [
+            {"price": 1.1, "big": 12345678901234568, "k": 2}
+        ]
+    assert clients.call("b", "sendToGroup", "room", "still alive", "text")["isDuplicated"] is False
+    assert clients.message("b")["data"] == "still alive"

@@ -64,6 +64,8 @@ class NodeProcess:
                     ACCESS_KEY,
                     "--redis",
                     self.redis_url,
+                    "--workers",
+                    "1",  # one process per node: a kill -9 kills the whole node
                     "--config",
                     str(self.config),
                     "--log-level",

@@ -139,3 +139,31 @@ async def test_node_stalled_past_node_ttl_registers_again(cluster: Cluster) -> N
     print(f"\n[fault] node SIGSTOP past node_ttl: registered again {back:.2f} s after resuming")
     assert "registering its connections again" in b.log()
     await close(receivers)
+
+
+async def test_a_command_a_node_cannot_apply_is_logged_and_skipped(cluster: Cluster) -> None:
+    """A command that decodes but fails to apply (here: a lone surrogate where text goes,
+    published straight into Redis) must not kill the reader that received it."""
+    import redis.asyncio as aioredis
+
+    hub = "poison"
+    receivers = await clients(cluster, hub)
+    poison = (
+        b'intruder 1\n{"t":"send","to":["all"],"dt":"text","src":"group","g":"\\ud800"}\n'
+        + b"payload"
+    )
+    r = aioredis.from_url(cluster.redis.url)
+    try:
+        await r.execute_command("SPUBLISH", f"wps:{{{hub}}}:commands", poison)
+    finally:
+        await r.aclose()
+    load = Load(hub, cluster.nodes[:1])
+    load.start(senders=1)
+    await load.accepted_since(0, 10)
+    await load.stop()
+    await check_delivery(load, receivers)
+    async with httpx.AsyncClient(timeout=10) as http:
+        for node in cluster.nodes:
+            assert (await http.get(f"{node.endpoint}/readyz")).status_code == 200
+    assert any("could not apply a command" in node.log() for node in cluster.nodes)
+    await close(receivers)

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from tests.handler.helpers import CONNECTION_ID, KEY, OTHER_KEY, ce_headers, signature
+from webpubsub.core.events import header_value
 from webpubsub.handler import (
     ConnectionContext,
     ConnectRequest,
@@ -22,6 +23,7 @@ from webpubsub.handler._cloudevents import (
     Route,
     allowed_hosts,
     answer,
+    attribute,
     classify,
     context_of,
     host_of,
@@ -312,3 +314,37 @@ class TestAnswer:
         [(name, value)] = answer(request, None).headers
         assert name == "ce-connectionState"
         assert value == "eyJuIjoxfQ=="  # base64 of {"n":1}
+
+
+class TestAttributeEncoding:
+    """Attributes that can be non-ASCII travel percent-encoded (CloudEvents HTTP binding
+    1.0.2, 3.1.3.2): the service encodes with ``header_value``, the handler decodes."""
+
+    @pytest.mark.parametrize(
+        "value",
+        ["alice", "José", "张伟", "héllo", "a b", 'say "hi"', "100%", "%41", "🎉", "tab\there", ""],
+    )
+    def test_round_trip(self, value: str) -> None:
+        encoded = header_value(value)
+        assert encoded.isascii() and encoded.isprintable() and " " not in encoded
+        assert attribute({"ce-userid": encoded}, "ce-userid") == value
+
+    def test_usual_ids_are_unchanged(self) -> None:
+        usual = "user-1_a.b~c@example.com+tag/x=y,z;(k):[v]{w}!*'?#&$^|`<>\\"
+        assert header_value(usual) == usual
+
+    def test_non_ascii_is_utf8_percent_encoded(self) -> None:
+        assert header_value("José") == "Jos%C3%A9"
+        assert header_value("100%") == "100%25"
+
+    def test_raw_utf8_from_another_sender_is_understood(self) -> None:
+        # ASGI and WSGI servers hand over header bytes as latin-1 text.
+        raw = "张伟".encode().decode("latin-1")
+        assert attribute({"ce-userid": raw}, "ce-userid") == "张伟"
+
+    def test_context_and_route_are_decoded(self) -> None:
+        headers = lower(ce_headers("h%C3%A9llo", user_id="Jos%C3%A9"))
+        route = classify("POST", headers, headers["ce-hub"])
+        assert route == Route(EventKind.USER, "héllo")
+        context = context_of(route, headers)
+        assert (context.user_id, context.event_name) == ("José", "héllo")

@@ -155,3 +155,63 @@ class TestChat:
                 pass
         assert refused.value.response.status_code == 401
         assert chat.connected == []
+
+
+class IdentityApp:
+    """Answers every user event with who sent it and under which name, as it decoded them."""
+
+    def __init__(self, hub: str) -> None:
+        self.seen: list[tuple[str, str | None, str]] = []  # (event, user id, event name)
+        self.disconnected_event = threading.Event()
+        self.handler = WebPubSubEventHandler(
+            hub,
+            path="/eventhandler",
+            access_keys=[SECONDARY_KEY],
+            handle_connect=self.handle_connect,
+            handle_user_event=self.handle_user_event,
+            on_connected=self.on_connected,
+            on_disconnected=self.on_disconnected,
+        )
+
+    async def handle_connect(self, request: ConnectRequest) -> None:
+        self.seen.append(("connect", request.context.user_id, request.context.event_name))
+
+    async def handle_user_event(self, request: UserEventRequest) -> UserEventResponse:
+        context = request.context
+        self.seen.append(("user", context.user_id, context.event_name))
+        return UserEventResponse.text(f"{context.user_id}|{context.event_name}")
+
+    async def on_connected(self, request: ConnectedRequest) -> None:
+        self.seen.append(("connected", request.context.user_id, request.context.event_name))
+
+    async def on_disconnected(self, request: DisconnectedRequest) -> None:
+        self.seen.append(("disconnected", request.context.user_id, request.context.event_name))
+        self.disconnected_event.set()
+
+
+@pytest.mark.parametrize("user_id", ["José", "张伟"])
+async def test_non_ascii_user_ids_and_event_names_round_trip(
+    service: ServiceThread, hub: str, asgi_server: ASGIServerThread, user_id: str
+) -> None:
+    app = IdentityApp(hub)
+    with events_sent_to(service, hub, f"{asgi_server.base_url}/eventhandler/{{event}}"):
+        async with asgi_server.use(app.handler):
+            sdk = WebPubSubServiceClient.from_connection_string(service.connection_string, hub=hub)
+            url = sdk.get_client_access_token(user_id=user_id)["url"]
+            async with websockets.connect(url, subprotocols=[JSON_PROTOCOL]) as ws:  # type: ignore[list-item]
+                assert (await receive_json(ws))["userId"] == user_id
+                await ws.send(
+                    json.dumps(
+                        {"type": "event", "event": "héllo", "dataType": "text", "data": "hi"}
+                    )
+                )
+                assert (await receive_json(ws))["data"] == f"{user_id}|héllo"
+            assert await asyncio.to_thread(app.disconnected_event.wait, TIMEOUT)
+    assert sorted(app.seen) == sorted(
+        [
+            ("connect", user_id, "connect"),
+            ("connected", user_id, "connected"),
+            ("user", user_id, "héllo"),
+            ("disconnected", user_id, "disconnected"),
+        ]
+    )

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import select
 import socket
+import time
 
 from tests.hardening.support import (
     JOIN,
@@ -23,7 +25,17 @@ from tests.hardening.support import (
     frame,
     running,
 )
-from tests.server.helpers import JSON_SUBPROTOCOL, close_all, connect_json, connect_raw
+from tests.server.helpers import (
+    JSON_SUBPROTOCOL,
+    close_all,
+    connect_json,
+    connect_raw,
+    parse_http_response,
+    raw_http,
+)
+from webpubsub.core.connection import Connection
+from webpubsub.core.observe import Observer
+from webpubsub.core.requests import ClientRequest
 
 HUB = "flood"
 
@@ -144,3 +156,59 @@ async def test_message_flood_to_a_group_reaches_every_member() -> None:
         assert json.dumps(await sender.receive()) == '{"type": "pong"}'
         await close_all([*members, sender])
         assert_no_leaks(service, baseline)
+
+
+def test_steady_group_message_flood_without_ack_ids_is_cut_while_healthz_answers() -> None:
+    """A no-role client floods sendToGroup with no ackId at ten times its rate, in chunks
+    the refill keeps interrupting: every chunk gets a message allowed, which used to forgive
+    the refusals before it, so it was never cut. Bounded by count, not by time."""
+    rate, burst, chunk = 20, 10, 10
+    with running(client_message_rate=rate, client_message_burst=burst) as service:
+        baseline = Census.take(service)
+        with RawWebSocket(service, HUB, subprotocol=JSON_SUBPROTOCOL) as ws:
+            assert ws.next_data() is not None  # connected
+            message = frame(TEXT, b'{"type":"sendToGroup","group":"room","data":{"x":1}}')
+            closed = False
+            for _ in range(200):  # at most 2,000 messages; the rule cuts after ~2 chunks
+                ws.send(message * chunk)
+                healthz = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                assert parse_http_response(raw_http(service, healthz)).status == 200
+                if select.select([ws.sock], [], [], 0)[0]:
+                    closed = True
+                    break
+                time.sleep(chunk / rate / 10)  # ten times the rate: paces, asserts nothing
+            assert closed, "the flood was never cut"
+            code, frames = ws.until_closed()
+        assert code == 1008, (code, frames)
+        assert_no_leaks(service, baseline)
+
+
+class Handled(Observer):
+    """Counts the client requests the node handled (an observer, as metrics use)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def request_received(self, conn: Connection, request: ClientRequest, size: int) -> None:
+        self.count += 1
+
+
+def test_a_socket_delivering_many_messages_at_once_does_not_starve_the_others() -> None:
+    """Tens of thousands of messages in a few reads: the service handles them a turn's
+    budget at a time, so a health check sent meanwhile is answered before the flood is
+    through (an order of events, not a duration)."""
+    count = 40_000
+    with running(client_message_rate=10**6, client_message_burst=count) as service:
+        handled = Handled()
+        service.call(lambda: service.service.node.observer.add(handled))
+        with RawWebSocket(service, HUB, subprotocol=JSON_SUBPROTOCOL) as ws:
+            assert ws.next_data() is not None
+            ws.send(frame(TEXT, b'{"type":"ping"}') * count)
+            assert ws.next_data() is not None  # the service is at work on the flood
+            healthz = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            assert parse_http_response(raw_http(service, healthz)).status == 200
+            assert service.call(lambda: handled.count) < count
+            for _ in range(count - 1):
+                received = ws.next_data()
+                assert received is not None and received.payload == b'{"type":"pong"}'
+        assert service.call(lambda: handled.count) == count

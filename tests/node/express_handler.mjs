@@ -7,6 +7,10 @@ import { WebPubSubEventHandler } from "@azure/web-pubsub-express";
 
 const hub = process.argv[2] ?? "chat";
 const print = (value) => process.stdout.write(JSON.stringify(value) + "\n");
+// The service percent-encodes CloudEvents attributes that can be non-ASCII (CloudEvents HTTP
+// binding 3.1.3.2); @azure/web-pubsub-express 1.1.0 passes header values through as they
+// are, so the app decodes them (a no-op for ids without '%', which the service encodes).
+const decode = (value) => (value === undefined ? undefined : decodeURIComponent(value));
 
 const handler = new WebPubSubEventHandler(hub, {
   path: "/eventhandler/",
@@ -22,17 +26,25 @@ const handler = new WebPubSubEventHandler(hub, {
   handleUserEvent(req, res) {
     const count = (req.context.states.count ?? 0) + 1;
     res.setState("count", count);
-    if (req.context.eventName === "json") {
+    const eventName = decode(req.context.eventName);
+    if (eventName === "json") {
       res.success(JSON.stringify({ echo: req.data, count }), "json");
-    } else {
+    } else if (eventName === "chat") {
       res.success(`express:${req.data}:${count}`, "text");
+    } else {
+      res.success(`${decode(req.context.userId)}|${eventName}`, "text");
     }
   },
   onConnected(req) {
-    print({ event: "connected", userId: req.context.userId, connectionId: req.context.connectionId });
+    print({
+      event: "connected",
+      userId: decode(req.context.userId),
+      rawUserId: req.context.userId,
+      connectionId: req.context.connectionId,
+    });
   },
   onDisconnected(req) {
-    print({ event: "disconnected", userId: req.context.userId, reason: req.reason ?? "" });
+    print({ event: "disconnected", userId: decode(req.context.userId), reason: req.reason ?? "" });
   },
 });
 

@@ -59,6 +59,10 @@ class Codec(Protocol):
 
     def decode(self, data: bytes, is_text: bool) -> ClientRequest: ...
 
+    def peek_ack_id(self, data: bytes, is_text: bool) -> int | None:
+        """The ackId of a message that will not be decoded (throttled), read cheaply."""
+        ...
+
     def sequence(self, encoded: bytes, sequence_id: int) -> tuple[bytes, ...]:
         """Reliable codecs: the frame pieces of an encoded message with its sequence id."""
         ...

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from .errors import BadRequest
 from .message import CONTENT_TYPE_OF, DataType, Message, Source
@@ -60,7 +60,9 @@ class EventHandlerSettings:
         return event.lower() in names
 
     def url(self, hub: str, event: str) -> str:
-        return self.url_template.replace("{hub}", hub).replace("{event}", event)
+        """The handler URL for an event; the event name is one percent-encoded path segment,
+        so a name with ``/``, ``?``, ``#`` or non-ASCII letters cannot change the URL's shape."""
+        return self.url_template.replace("{hub}", hub).replace("{event}", quote(event, safe=""))
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,21 @@ def origin_host(endpoint: str) -> str:
     return urlsplit(endpoint).hostname or "localhost"
 
 
+# CloudEvents HTTP binding 1.0.2, 3.1.3.2: printable ASCII except space, '"' and '%' stays.
+_HEADER_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in '"%')
+
+
+def header_value(value: str) -> str:
+    """A CloudEvents attribute as an HTTP header value: percent-encoded UTF-8 (binding 3.1.3.2).
+
+    Header values are ASCII on the wire, but user ids and event names are any string: encoded
+    this way a value is ASCII, unambiguous (``%`` itself is encoded) and unchanged for the
+    usual ids. A receiver recovers it with one round of percent-decoding
+    (``decodeURIComponent`` in JavaScript, ``urllib.parse.unquote`` in Python).
+    """
+    return quote(value, safe=_HEADER_SAFE, errors="replace")
+
+
 @dataclass
 class EventContext:
     """Who an event is about (the connection's identity and state)."""
@@ -130,28 +147,32 @@ def cloud_event_headers(
     content_type: str,
     now: datetime | None = None,
 ) -> dict[str, str]:
-    """The CloudEvents binary-mode headers of spec 5.3."""
+    """The CloudEvents binary-mode headers of spec 5.3.
+
+    Every attribute that can carry a client's text (user id, event name, connection state) is
+    percent-encoded with :func:`header_value`; hub and connection ids are ASCII already.
+    """
     timestamp = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     headers = {
         "WebHook-Request-Origin": origin,
         "ce-specversion": "1.0",
         "ce-awpsversion": "1.0",
-        "ce-type": ce_type(event, kind),
+        "ce-type": header_value(ce_type(event, kind)),
         "ce-source": f"/hubs/{ctx.hub}/client/{ctx.connection_id}",
         "ce-id": str(ctx.event_id),
         "ce-time": timestamp,
         "ce-signature": signature(keys, ctx.connection_id),
         "ce-hub": ctx.hub,
         "ce-connectionId": ctx.connection_id,
-        "ce-eventName": event if kind is EventKind.USER else kind.value,
+        "ce-eventName": header_value(event if kind is EventKind.USER else kind.value),
         "Content-Type": content_type,
     }
     if ctx.user_id is not None:
-        headers["ce-userId"] = ctx.user_id
+        headers["ce-userId"] = header_value(ctx.user_id)
     if ctx.subprotocol and kind is not EventKind.CONNECT:
-        headers["ce-subprotocol"] = ctx.subprotocol
+        headers["ce-subprotocol"] = header_value(ctx.subprotocol)
     if ctx.state:
-        headers["ce-connectionState"] = ctx.state
+        headers["ce-connectionState"] = header_value(ctx.state)
     return headers
 
 

@@ -7,11 +7,10 @@ encodes each variant once whatever the number of recipients.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
 
+from . import jsontext
 from .errors import BadRequest, UnsupportedMediaType
 
 
@@ -97,14 +96,16 @@ class Message:
         return Message(self.data, self.data_type, source, group, self.from_user_id)
 
 
-def check_json(body: bytes) -> Any:
-    """Parse JSON or raise BadRequest."""
+def check_json(body: bytes) -> None:
+    """Refuse a body that is not JSON every client can read (the same rule as client frames:
+    no NaN or Infinity, no number that overflows, no lone surrogate escape, bounded depth)."""
     try:
-        return json.loads(body, parse_constant=_reject_constant)
+        jsontext.check(body.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise BadRequest("A JSON body must be valid UTF-8.", code="Error.InvalidJson") from None
+    except jsontext.Refused as exc:
+        raise BadRequest(
+            f"The body is not JSON every client can read: {exc}", code="Error.InvalidJson"
+        ) from None
     except (ValueError, RecursionError):
         raise BadRequest("The body is not valid JSON.", code="Error.InvalidJson") from None
-
-
-def _reject_constant(name: str) -> Any:
-    # NaN and Infinity are Python extensions, not JSON: other SDKs cannot parse them.
-    raise ValueError(name)

@@ -52,9 +52,10 @@ class RecoveryRefused(Exception):
 class Engine(Protocol):
     """What a node needs from a cluster engine (see ``webpubsub.engine``).
 
-    Guarantees: at-most-once delivery of commands; commands from one node to one hub are
-    applied in publish order on every other node. The node applies its own commands locally
-    first, so ``publish`` only has to reach the others.
+    Guarantees: commands from one node to one hub are applied in publish order on every
+    other node, each at most once; a command published while Redis is reachable reaches them
+    unless Redis stays unreachable past the engine's retry window. The node applies its own
+    commands locally first, so ``publish`` only has to reach the others.
     """
 
     def publish(self, hub: str, command: c.Command) -> None:
@@ -291,6 +292,36 @@ class Node:
             return None
         return MessageRate(self.message_rate, self.message_burst, now)
 
+    def admit(
+        self, conn: Connection, data: bytes, is_text: bool, rate: MessageRate | None, now: float
+    ) -> bool:
+        """Charge one complete client message to its connection's ``rate`` at ``now``:
+        True when it may be decoded and handled.
+
+        Called before anything else looks at the message, so a refused one costs next to
+        nothing: over the rate it is answered ``Throttled`` when an ackId can be read from its
+        head (not executed, its ackId not recorded, so it may be retried) and dropped
+        otherwise; a client that goes on regardless is closed with 1008.
+        """
+        if rate is None:
+            return True
+        verdict = rate.take(now)
+        if verdict is Verdict.ALLOW:
+            return True
+        if verdict is Verdict.CUT:
+            log.info("closing %s: it ignored throttling", conn.connection_id)
+            self.close(
+                conn,
+                CloseCode.POLICY_VIOLATION,
+                "Too many messages: the client ignored throttling.",
+            )
+            return False
+        ack_id = conn.codec.peek_ack_id(data, is_text)
+        if ack_id is not None:
+            limit = f"at most {rate.rate:g} per second"
+            self.ack(conn, ack_id, Throttled(f"Too many messages: {limit}; retry later."))
+        return False
+
     def receive(
         self,
         conn: Connection,
@@ -302,17 +333,10 @@ class Node:
     ) -> None:
         """One complete client message (all frames joined): decode it and act on it.
 
-        With a ``rate`` (and the time ``now``), a message over it is refused with
-        ``Throttled`` (not executed, its ackId not recorded; dropped when it has no ackId)
-        and a client that ignores that is closed with 1008.
+        With a ``rate`` (and the time ``now``) the message is first charged to it (see
+        :meth:`admit`); the edge calls :meth:`admit` itself, before it checks the UTF-8.
         """
-        verdict = Verdict.ALLOW if rate is None else rate.take(now)
-        if verdict is Verdict.CUT:
-            self.close(
-                conn,
-                CloseCode.POLICY_VIOLATION,
-                "Too many messages: the client ignored throttling.",
-            )
+        if rate is not None and not self.admit(conn, data, is_text, rate, now):
             return
         try:
             request = conn.codec.decode(data, is_text)
@@ -322,12 +346,6 @@ class Node:
         except InvalidRequest as exc:
             if exc.ack_id is not None:
                 self.ack(conn, exc.ack_id, InvalidMessage(exc.message))
-            return
-        if verdict is Verdict.THROTTLE and rate is not None:
-            ack_id = getattr(request, "ack_id", None)
-            if ack_id is not None:
-                limit = f"at most {rate.rate:g} per second"
-                self.ack(conn, ack_id, Throttled(f"Too many messages: {limit}; retry later."))
             return
         self.observer.request_received(conn, request, len(data))
         self.handle(conn, request)

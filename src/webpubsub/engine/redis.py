@@ -17,9 +17,12 @@ stay consistent:
 
 Writes go through one ordered queue, flushed as one pipeline per loop turn. A batch that
 fails is retried, in order, until it is written or ``retry_window`` has passed; publishes
-carry a per-node sequence number so that a retried batch is never applied twice. A REST call
-waits for its own writes (group commit: many calls share one round trip), so 202 means the
-message is in Redis; a client's join or publish does not wait.
+carry a per-node sequence number so that a retried batch is never applied twice. A batch
+written into a Redis that had just restarted empty is published again once every node has
+had time to subscribe again (the writer holds everything until then). So a send accepted by
+a healthy node is published, whatever Redis does for up to ``retry_window``; a REST send
+does not wait for its write (bursts fan out together), a membership change does
+(read-your-writes).
 
 Every long-lived task is supervised: an unexpected exception is logged with its traceback,
 the node reports not ready, and the task starts again.
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import secrets
 import time
@@ -109,8 +113,11 @@ class RedisEngine:
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
             decode_responses=False,
-            retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2),
-            retry_on_error=[RedisConnectionError],
+            # Only a broken connection is retried: a timeout (a stalled Redis) must fail
+            # after ``timeout``, so that the node reports it instead of waiting it out.
+            retry=Retry(
+                ExponentialBackoff(cap=0.2, base=0.02), 2, supported_errors=(RedisConnectionError,)
+            ),
         )
         self._scripts = {
             "register": self.redis.register_script(REGISTER),
@@ -141,6 +148,11 @@ class RedisEngine:
         self._last_beat = 0.0
         self._collect_after = 0.0  # monotonic: no dead-node collection before it
         self._resyncing: asyncio.Task[None] | None = None
+        # Service-wide connection counts: each node reports its own with its heartbeat and
+        # reads the others' (as of their last heartbeat, so at most one interval old).
+        self.local_connections: Callable[[], int] = lambda: 0
+        self._peer_connections = 0
+        self._peer_hub_connections: dict[str, int] = {}
         self._first_subscription = asyncio.Event()
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -269,20 +281,16 @@ class RedisEngine:
                 code="Error.ServiceUnavailable.Redis",
             )
 
-    async def send(self, hub: str, command: c.Send) -> None:
-        """Publish a REST send and wait until Redis has it (then the node applies it).
-
-        Raises ServiceUnavailable when it could not be written in ``publish_timeout``: then
-        it was not published (unless Redis failed while the batch was on the wire).
-        """
-        self.check_ready()
-        self.check_settled()
-        op = self._publish_op(hub, command)
-        await self._wait(op)
-
     async def commit(self, hub: str, command: c.Command) -> None:
-        """Record a REST command's effect and wait until Redis has it (and its publish)."""
-        for op in self._record_ops(hub, command, rest=True):
+        """Record a REST command's membership effect and wait until Redis has it all.
+
+        A send changes no membership: its publish is already queued in order and will be
+        written (retried through outages up to ``retry_window``), so the call does not wait.
+        """
+        ops = self._record_ops(hub, command, rest=True)
+        if not ops:
+            return
+        for op in ops:
             self._queue(op)
         await self.flush()
 
@@ -438,6 +446,11 @@ class RedisEngine:
         while True:
             await self._wake.wait()
             self._wake.clear()
+            hold = self._settle_until - time.monotonic()
+            if hold > 0:
+                # Redis restarted empty: until every node is subscribed again, what we
+                # publish could miss some of them. Hold it all, in order.
+                await asyncio.sleep(hold)
             batch = [op for op in self._ops if not op.cancelled]
             self._ops = []
             if not batch:
@@ -459,14 +472,14 @@ class RedisEngine:
                 continue
             attempt = 0
             self._set_redis_ok(True)
-            lost = self._check_boot(boot)
-            unsure = time.monotonic() < self._settle_until
+            if self._check_boot(boot) or time.monotonic() < self._settle_until:
+                # Written into a Redis that had just restarted empty, perhaps before every
+                # node subscribed again: publish it once more when they all have (receivers
+                # drop the copies they already applied, by sequence number).
+                self._ops = [op for op in batch if op.name in PUBLISH] + self._ops
+                self._wake.set()
             for op in batch:
-                if lost or (unsure and op.name in PUBLISH):
-                    # Written, but into a Redis that just lost its data, while other nodes
-                    # may not be subscribed again yet: not a promise we can keep.
-                    _fail(op, _restarted())
-                elif op.done is not None and not op.done.done():
+                if op.done is not None and not op.done.done():
                     op.done.set_result(None)
 
     async def _write(self, batch: list[_Op]) -> bytes | None:
@@ -608,8 +621,42 @@ class RedisEngine:
                 if not self._synced:
                     self._resync_soon()
                 await self._collect_dead_nodes()
+                await self._read_peer_counts()
             except (RedisError, OSError) as exc:
                 self._set_redis_ok(False, exc)
+
+    # -- service-wide connection counts ------------------------------------------------
+
+    def peer_connections(self) -> int:
+        """TCP connections of the other live nodes, as of their last heartbeat."""
+        return self._peer_connections
+
+    def peer_hub_connections(self, hub: str) -> int:
+        """Client connections of a hub on the other live nodes, as of their last heartbeat."""
+        return self._peer_hub_connections.get(hub, 0)
+
+    def _counts(self) -> bytes:
+        hubs = {name: len(hub.connections) for name, hub in self.node.hubs.items()}
+        return json.dumps({"total": self.local_connections(), "hubs": hubs}).encode()
+
+    async def _read_peer_counts(self) -> None:
+        others = [
+            n for n in (_text(n) for n in await self.redis.smembers(NODES)) if n != self.node_id
+        ]
+        reports = await self.redis.mget([f"wps:count:{n}" for n in others]) if others else []
+        total = 0
+        hubs: dict[str, int] = {}
+        for report in reports:
+            if not report:
+                continue  # a node that is gone (its report expires with its heartbeat)
+            try:
+                counts = json.loads(report)
+                total += int(counts["total"])
+                for hub, count in counts["hubs"].items():
+                    hubs[hub] = hubs.get(hub, 0) + int(count)
+            except (ValueError, KeyError, TypeError, AttributeError):
+                log.warning("ignoring a malformed connection count report")
+        self._peer_connections, self._peer_hub_connections = total, hubs
 
     async def _beat(self) -> None:
         """Refresh our heartbeat key; notice if we were declared dead or Redis lost data."""
@@ -617,10 +664,11 @@ class RedisEngine:
         stalled = self._last_beat and now - self._last_beat > self.node_ttl
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.set(f"wps:node:{self.node_id}", b"1", px=int(self.node_ttl * 1000), get=True)
+            pipe.set(f"wps:count:{self.node_id}", self._counts(), px=int(self.node_ttl * 1000))
             pipe.sadd(NODES, self.node_id)
             pipe.set(BOOT, _boot_value(), nx=True)
             pipe.get(BOOT)
-            previous, _, _, boot = await pipe.execute()
+            previous, _, _, _, boot = await pipe.execute()
         first = not self._last_beat
         self._last_beat = time.monotonic()
         self._check_boot(boot)
@@ -772,14 +820,6 @@ def _unavailable(exc: BaseException) -> ServiceUnavailable:
     return ServiceUnavailable(
         f"The cluster's Redis server is unavailable ({type(exc).__name__}); retry later.",
         code="Error.ServiceUnavailable.Redis",
-    )
-
-
-def _restarted() -> ServiceUnavailable:
-    return ServiceUnavailable(
-        "The cluster's Redis server restarted while this request was written; it may not "
-        "have reached every node. Retry in a second.",
-        code="Error.ServiceUnavailable.Resync",
     )
 
 

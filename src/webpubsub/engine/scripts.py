@@ -115,7 +115,7 @@ for _, entry in ipairs(entries) do
     unregister('wps:{'..string.sub(entry, 1, sep - 1)..'}:', string.sub(entry, sep + 1))
   end
 end
-redis.call('DEL', 'wps:n:'..node, 'wps:node:'..node)
+redis.call('DEL', 'wps:n:'..node, 'wps:node:'..node, 'wps:count:'..node)
 redis.call('SREM', 'wps:nodes', node)
 return #entries
 """

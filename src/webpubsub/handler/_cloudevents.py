@@ -12,6 +12,7 @@ signature (before the body is read), then the body.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -19,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from ._errors import EventHandlerError
 from ._models import (
@@ -60,6 +61,29 @@ class EventKind(StrEnum):
 
 
 Request = ConnectRequest | ConnectedRequest | DisconnectedRequest | UserEventRequest
+
+
+def attribute(headers: Mapping[str, str], name: str) -> str:
+    """A CloudEvents attribute from its header: one round of percent-decoding (UTF-8).
+
+    The service percent-encodes attributes that can be non-ASCII (user ids, event names),
+    as the CloudEvents HTTP binding requires (1.0.2, 3.1.3.2). A sender that puts raw UTF-8
+    in the header is understood too: ASGI and WSGI servers hand header bytes over as
+    latin-1, so such a value is re-read as UTF-8 before decoding.
+
+    Args:
+        headers: the request headers with lower-case names.
+        name: the lower-case header name.
+
+    Returns:
+        The decoded value, or "" when the header is absent.
+    """
+    value = headers.get(name, "")
+    if not value.isascii():
+        # Not raw UTF-8 after all (or not latin-1 text): keep what the server gave.
+        with contextlib.suppress(UnicodeEncodeError, UnicodeDecodeError):
+            value = value.encode("latin-1").decode("utf-8")
+    return unquote(value, errors="replace") if "%" in value else value
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,10 +146,10 @@ def classify(method: str, headers: Mapping[str, str], hub: str) -> Route | None:
     ce_type = headers.get("ce-type", "")
     if not ce_type.startswith(CE_TYPE_PREFIX):
         return None
-    if headers.get("ce-hub", "").lower() != hub.lower():
+    if attribute(headers, "ce-hub").lower() != hub.lower():
         return None
     if ce_type.startswith(USER_TYPE_PREFIX):
-        name = headers.get("ce-eventname") or ce_type[len(USER_TYPE_PREFIX) :]
+        name = attribute(headers, "ce-eventname") or unquote(ce_type[len(USER_TYPE_PREFIX) :])
         return Route(EventKind.USER, name) if name else None
     if not ce_type.startswith(SYSTEM_TYPE_PREFIX):
         return None
@@ -270,19 +294,19 @@ def context_of(route: Route, headers: Mapping[str, str]) -> ConnectionContext:
         EventHandlerError: 400 when ``ce-connectionId`` is missing.
     """
     assert route.kind is not None
-    connection_id = headers.get("ce-connectionid", "")
+    connection_id = attribute(headers, "ce-connectionid")
     if not connection_id:
         raise EventHandlerError(400, "The ce-connectionId header is missing.")
     return ConnectionContext(
-        hub=headers.get("ce-hub", ""),
+        hub=attribute(headers, "ce-hub"),
         connection_id=connection_id,
         event_name=route.event_name,
-        user_id=headers.get("ce-userid") or None,
-        subprotocol=headers.get("ce-subprotocol") or None,
+        user_id=attribute(headers, "ce-userid") or None,
+        subprotocol=attribute(headers, "ce-subprotocol") or None,
         origin=headers.get("webhook-request-origin", ""),
         signature=headers.get("ce-signature"),
         event_id=headers.get("ce-id"),
-        states=decode_states(headers.get("ce-connectionstate")),
+        states=decode_states(attribute(headers, "ce-connectionstate") or None),
         writable=route.kind.blocking,
     )
 

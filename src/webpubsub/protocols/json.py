@@ -1,8 +1,9 @@
 """``json.webpubsub.azure.v1``: JSON envelopes in text frames (spec 4.3, 4.4).
 
 Decoding turns one frame into a :mod:`~webpubsub.core.requests` value; encoding builds the
-downstream envelopes. A data message embeds the payload without re-parsing it: JSON payloads
-were validated when they entered the service, so their text goes in as is.
+downstream envelopes. A client's JSON payload is validated (:mod:`.jsontext`) and kept as the
+exact text of its ``data`` member, so receivers get it byte for byte; a data message embeds
+that text without re-parsing it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import binascii
 import json
 from typing import Any, TypeGuard
 
+from ..core import jsontext
 from ..core.errors import ClientError, InvalidRequest, ProtocolViolation
+from ..core.jsontext import Refused, lenient_members, members
 from ..core.message import DataType, Message, Source
 from ..core.requests import (
     ClientRequest,
@@ -72,33 +75,97 @@ def encode_data(data: bytes, data_type: DataType) -> bytes:
 
 def parse_data_type(raw: Any) -> DataType | None:
     """The data type a ``dataType`` field names, or None for anything else."""
-    if not isinstance(raw, str):
-        return None
-    try:
-        return DataType(raw)
-    except ValueError:
-        return None
+    return _DATA_TYPES.get(raw) if isinstance(raw, str) else None
 
 
-def decode_data(envelope: dict[str, Any], ack_id: int | None) -> tuple[bytes, DataType]:
-    """Payload bytes and data type from a request's ``dataType``/``data`` (default json)."""
+_DATA_TYPES = {data_type.value: data_type for data_type in DataType}  # faster than DataType()
+
+
+def decode_data(
+    envelope: dict[str, Any], raw: bytes | None, ack_id: int | None
+) -> tuple[bytes, DataType]:
+    """Payload bytes and data type from a request's ``dataType``/``data`` (default json).
+
+    ``raw`` is the exact text of the ``data`` member (None when there is none): json data is
+    relayed as sent, never re-serialized.
+    """
     raw_type = envelope.get("dataType", "json")
     data_type = parse_data_type(raw_type)
     if data_type is None:
         raise InvalidRequest(f"Unsupported dataType {str(raw_type)[:40]!r}.", ack_id)
-    data = envelope.get("data")
     if data_type is DataType.JSON:
-        return dumps(data), data_type
+        return (b"null" if raw is None else raw), data_type
+    data = envelope.get("data")
     if not isinstance(data, str):
         raise InvalidRequest(f"'data' must be a string for dataType '{data_type}'.", ack_id)
     if data_type is DataType.TEXT:
-        return data.encode("utf-8", "surrogatepass"), data_type
+        try:
+            return data.encode("utf-8"), data_type
+        except UnicodeEncodeError:
+            # A lone surrogate escape: invalid UTF-8 for every receiver (they close, 1007).
+            raise InvalidRequest(
+                "'data' is not valid Unicode (a lone surrogate).", ack_id
+            ) from None
     try:
         return base64.b64decode(data, validate=True), data_type
     except (binascii.Error, ValueError):
         raise InvalidRequest(
             f"'data' is not valid base64 for dataType '{data_type}'.", ack_id
         ) from None
+
+
+def parse_envelope(data: bytes) -> tuple[dict[str, Any], bytes | None]:
+    """The members of a client frame and the exact bytes of its json ``data`` member.
+
+    A frame whose data is json is walked member by member, to keep the raw text of
+    ``data``; any other is parsed at once (faster), and walked again only if it turns out
+    to carry json data after all (the ``"dataType":"json"`` hint missed it).
+
+    Raises:
+        ProtocolViolation: the frame is not one JSON object.
+        InvalidRequest: it is JSON that not every client can read (NaN, infinity, a lone
+            surrogate, nesting past :data:`~.jsontext.MAX_DEPTH`); answered when its ackId
+            can be read.
+    """
+    try:
+        text = data.decode("utf-8")
+        span = None
+        if '"dataType":"json"' in text or '"dataType"' not in text:
+            envelope, span = members(text, "data")
+        else:
+            envelope = jsontext.value(text, jsontext.MAX_DEPTH + 1)  # members: MAX_DEPTH
+            if isinstance(envelope, dict) and _carries_json(envelope):
+                envelope, span = members(text, "data")
+    except Refused as exc:
+        raise InvalidRequest(f"The message is not valid JSON: {exc}", _peek_ack_id(text)) from None
+    except ValueError:  # UnicodeDecodeError included: a binary frame that is not UTF-8
+        raise ProtocolViolation("The message is not valid JSON.") from None
+    if not isinstance(envelope, dict):
+        raise ProtocolViolation("The message must be a JSON object with a string 'type'.")
+    if span is None:
+        return envelope, None
+    start, end = span
+    # Same offsets in bytes as in characters when the text is ASCII (a flag, not a scan).
+    raw = data[start:end] if text.isascii() else text[start:end].encode("utf-8")
+    return envelope, raw
+
+
+def _carries_json(envelope: dict[str, Any]) -> bool:
+    return "data" in envelope and envelope.get("dataType", "json") == "json"
+
+
+def _peek_ack_id(text: str, *, past_data: bool = True) -> int | None:
+    """The ackId of a frame that will not be decoded in full (refused or throttled), if it
+    can be read; the official clients send it before ``data``."""
+    for key, value in lenient_members(text, past_data=past_data):
+        if key == "ackId":
+            return value if _is_uint64(value) else None
+    return None
+
+
+PEEK_BYTES = 4096
+"""How much of a throttled frame is read to find its ackId: the head (room for a group name
+of the longest allowed), never the payload."""
 
 
 class JsonCodec:
@@ -161,11 +228,8 @@ class JsonCodec:
         raise NotImplementedError("json.webpubsub.azure.v1 has no sequence ids")
 
     def decode(self, data: bytes, is_text: bool) -> ClientRequest:
-        try:
-            envelope = json.loads(data)
-        except (ValueError, RecursionError):
-            raise ProtocolViolation("The message is not valid JSON.") from None
-        if not isinstance(envelope, dict) or not isinstance(envelope.get("type"), str):
+        envelope, raw = parse_envelope(data)
+        if not isinstance(envelope.get("type"), str):
             raise ProtocolViolation("The message must be a JSON object with a string 'type'.")
         kind: str = envelope["type"]
         ack_id = self._ack_id(envelope)
@@ -180,13 +244,13 @@ class JsonCodec:
             no_echo = envelope.get("noEcho", False)
             if not isinstance(no_echo, bool):
                 raise InvalidRequest("'noEcho' must be a boolean.", ack_id)
-            payload, data_type = decode_data(envelope, ack_id)
+            payload, data_type = decode_data(envelope, raw, ack_id)
             return SendToGroup(group, payload, data_type, ack_id, no_echo)
         if kind == "event":
             event = envelope.get("event")
             if not isinstance(event, str) or not event:
                 raise InvalidRequest("'event' must be a non-empty string.", ack_id)
-            payload, data_type = decode_data(envelope, ack_id)
+            payload, data_type = decode_data(envelope, raw, ack_id)
             return SendEvent(event, payload, data_type, ack_id)
         if kind == "ping":
             return Ping()
@@ -196,6 +260,12 @@ class JsonCodec:
                 raise ProtocolViolation("'sequenceId' must be an unsigned integer.")
             return SequenceAck(sequence_id)
         return Unsupported(kind[:64], ack_id)
+
+    def peek_ack_id(self, data: bytes, is_text: bool) -> int | None:
+        """The ackId of a frame that will not be decoded (throttled), read from its head only:
+        a refused frame costs next to nothing, however large."""
+        head = data[:PEEK_BYTES].decode("utf-8", "ignore")
+        return _peek_ack_id(head, past_data=False)
 
     # -- client side: requests out, service messages in -----------------------------------
 

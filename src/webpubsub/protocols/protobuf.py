@@ -13,6 +13,7 @@ from typing import Any
 from google.protobuf import any_pb2
 from google.protobuf.message import DecodeError
 
+from ..core import jsontext
 from ..core.errors import ClientError, InvalidRequest, ProtocolViolation
 from ..core.message import DataType, Message, Source
 from ..core.requests import (
@@ -81,8 +82,10 @@ def from_message_data(data: MessageData, ack_id: int | None) -> tuple[bytes, Dat
         return data.protobuf_data.SerializeToString(), DataType.PROTOBUF
     if kind == "json_data":
         try:
-            json.loads(data.json_data)
-        except (ValueError, RecursionError):
+            jsontext.check(data.json_data)
+        except jsontext.Refused as exc:
+            raise InvalidRequest(f"'json_data' is not valid JSON: {exc}", ack_id) from None
+        except ValueError:
             raise InvalidRequest("'json_data' is not valid JSON.", ack_id) from None
         return data.json_data.encode("utf-8"), DataType.JSON
     raise InvalidRequest("The message has no data.", ack_id)
@@ -181,6 +184,24 @@ class ProtobufCodec:
         if kind is None:
             raise ProtocolViolation("The UpstreamMessage has no message set.")
         return Unsupported(kind)
+
+    def peek_ack_id(self, data: bytes, is_text: bool) -> int | None:
+        """The ackId of a frame that will not be decoded in full (throttled)."""
+        if is_text:
+            return None
+        try:
+            upstream = UpstreamMessage.FromString(data)
+        except DecodeError:
+            return None
+        kind = upstream.WhichOneof("message")
+        if kind in (
+            "join_group_message",
+            "leave_group_message",
+            "send_to_group_message",
+            "event_message",
+        ):
+            return _ack_id(getattr(upstream, kind))
+        return None
 
     # -- client side: requests out, service messages in -----------------------------------
 

@@ -40,6 +40,9 @@ class RawCodec:
     def decode(self, data: bytes, is_text: bool) -> ClientRequest:
         return SendEvent("message", data, DataType.TEXT if is_text else DataType.BINARY)
 
+    def peek_ack_id(self, data: bytes, is_text: bool) -> int | None:
+        return None  # simple clients have no acks
+
     def __repr__(self) -> str:
         return "RawCodec()"
 

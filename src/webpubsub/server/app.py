@@ -29,6 +29,7 @@ from .config import Settings
 from .connection import Flusher, ServiceProtocol
 from .http import HttpRequest, HttpResponse
 from .upstream import Upstream
+from .workers import WorkerIdentity
 
 log = logging.getLogger("webpubsub.server")
 
@@ -39,8 +40,11 @@ access_log = logging.getLogger("webpubsub.access")
 class Service:
     """A running (or ready to run) service: settings, node, listening socket, connections."""
 
-    def __init__(self, settings: Settings, node: Node | None = None) -> None:
+    def __init__(
+        self, settings: Settings, node: Node | None = None, worker: WorkerIdentity | None = None
+    ) -> None:
         settings.ensure_key()
+        self.worker = worker  # one of the processes of serve --workers N, sharing the port
         self.settings = settings
         limits = settings.limits
         self.node = node or Node(
@@ -59,6 +63,7 @@ class Service:
         self._server: asyncio.Server | None = None
         self._keep_alive: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.ops: ops.Operability | None = None
         self.flusher: Flusher
         self.validator: TokenValidator
         self.client_endpoint: ClientEndpoint
@@ -86,6 +91,8 @@ class Service:
             self.settings.host,
             self.settings.port,
             reuse_address=True,
+            # Workers bind the same port; the kernel spreads new connections over them.
+            reuse_port=self.worker is not None,
             backlog=4096,
             start_serving=False,
             ssl=tls,
@@ -113,13 +120,16 @@ class Service:
                 publish_timeout=cluster.publish_timeout,
                 retry_window=self.settings.limits.recovery_window,
             )
+            engine.local_connections = lambda: len(self.protocols)
             await engine.start()
             self.engine = engine
+            self.client_endpoint.peer_hub_connections = engine.peer_hub_connections
             self.node.engine = engine
             self.directory = engine
         self._next_ping = self.loop.time() + self.settings.limits.keep_alive_interval
         self._schedule_keep_alive()
-        ops.install(self)
+        self.ops = ops.install(self)
+        await self.ops.start()
         openapi.install(self)
         await self._server.start_serving()
 
@@ -138,6 +148,10 @@ class Service:
         """``https`` when this port serves TLS, else ``http``."""
         return "https" if self.settings.tls.enabled else "http"
 
+    def peer_connections(self) -> int:
+        """TCP connections of the other nodes of the cluster (limits are service-wide)."""
+        return self.engine.peer_connections() if self.engine is not None else 0
+
     async def execute(self, hub: str, command: Command) -> None:
         """Carry out a REST command everywhere; in a cluster, wait until Redis has it.
 
@@ -149,12 +163,9 @@ class Service:
             self.node.execute(hub, command)
             return
         engine.check_ready()
-        if isinstance(command, c.Send):
-            # Group commit: 202 once Redis has the message, then this node's clients get it.
-            await engine.send(hub, command)
-            self.node.apply(hub, command)
-            return
         self.node.execute(hub, command)
+        # A send's publish is queued in order and retried until written (no wait, so a burst
+        # fans out together); a membership change waits until Redis has it (read-your-writes).
         await engine.commit(hub, command)
 
     def _check_limits(self, command: Command) -> None:
@@ -231,6 +242,8 @@ class Service:
             await self._server.wait_closed()
             self._server = None
         await self.upstream.close()
+        if self.ops is not None:
+            await self.ops.close()
         if self.engine is not None:
             await self.engine.close()
             self.engine = None

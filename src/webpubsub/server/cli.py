@@ -20,6 +20,7 @@ from ..sdk import parse_connection_string
 from .app import Service
 from .config import LOG_LEVELS, ConfigError, Settings, load_settings
 from .ops import LOG_FORMATS, RedactingFilter, make_formatter
+from .workers import READY, Supervisor, WorkerIdentity, bind_to_parent, leave, reserve_port
 
 log = logging.getLogger("webpubsub")
 
@@ -73,6 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="join a cluster of nodes sharing this Redis server, e.g. redis://localhost:6379/0 "
         "(env WEBPUBSUB_REDIS_URL; rediss:// for TLS, password in the URL)",
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="worker processes sharing the port, each a node of the cluster (env "
+        "WEBPUBSUB_WORKERS; default 1; above 1 needs --redis)",
     )
     serve.add_argument(
         "--certfile",
@@ -135,6 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "redis_url": args.redis,
                 "tls_certfile": args.certfile,
                 "tls_keyfile": args.keyfile,
+                "workers": args.workers,
             },
         )
 
@@ -155,8 +164,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         redacting.add_secrets(fresh.access_keys)
         return fresh
 
+    worker = WorkerIdentity.from_env()
+    if worker is not None and not bind_to_parent(worker):
+        return 1  # the supervisor is gone already
     try:
-        _run(settings, reload)
+        if worker is None and settings.worker_count > 1:
+            return _supervise(args, settings)
+        _run(settings, reload, worker)
     except ServiceUnavailable as exc:
         print(f"webpubsub: {exc.message}", file=sys.stderr)
         return 1
@@ -192,7 +206,9 @@ def configure_logging(level: str, log_format: str = "text") -> RedactingFilter:
     return redacting
 
 
-def _run(settings: Settings, load: Callable[[], Settings]) -> None:
+def _run(
+    settings: Settings, load: Callable[[], Settings], worker: WorkerIdentity | None = None
+) -> None:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
@@ -200,14 +216,66 @@ def _run(settings: Settings, load: Callable[[], Settings]) -> None:
     else:
         runner = uvloop.run
     with contextlib.suppress(KeyboardInterrupt):
-        runner(_serve(settings, load))
+        runner(_serve(settings, load, worker))
 
 
-async def _serve(settings: Settings, load: Callable[[], Settings]) -> None:
-    service = Service(settings)
+def _supervise(args: argparse.Namespace, settings: Settings) -> int:
+    """``--workers N``: reserve the port, then run N worker processes on it."""
+    reservation = reserve_port(settings.host, settings.port)
+    try:
+        settings.port = reservation.getsockname()[1]  # --port 0: one port for every worker
+        supervisor = Supervisor(
+            settings,
+            worker_command(args, settings.port),
+            settings.worker_count,
+            lambda: _announce(settings),
+        )
+        with contextlib.suppress(KeyboardInterrupt):
+            return asyncio.run(supervisor.run())
+        return 0
+    finally:
+        reservation.close()
+
+
+# serve's options that workers get as they were given (the port, as chosen, is added).
+WORKER_OPTIONS = (
+    ("host", "--host"),
+    ("public_endpoint", "--public-endpoint"),
+    ("access_key", "--access-key"),
+    ("secondary_key", "--secondary-key"),
+    ("config", "--config"),
+    ("log_level", "--log-level"),
+    ("log_format", "--log-format"),
+    ("event_handler", "--event-handler"),
+    ("redis", "--redis"),
+    ("certfile", "--certfile"),
+    ("keyfile", "--keyfile"),
+)
+
+
+def worker_command(args: argparse.Namespace, port: int) -> list[str]:
+    """The command line of one worker: this ``serve``, on ``port``, as a single process."""
+    command = [sys.executable, "-m", "webpubsub", "serve", "--port", str(port), "--workers", "1"]
+    for name, flag in WORKER_OPTIONS:
+        value = getattr(args, name)
+        if value is not None:
+            command.append(f"{flag}={value}")  # '=': a value may start with '-'
+    if args.allow_anonymous:
+        command.append("--allow-anonymous")
+    return command
+
+
+async def _serve(
+    settings: Settings, load: Callable[[], Settings], worker: WorkerIdentity | None = None
+) -> None:
+    service = Service(settings, worker=worker)
     await service.start()
     _tune_gc()
-    _announce(settings)
+    if worker is None:
+        _announce(settings)
+    else:
+        sys.stdout.buffer.write(READY + b"\n")  # the supervisor announces, once
+        sys.stdout.flush()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -224,6 +292,8 @@ async def _serve(settings: Settings, load: Callable[[], Settings]) -> None:
     log.info("shutting down: closing %d connection(s)", len(service.protocols))
     await service.stop()
     log.info("stopped")
+    if worker is not None:
+        leave(worker)
 
 
 def _tune_gc() -> None:

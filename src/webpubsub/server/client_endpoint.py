@@ -78,6 +78,8 @@ class ClientEndpoint:
         self.validator = validator
         self.limits = limits
         self.scheme = scheme
+        # The hub's client connections on the other nodes of a cluster (0 on its own).
+        self.peer_hub_connections: Callable[[str], int] = lambda _hub: 0
 
     def matches(self, path: str) -> bool:
         return path.startswith(("/client/", "/clients/")) or path == "/client"
@@ -196,10 +198,11 @@ class ClientEndpoint:
         """Refuse a connection over the hub's connection limit or with too many groups."""
         limits = self.limits
         found = self.node.hub(hub)
-        if found is not None and len(found.connections) >= limits.max_connections_per_hub:
+        here = len(found.connections) if found is not None else 0
+        if here + self.peer_hub_connections(hub) >= limits.max_connections_per_hub:
             raise TooManyRequests(
                 f"The hub has reached its limit of {limits.max_connections_per_hub} "
-                "connections on this node; retry later.",
+                "connections; retry later.",
                 code="Error.TooManyConnections",
             )
         if len(groups) > limits.max_groups_per_connection:

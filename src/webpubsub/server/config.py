@@ -52,6 +52,8 @@ class Limits:
     upstream_timeout: float = 30.0  # seconds for one event handler call
     upstream_concurrency: int = 64  # event handler calls in flight per hub
     max_pending_events: int = 64  # user events one connection may have waiting upstream
+    max_pending_event_bytes: int = 64 * MIB  # bytes of user events waiting upstream, per node
+    max_connect_response_size: int = 64 * 1024  # bytes of a connect answer (else refused 500)
 
 
 @dataclass
@@ -94,6 +96,8 @@ class Settings:
     # Hub settings by lower-case hub name; "*" applies to every hub without its own entry.
     hubs: dict[str, HubSettings] = field(default_factory=dict)
     generated_key: bool = False
+    # Worker processes on this machine sharing the port (None: 1, see worker_count).
+    workers: int | None = None
 
     def hub(self, key: str) -> HubSettings:
         """The settings of a hub (by its lower-case key)."""
@@ -114,6 +118,15 @@ class Settings:
     @property
     def connection_string(self) -> str:
         return f"Endpoint={self.endpoint};AccessKey={self.access_keys[0]};Version=1.0;"
+
+    @property
+    def worker_count(self) -> int:
+        """How many worker processes ``serve`` starts: as set, else one.
+
+        Not one per core by default yet: a reliable client's reconnect lands on whichever
+        worker the kernel picks, and recovery works only on the worker that holds it.
+        """
+        return self.workers if self.workers is not None else 1
 
     def ensure_key(self) -> None:
         """Generate a random access key when none was configured."""
@@ -150,7 +163,7 @@ def _apply_file(settings: Settings, path: Path) -> None:
         raise ConfigError(f"config file not found: {path}") from None
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read config file {path}: {exc}") from None
-    for key in ("host", "port", "public_endpoint", "log_level", "redis_url"):
+    for key in ("host", "port", "public_endpoint", "log_level", "redis_url", "workers"):
         if key in data:
             _set(settings, key, data[key])
     cluster = data.get("cluster", {})
@@ -228,7 +241,7 @@ def simple_hub_settings(event_handler: str | None, allow_anonymous: bool) -> Hub
 
 
 def _apply_env(settings: Settings, env: Mapping[str, str]) -> None:
-    for key in ("host", "port", "public_endpoint", "log_level", "redis_url"):
+    for key in ("host", "port", "public_endpoint", "log_level", "redis_url", "workers"):
         value = env.get(f"WEBPUBSUB_{key.upper()}")
         if value:
             _set(settings, key, value)
@@ -265,6 +278,11 @@ def _set(settings: Settings, key: str, value: Any) -> None:
             settings.port = int(value)
         except (TypeError, ValueError):
             raise ConfigError(f"port must be a number, not {value!r}") from None
+    elif key == "workers":
+        try:
+            settings.workers = int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"workers must be a number, not {value!r}") from None
     elif key == "event_handler":
         current = settings.hubs.get("*", DEFAULT_HUB)
         settings.hubs["*"] = simple_hub_settings(value, current.allow_anonymous)
@@ -288,6 +306,14 @@ def _validate(settings: Settings) -> None:
     if settings.log_level not in LOG_LEVELS:
         raise ConfigError(f"log level must be one of {', '.join(LOG_LEVELS)}")
     redis_url = settings.redis_url
+    if settings.workers is not None and settings.workers < 1:
+        raise ConfigError(f"workers must be at least 1, not {settings.workers}")
+    if (settings.workers or 1) > 1 and not redis_url:
+        raise ConfigError(
+            f"--workers {settings.workers} needs --redis: without Redis each worker would be a "
+            "separate in-memory service, and clients connected to one could not reach the "
+            "others (add --redis URL, or use --workers 1)"
+        )
     if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError("the Redis URL must start with redis://, rediss:// or unix://")
     endpoint = settings.public_endpoint

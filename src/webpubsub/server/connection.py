@@ -24,7 +24,7 @@ from ..core.events import UpstreamRejected
 from ..core.node import RecoveryRefused
 from ..core.ratelimit import MessageRate
 from .client_endpoint import Accepted, Pending
-from .http import HttpRequest, HttpResponse
+from .http import HttpRequest, HttpResponse, origin_form
 
 if TYPE_CHECKING:
     from .app import Service
@@ -32,6 +32,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("webpubsub.server")
 
 PING_FRAME = Frame(Opcode.PING, b"").serialize(mask=False)
+HELD_LIMIT = 64 * 1024  # bytes read from a client whose upgrade waits for its connect event
+
+MESSAGES_PER_TURN = 256
+"""Client messages one socket may have handled per event-loop turn; the rest of a read waits
+for the next turn (with reading paused), so other sockets and /healthz are served between."""
 
 
 class Flusher:
@@ -63,17 +68,21 @@ class ServiceProtocol(asyncio.Protocol):
     """
 
     __slots__ = (
+        "_backlog",
         "_body",
         "_body_size",
         "_close_timer",
         "_closing",
+        "_connecting",
         "_draining",
         "_header_bytes",
         "_headers",
+        "_held",
         "_in_request",
         "_loop",
         "_parts",
         "_parts_text",
+        "_paused",
         "_pending",
         "_refusal",
         "_refused",
@@ -113,6 +122,9 @@ class ServiceProtocol(asyncio.Protocol):
         self._requests: list[tuple[HttpRequest, bool]] = []  # (request, keep-alive), in order
         self._serving = False
         self._upgrade: HttpRequest | None = None
+        # An upgrade waiting for the hub's connect event, and what the client sent meanwhile.
+        self._connecting: asyncio.Task[None] | None = None
+        self._held = b""
         self._refused = False
         self._refusal: HttpResponse | None = None  # sent once the queued requests are answered
         self._draining = False  # the service is stopping: answer what is in flight, then go
@@ -127,6 +139,8 @@ class ServiceProtocol(asyncio.Protocol):
         self._pending: list[bytes] = []
         self._parts: list[bytes] | None = None
         self._parts_text = False
+        self._backlog: list[tuple[bytes, bool]] | None = None  # messages for the next turn
+        self._paused = False  # reading paused while the backlog is worked off
         self._closing = False
         self._close_timer: asyncio.TimerHandle | None = None
 
@@ -139,7 +153,7 @@ class ServiceProtocol(asyncio.Protocol):
         self.last_received = self._loop.time()
         protocols = self.service.protocols
         protocols.add(self)
-        if len(protocols) > self.limits.max_connections:
+        if len(protocols) + self.service.peer_connections() > self.limits.max_connections:
             log.warning("refusing %s: %d connections open", self.peer, len(protocols) - 1)
             self._refuse(_full())
             return
@@ -151,6 +165,11 @@ class ServiceProtocol(asyncio.Protocol):
             if timer is not None:
                 timer.cancel()
         self._pending.clear()
+        self._backlog = None
+        if self._connecting is not None:
+            # The client left during its connect event: stop waiting for a slot or an answer.
+            self._connecting.cancel()
+            self._connecting = None
         conn = self.conn
         if conn is None:
             return
@@ -167,6 +186,9 @@ class ServiceProtocol(asyncio.Protocol):
         self.last_received = self._loop.time()
         if self.ws is not None:
             self._ws_received(data)
+            return
+        if self._connecting is not None:
+            self._hold(data)
             return
         if self._refused:
             return
@@ -187,7 +209,8 @@ class ServiceProtocol(asyncio.Protocol):
     def eof_received(self) -> bool | None:
         if self.ws is not None:
             self.ws.receive_eof()
-            self._ws_events()
+            # The transport closes when this returns: handle every message read before.
+            self._ws_events(everything=True)
         return None
 
     # -- httptools callbacks --------------------------------------------------------------
@@ -234,10 +257,15 @@ class ServiceProtocol(asyncio.Protocol):
     def on_message_complete(self) -> None:
         parser = self.parser
         assert parser is not None
+        target, authority = origin_form(self._url.decode("latin-1"))
+        headers = self._headers
+        if authority is not None:
+            # RFC 9112 3.2.2: the target's authority replaces any Host header.
+            headers = [(k, v) for k, v in headers if k != "host"] + [("host", authority)]
         request = HttpRequest(
             parser.get_method().decode("ascii", "replace"),
-            self._url.decode("latin-1"),
-            self._headers,
+            target,
+            headers,
             b"".join(self._body),
             self.peer,
         )
@@ -375,23 +403,56 @@ class ServiceProtocol(asyncio.Protocol):
             return
         result = self.service.client_endpoint.handshake(request, self)
         if isinstance(result, Pending):
-            # The hub's blocking connect event decides (spec 5.5); read nothing meanwhile.
+            # The hub's blocking connect event decides (spec 5.5). Reading goes on, so a
+            # client that leaves meanwhile is noticed and its connect event cancelled.
             self._refused = True
-            if self.transport is not None:
-                self.transport.pause_reading()
-            self.service.loop.create_task(self._connect_event(result, rest))
+            self._held = rest
+            self._connecting = self._loop.create_task(self._connect_event(result))
             return
         self._accept(result, rest)
 
-    async def _connect_event(self, pending: Pending, rest: bytes) -> None:
+    def _hold(self, data: bytes) -> None:
+        """Keep what a client sends before its upgrade is answered (it should send nothing);
+        past a small bound stop reading, as the client will have to wait anyway."""
+        self._held += data
+        if len(self._held) > HELD_LIMIT and self.transport is not None:
+            self.transport.pause_reading()
+
+    async def _connect_event(self, pending: Pending) -> None:
+        """Run the connect event, then answer the upgrade, whatever happens.
+
+        Cancelled when the client goes (``connection_lost``); any other failure is logged and
+        answered with 500, so no upgrade is ever left unanswered.
+        """
+        try:
+            await self._connect_and_answer(pending)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("the connect of %s failed unexpectedly", self.peer)
+            self._connecting = None
+            if self.ws is None:
+                error = _error(500, "Error.InternalServerError", "The connect event failed.")
+                self._refused = False
+                self._refuse(error)
+            elif self.transport is not None:
+                self.transport.abort()
+        finally:
+            self._connecting = None
+
+    async def _connect_and_answer(self, pending: Pending) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return  # the client is gone: no connect event for it
         try:
             connect_result = await self.service.upstream.connect(pending)
         except UpstreamRejected as exc:
             log.info("connect event refused %s: %d %s", self.peer, exc.status, exc.message)
             error = RequestError(exc.message, code="Error.ConnectRejected", status=exc.status)
+            self._connecting = None
             self._refused = False
             self._refuse(HttpResponse.error(error))
             return
+        self._connecting = None
         if self.transport is None or self.transport.is_closing():
             return
         if self._draining:
@@ -400,6 +461,7 @@ class ServiceProtocol(asyncio.Protocol):
             return
         result = self.service.client_endpoint.finish(pending, self, connect_result)
         self._refused = False
+        rest, self._held = self._held, b""
         self.transport.resume_reading()
         self._accept(result, rest)
 
@@ -441,16 +503,26 @@ class ServiceProtocol(asyncio.Protocol):
         self.ws.receive_data(data)
         self._ws_events()
 
-    def _ws_events(self) -> None:
+    def _ws_events(self, *, everything: bool = False) -> None:
+        """Join the frames websockets parsed into messages and handle them.
+
+        One read may hold thousands of small messages: past ``MESSAGES_PER_TURN`` the rest
+        wait in ``_backlog`` for the next loop turn with reading paused, so one flooding
+        socket cannot starve the others (nor /healthz) for the whole read. Messages keep their
+        order, and what websockets wants to send (pongs, the answer to a close) waits for the
+        backlog, so a close read in the same segment cannot end the connection before the
+        messages in front of it were handled.
+        """
         ws = self.ws
         assert ws is not None
+        budget = -1 if everything else MESSAGES_PER_TURN
         for frame in ws.events_received():
             if not isinstance(frame, Frame):
                 continue  # the handshake was done by httptools: only frames come here
             opcode = frame.opcode
             if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
                 if frame.fin:
-                    self._ws_message(bytes(frame.data), opcode is Opcode.TEXT)
+                    budget = self._ws_queue(bytes(frame.data), opcode is Opcode.TEXT, budget)
                 else:
                     self._parts = [bytes(frame.data)]
                     self._parts_text = opcode is Opcode.TEXT
@@ -458,10 +530,56 @@ class ServiceProtocol(asyncio.Protocol):
                 self._parts.append(bytes(frame.data))
                 if frame.fin:
                     data, self._parts = b"".join(self._parts), None
-                    self._ws_message(data, self._parts_text)
+                    budget = self._ws_queue(data, self._parts_text, budget)
+        if self._backlog is None:
+            self._write_ws()
+        elif everything:
+            self._ws_backlog(everything=True)
+        elif not self._paused:
+            self._paused = True
+            if self.transport is not None:
+                self.transport.pause_reading()
+            self._loop.call_soon(self._ws_backlog)
+
+    def _ws_queue(self, data: bytes, is_text: bool, budget: int) -> int:
+        """Handle one message now if the turn's budget allows (-1: no budget), else queue it
+        behind the others; returns what is left of the budget."""
+        if self._backlog is not None:
+            self._backlog.append((data, is_text))
+            return budget
+        if budget == 0:
+            self._backlog = [(data, is_text)]
+            return budget
+        self._ws_message(data, is_text)
+        return budget - 1 if budget > 0 else budget
+
+    def _ws_backlog(self, *, everything: bool = False) -> None:
+        """Handle the next messages of the backlog, and come back next turn for the rest;
+        when it is empty, read again and send what websockets has for the client."""
+        backlog = self._backlog
+        if backlog is not None and self.transport is not None and not self._closing:
+            count = len(backlog) if everything else MESSAGES_PER_TURN
+            self._backlog = backlog[count:] or None
+            for data, is_text in backlog[:count]:
+                self._ws_message(data, is_text)
+            if self._backlog is not None and not self._closing:
+                self._loop.call_soon(self._ws_backlog)
+                return
+        self._backlog = None  # nothing counts once we began to close
+        self._paused = False
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return  # the socket is gone (or going): nothing to read or write any more
+        transport.resume_reading()
         self._write_ws()
 
     def _ws_message(self, data: bytes, is_text: bool) -> None:
+        """One complete message: charged to the rate first, then checked and handled.
+
+        Whatever goes wrong in here is our fault, not the client's: it is logged with its
+        traceback and the client is closed with 1011, never left with a socket that just
+        stops (an exception escaping ``data_received`` makes asyncio abort the transport).
+        """
         ws, conn = self.ws, self.conn
         # Messages that arrived before the client's close frame still count (it may send
         # a last message and close at once); nothing counts once we began to close.
@@ -469,14 +587,30 @@ class ServiceProtocol(asyncio.Protocol):
             return
         if ws.state is not State.OPEN and not ws.close_rcvd_then_sent:
             return  # we failed the connection (protocol error): websockets closes it
-        if is_text:
-            try:
-                data.decode("utf-8")
-            except UnicodeDecodeError:
-                ws.fail(CloseCode.INVALID_DATA, "Invalid UTF-8 in a text frame.")
-                self.service.node.disconnect(conn, "Invalid UTF-8 in a text frame.")
-                return
-        self.service.node.receive(conn, data, is_text, rate=self.rate, now=self._loop.time())
+        node = self.service.node
+        try:
+            if not node.admit(conn, data, is_text, self.rate, self._loop.time()):
+                return  # throttled or cut before anything else looked at it
+            if is_text:
+                try:
+                    data.decode("utf-8")
+                except UnicodeDecodeError:
+                    ws.fail(CloseCode.INVALID_DATA, "Invalid UTF-8 in a text frame.")
+                    node.disconnect(conn, "Invalid UTF-8 in a text frame.")
+                    return
+            node.receive(conn, data, is_text)
+        except Exception:
+            log.exception("error handling a message from %s", conn.connection_id)
+            self._internal_error(conn)
+
+    def _internal_error(self, conn: Connection) -> None:
+        """Close a client whose message we failed to handle: 1011, as RFC 6455 7.4.1 says."""
+        reason = "Internal server error while handling a message."
+        try:
+            self.service.node.close(conn, CloseCode.INTERNAL_ERROR, reason)
+        except Exception:
+            log.exception("error closing %s", conn.connection_id)
+            self.close(CloseCode.INTERNAL_ERROR, reason)
 
     def _write_ws(self) -> None:
         """Write queued frames, then what the websockets protocol wants to send."""

@@ -109,4 +109,23 @@ class HttpResponse:
         return head_bytes if head else head_bytes + self.body
 
 
+def origin_form(target: str) -> tuple[str, str | None]:
+    """A request target in origin form (``/path?query``) and the authority it named.
+
+    An absolute-form target (``http://host:port/path?q``, RFC 9112 3.2.2) is routed by its
+    path like any other, and its authority stands for the Host header; other targets are
+    returned as they are, with None.
+    """
+    if target.startswith("/"):
+        return target, None
+    scheme, sep, rest = target.partition("://")
+    if not sep or not scheme.isascii() or not scheme.isalpha():
+        return target, None
+    cut = min((i for i in (rest.find("/"), rest.find("?")) if i != -1), default=len(rest))
+    authority, path = rest[:cut], rest[cut:]
+    if not path.startswith("/"):
+        path = "/" + path
+    return path, authority.rpartition("@")[2] or None
+
+
 _REASONS = {s.value: s.phrase for s in HTTPStatus}

@@ -3,6 +3,11 @@
 ``connect`` and user events are blocking (their answers matter); ``connected`` and
 ``disconnected`` are fire-and-forget with bounded retries, and never hold up delivery. Every
 handler URL is validated once with the abuse-protection OPTIONS request before first use.
+
+Nothing a handler or a client does may wedge this module: answers are read with a size cap
+(``max_connect_response_size`` for ``connect``, ``max_message_size`` for user events), the
+bytes of queued user events are capped per node (``max_pending_event_bytes``), and any
+unexpected exception of one call is logged and turned into that call's failure.
 """
 
 from __future__ import annotations
@@ -12,8 +17,9 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -49,7 +55,40 @@ VALIDATION_FAILURE_TTL = 10.0
 
 
 class UpstreamFailure(Exception):
-    """A call that did not produce a usable answer (network error, timeout, bad status)."""
+    """A call that did not produce a usable answer (network error, timeout, bad status).
+
+    ``kind`` names the failure for metrics (``timeout``, ``too_large``, an exception name).
+    """
+
+    def __init__(self, message: str, kind: str | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind or message
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What an event handler answered; ``content`` holds at most the call's size cap."""
+
+    status_code: int
+    headers: Mapping[str, str]
+    content: bytes
+
+
+@dataclass(slots=True)
+class Backlog:
+    """The user events of one connection waiting for the handler; ``events[0]`` is in flight."""
+
+    events: deque[SendEvent] = field(default_factory=deque)
+
+
+def event_size(request: SendEvent) -> int:
+    """The bytes a queued user event holds on to (its data and name; the rest is small)."""
+    return len(request.data) + len(request.event)
+
+
+# Answers are read as they are, never decompressed: a small compressed answer must not
+# turn into gigabytes before the cap can see it.
+ACCEPT_IDENTITY = ("Accept-Encoding", "identity")
 
 
 class Upstream:
@@ -76,10 +115,12 @@ class Upstream:
         )
         self.retry_delays = RETRY_DELAYS
         self._validated: dict[str, float] = {}  # validation URL -> expiry (inf when allowed)
-        self._validating: dict[str, asyncio.Future[bool]] = {}
+        self._validating: dict[str, asyncio.Task[bool]] = {}
         self._slots: dict[str, asyncio.Semaphore] = {}
-        self._queues: dict[Connection, deque[SendEvent]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._queues: dict[Connection, Backlog] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.pending_bytes = 0  # bytes of user events queued or in flight, on this node
+        self._throttling = False  # the node's byte cap was hit (logged once per episode)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -94,12 +135,14 @@ class Upstream:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.client.aclose()
 
-    def _spawn(self, coro: object) -> None:
-        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Start a supervised task: kept referenced, cancelled on close, its failure logged."""
+        task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._done)
+        return task
 
-    def _done(self, task: asyncio.Task[None]) -> None:
+    def _done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("upstream task failed", exc_info=task.exception())
@@ -107,7 +150,11 @@ class Upstream:
     # -- connect (blocking) ---------------------------------------------------------------
 
     async def connect(self, pending: Pending) -> ConnectResult:
-        """Call ``connect``; raises UpstreamRejected with the status for the client."""
+        """Call ``connect``; raises UpstreamRejected with the status for the client.
+
+        The caller cancels this when the client goes away: the wait for a concurrency slot
+        and the HTTP call end with it, so an abandoned handshake costs the handler nothing.
+        """
         handler = pending.handler
         assert handler is not None
         ctx = EventContext(pending.hub, pending.connection_id, pending.user_id, None, None, 0)
@@ -117,9 +164,10 @@ class Upstream:
             pending.request.headers,
             pending.offered,
         )
+        cap = self.settings.limits.max_connect_response_size
         try:
             response = await self._call(
-                handler, ctx, "connect", EventKind.CONNECT, SYSTEM_CONTENT_TYPE, body
+                handler, ctx, "connect", EventKind.CONNECT, SYSTEM_CONTENT_TYPE, body, cap
             )
         except UpstreamFailure as exc:
             raise UpstreamRejected(500, f"The connect event handler failed: {exc}") from None
@@ -134,7 +182,7 @@ class Upstream:
             self._spawn(self._notify(handler, ctx, EventKind.CONNECTED, b"{}"))
 
     def disconnected(self, conn: Connection, reason: str) -> None:
-        self._queues.pop(conn, None)
+        self._drop_backlog(conn)
         handler = self.hub_settings(conn.hub).handler_for("disconnected", EventKind.DISCONNECTED)
         if handler is not None:
             body = json.dumps({"reason": reason}).encode()
@@ -146,7 +194,7 @@ class Upstream:
         for attempt, delay in enumerate((*self.retry_delays, None)):
             try:
                 response = await self._call(
-                    handler, ctx, kind.value, kind, SYSTEM_CONTENT_TYPE, body
+                    handler, ctx, kind.value, kind, SYSTEM_CONTENT_TYPE, body, None
                 )
             except UpstreamFailure as exc:
                 failure = str(exc)
@@ -178,31 +226,69 @@ class Upstream:
         """Queue a user event; events of one connection go upstream one at a time, in order.
 
         Raises Throttled when the connection already has ``limits.max_pending_events``
-        events waiting: a client must not queue unbounded work behind a slow handler.
+        events waiting, or when the events waiting on this node already hold
+        ``limits.max_pending_event_bytes``: clients must not queue unbounded work (or
+        memory) behind a slow handler.
         """
-        queue = self._queues.get(conn)
-        if queue is not None:
-            limit = self.settings.limits.max_pending_events
-            if len(queue) >= limit:
-                raise Throttled(
-                    f"{limit} events are already waiting for the event handler; retry later."
+        limits = self.settings.limits
+        backlog = self._queues.get(conn)
+        if backlog is not None and len(backlog.events) >= limits.max_pending_events:
+            raise Throttled(
+                f"{limits.max_pending_events} events are already waiting for the event handler; "
+                "retry later."
+            )
+        size = event_size(request)
+        if self.pending_bytes + size > limits.max_pending_event_bytes:
+            if not self._throttling:
+                self._throttling = True
+                log.warning(
+                    "throttling user events: %d bytes of events wait for event handlers "
+                    "on this node (limits.max_pending_event_bytes)",
+                    self.pending_bytes,
                 )
-            queue.append(request)
+            raise Throttled("Too many events are waiting for the event handler; retry later.")
+        self.pending_bytes += size
+        if backlog is not None:
+            backlog.events.append(request)
             return
-        self._queues[conn] = deque([request])
-        self._spawn(self._drain(conn))
+        backlog = self._queues[conn] = Backlog(deque([request]))
+        self._spawn(self._drain(conn, backlog))
 
-    async def _drain(self, conn: Connection) -> None:
-        queue = self._queues.get(conn)
-        while queue:
-            request = queue[0]
+    def _drop_backlog(self, conn: Connection) -> None:
+        """A connection left: its waiting events go, and their bytes are released at once.
+
+        The one in flight (``events[0]``) is left to its drain, which releases it when done.
+        """
+        backlog = self._queues.pop(conn, None)
+        if backlog is None:
+            return
+        while len(backlog.events) > 1:
+            self._release(backlog.events.pop())
+
+    def _release(self, request: SendEvent) -> None:
+        self.pending_bytes -= event_size(request)
+        if self._throttling and self.pending_bytes == 0:
+            self._throttling = False
+            log.info("user events are no longer throttled: nothing waits for event handlers")
+
+    async def _drain(self, conn: Connection, backlog: Backlog) -> None:
+        """Send one connection's events in order; no failure of one event stops the rest."""
+        events = backlog.events
+        while events:
+            request = events[0]
             try:
-                await self._user_event(conn, request)
+                if self._queues.get(conn) is backlog:  # not if the connection left meanwhile
+                    await self._user_event(conn, request)
+            except Exception:
+                log.exception(
+                    "user event %r of %s failed unexpectedly", request.event, conn.connection_id
+                )
+                self._event_failed(conn, request, "The event could not be handled.")
             finally:
-                queue.popleft()
-            if self._queues.get(conn) is not queue:
-                return
-        self._queues.pop(conn, None)
+                events.popleft()
+                self._release(request)
+        if self._queues.get(conn) is backlog:
+            del self._queues[conn]
 
     async def _user_event(self, conn: Connection, request: SendEvent) -> None:
         kind = EventKind.USER
@@ -219,6 +305,7 @@ class Upstream:
                     kind,
                     user_event_content_type(request.data_type),
                     request.data,
+                    self.settings.limits.max_message_size,
                 )
             except UpstreamFailure as exc:
                 error = f"The event handler failed: {exc}"
@@ -237,11 +324,18 @@ class Upstream:
                     return
                 error = f"The event handler answered {response.status_code}."
         log.info("user event %r of %s failed: %s", request.event, conn.connection_id, error)
-        if not conn.codec.is_pubsub:
-            # A simple client whose message cannot be handled is dropped (spec 4.2).
-            self.node.close(conn, CloseCode.INTERNAL_ERROR, "The event could not be handled.")
-        elif request.ack_id is not None:
-            self.node.ack(conn, request.ack_id, InternalServerError(error))
+        self._event_failed(conn, request, error)
+
+    def _event_failed(self, conn: Connection, request: SendEvent, error: str) -> None:
+        """Tell the client: an ack with the error, or (simple client, no acks) a close."""
+        try:
+            if not conn.codec.is_pubsub:
+                # A simple client whose message cannot be handled is dropped (spec 4.2).
+                self.node.close(conn, CloseCode.INTERNAL_ERROR, "The event could not be handled.")
+            elif request.ack_id is not None:
+                self.node.ack(conn, request.ack_id, InternalServerError(error))
+        except Exception:
+            log.exception("could not report the failed event of %s", conn.connection_id)
 
     # -- HTTP -------------------------------------------------------------------------------
 
@@ -264,75 +358,117 @@ class Upstream:
         kind: EventKind,
         content_type: str,
         body: bytes,
-    ) -> httpx.Response:
+        cap: int | None,
+    ) -> Answer:
+        """One event handler call. Every failure, expected or not, is an UpstreamFailure.
+
+        ``cap`` bounds the answer's body; ``None`` means the body is not wanted (non-blocking
+        events) and is not read at all.
+        """
         if not await self._validate(handler, ctx.hub):
             raise UpstreamFailure("the handler did not pass abuse protection validation")
-        headers = cloud_event_headers(
-            ctx,
-            event,
-            kind,
-            keys=self.settings.access_keys,
-            origin=origin_host(self.settings.endpoint),
-            content_type=content_type,
-        )
-        if handler.auth_header is not None:
-            headers[handler.auth_header[0]] = handler.auth_header[1]
         url = handler.url(ctx.hub, event)
+        try:
+            headers = cloud_event_headers(
+                ctx,
+                event,
+                kind,
+                keys=self.settings.access_keys,
+                origin=origin_host(self.settings.endpoint),
+                content_type=content_type,
+            )
+            headers.setdefault(*ACCEPT_IDENTITY)
+            if handler.auth_header is not None:
+                headers[handler.auth_header[0]] = handler.auth_header[1]
+        except Exception as exc:
+            log.exception("%s event to %s could not be built", event, url)
+            raise UpstreamFailure(type(exc).__name__) from None
         slots = self._slots.get(ctx.hub.lower())
         if slots is None:
             slots = self._slots[ctx.hub.lower()] = asyncio.Semaphore(
                 self.settings.limits.upstream_concurrency
             )
+        async with slots:
+            return await self._post(ctx.hub, event, url, headers, body, cap)
+
+    async def _post(
+        self,
+        hub: str,
+        event: str,
+        url: str,
+        headers: dict[str, str],
+        body: bytes,
+        cap: int | None,
+    ) -> Answer:
+        """POST an event; a failure is logged, observed and raised as UpstreamFailure."""
         started = time.perf_counter()
         observer = self.node.observer
-        async with slots:
-            try:
-                response = await self.client.post(url, content=body, headers=headers)
-            except httpx.TimeoutException:
-                log.warning("%s event to %s timed out", event, url)
-                observer.upstream_call(
-                    ctx.hub, event, url, None, time.perf_counter() - started, "timeout"
-                )
-                raise UpstreamFailure("timed out") from None
-            except httpx.HTTPError as exc:
-                log.warning("%s event to %s failed: %s", event, url, exc)
-                observer.upstream_call(
-                    ctx.hub, event, url, None, time.perf_counter() - started, type(exc).__name__
-                )
-                raise UpstreamFailure(type(exc).__name__) from None
-        observer.upstream_call(
-            ctx.hub, event, url, response.status_code, time.perf_counter() - started, None
-        )
-        if response.status_code >= 400:
-            log.warning("%s event to %s answered %d", event, url, response.status_code)
-        log.debug(
-            "%s event to %s -> %d (%.1f ms)",
-            event,
-            url,
-            response.status_code,
-            (time.perf_counter() - started) * 1000,
-        )
-        return response
+        try:
+            answer = await self._fetch("POST", url, headers, body, cap)
+        except UpstreamFailure as exc:
+            seconds = time.perf_counter() - started
+            log.warning("%s event to %s failed: %s", event, url, exc)
+            observer.upstream_call(hub, event, url, None, seconds, exc.kind)
+            raise
+        seconds = time.perf_counter() - started
+        observer.upstream_call(hub, event, url, answer.status_code, seconds, None)
+        if answer.status_code >= 400:
+            log.warning("%s event to %s answered %d", event, url, answer.status_code)
+        log.debug("%s event to %s -> %d (%.1f ms)", event, url, answer.status_code, seconds * 1000)
+        return answer
+
+    async def _fetch(
+        self, method: str, url: str, headers: dict[str, str], body: bytes, cap: int | None
+    ) -> Answer:
+        """One HTTP exchange within ``upstream_timeout`` for the whole of it, not per read
+        (an answer that trickles in must not hold a slot forever), its body read with a cap:
+        past ``cap`` bytes it fails; with ``cap`` None the body is not wanted, and is read
+        only while it stays small (so the connection can be reused), else dropped unread."""
+        try:
+            async with asyncio.timeout(self.settings.limits.upstream_timeout):
+                async with self.client.stream(method, url, content=body, headers=headers) as r:
+                    if cap is None:
+                        limit = self.settings.limits.max_connect_response_size
+                        content = await _read_capped(r, limit, required=False)
+                    else:
+                        content = await _read_capped(r, cap)
+                    return Answer(r.status_code, r.headers, content)
+        except (TimeoutError, httpx.TimeoutException):
+            raise UpstreamFailure("timed out", "timeout") from None
+        except httpx.HTTPError as exc:
+            raise UpstreamFailure(type(exc).__name__) from None
+        except AnswerTooLarge as exc:
+            raise UpstreamFailure(str(exc), "too_large") from None
+        except Exception as exc:
+            log.exception("%s %s failed unexpectedly", method, url)
+            raise UpstreamFailure(type(exc).__name__) from None
 
     async def _validate(self, handler: EventHandlerSettings, hub: str) -> bool:
-        """Abuse protection (spec 5.2): OPTIONS with WebHook-Request-Origin, cached."""
+        """Abuse protection (spec 5.2): OPTIONS with WebHook-Request-Origin, cached.
+
+        The probe runs in a task of its own that callers share: a caller cancelled (a client
+        that left during its ``connect``) must not cancel the probe others wait for.
+        """
         url = handler.url(hub, "validate")
         expiry = self._validated.get(url)
         if expiry is not None and (expiry == float("inf") or expiry > time.monotonic()):
             return expiry == float("inf")
-        waiting = self._validating.get(url)
-        if waiting is not None:
-            return await asyncio.shield(waiting)
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._validating[url] = future
+        probe = self._validating.get(url)
+        if probe is None:
+            probe = self._validating[url] = self._spawn(self._validate_once(handler, url))
+        return await asyncio.shield(probe)
+
+    async def _validate_once(self, handler: EventHandlerSettings, url: str) -> bool:
         try:
             allowed = await self._probe(handler, url)
+        except Exception:
+            log.exception("event handler %s refused: validation failed unexpectedly", url)
+            allowed = False
         finally:
             self._validating.pop(url, None)
         self._validated[url] = (
             float("inf") if allowed else time.monotonic() + VALIDATION_FAILURE_TTL
         )
-        future.set_result(allowed)
         return allowed
 
     async def _probe(self, handler: EventHandlerSettings, url: str) -> bool:
@@ -341,13 +477,11 @@ class Upstream:
         if handler.auth_header is not None:
             headers[handler.auth_header[0]] = handler.auth_header[1]
         try:
-            response = await self.client.options(url, headers=headers)
+            response = await self._fetch("OPTIONS", url, headers, b"", None)
             if response.status_code == 404:
-                response = await self.client.get(url, headers=headers)
-        except httpx.HTTPError as exc:
-            log.warning(
-                "event handler %s refused: validation request failed (%s)", url, type(exc).__name__
-            )
+                response = await self._fetch("GET", url, headers, b"", None)
+        except UpstreamFailure as exc:
+            log.warning("event handler %s refused: validation request failed (%s)", url, exc)
             return False
         allowed = response.headers.get("webhook-allowed-origin", "")
         names = {name.strip().lower() for name in allowed.split(",")}
@@ -363,3 +497,41 @@ class Upstream:
             origin,
         )
         return False
+
+
+class AnswerTooLarge(Exception):
+    """An event handler answer over its cap (or compressed, so its size is unknown)."""
+
+
+async def _read_capped(response: httpx.Response, cap: int, *, required: bool = True) -> bytes:
+    """The body of an answer, read only while it stays within ``cap`` bytes.
+
+    A declared ``Content-Length`` over the cap fails before a byte of the body is read;
+    otherwise the body is read in chunks and the call fails as soon as it passes the cap
+    (the connection is then closed, not reused), so a huge answer costs at most ``cap`` plus
+    one chunk. When the body is not ``required`` (an answer only its status matters for),
+    going over the cap just stops the reading and gives ``b""``.
+    """
+    try:
+        return await _read_within(response, cap)
+    except AnswerTooLarge:
+        if required:
+            raise
+        return b""
+
+
+async def _read_within(response: httpx.Response, cap: int) -> bytes:
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise AnswerTooLarge(f"the answer is compressed ({encoding}); identity was asked for")
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > cap:
+        raise AnswerTooLarge(f"the answer declares {int(declared)} bytes, over the cap of {cap}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_raw():
+        size += len(chunk)
+        if size > cap:
+            raise AnswerTooLarge(f"the answer is over the cap of {cap} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)

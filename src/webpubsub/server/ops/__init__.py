@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from ..http import HttpRequest, HttpResponse
@@ -27,6 +28,7 @@ from ._metrics import Metrics
 from ._redact import RedactingFilter, redact
 from ._throttle import LoginThrottle
 from ._trace import Category, LiveTrace, TraceFilter, Viewer
+from ._workers import WorkerLink, merge_expositions
 
 if TYPE_CHECKING:
     from ..app import Service
@@ -46,6 +48,7 @@ __all__ = [
     "Sessions",
     "TraceFilter",
     "Viewer",
+    "WorkerLink",
     "install",
     "make_formatter",
     "redact",
@@ -60,10 +63,28 @@ class Operability:
         self.service = service
         self.cluster = ClusterState(service)
         self.trace = LiveTrace(node.observer)
-        self.live_trace = LiveTracePages(service, self.trace)
         self.health = Health(service)
         self.metrics = Metrics(node, self._state_metrics)
         self.connection_log = ConnectionLog()
+        # One of several workers on this port (serve --workers N): see the others too.
+        self.link: WorkerLink | None = None
+        worker = service.worker
+        if worker is not None:
+            self.trace.worker = worker.index
+            self.link = WorkerLink(
+                worker.index, worker.directory, lambda: self.metrics.exposition()[0], self.trace
+            )
+        self.live_trace = LiveTracePages(service, self.trace, self.link)
+        if self.link is not None:
+            self.link.sessions = self.live_trace.sessions
+
+    async def start(self) -> None:
+        if self.link is not None:
+            await self.link.start()
+
+    async def close(self) -> None:
+        if self.link is not None:
+            await self.link.close()
 
     def install(self) -> None:
         """Register the observers with the node and the pages with the service."""
@@ -81,6 +102,9 @@ class Operability:
         if request.method not in ("GET", "HEAD"):
             return method_not_allowed("GET, HEAD")
         body, content_type = self.metrics.exposition()
+        if self.link is not None:
+            families = merge_expositions([body, *await self.link.expositions()])
+            body, content_type = generate_latest(_Families(families)), CONTENT_TYPE_LATEST
         return HttpResponse(200, body, content_type=content_type)
 
     def _state_metrics(self) -> Iterable[Metric]:
@@ -98,6 +122,25 @@ class Operability:
         dropped.add_metric([], self.trace.dropped)
         yield from (viewers, observing, dropped)
         yield from self.cluster.metrics()
+        if self.link is not None:
+            mine = GaugeMetricFamily(
+                "webpubsub_worker_connections",
+                "Client connections open on each worker of this machine (serve --workers).",
+                labels=["worker"],
+            )
+            count = sum(len(hub.connections) for hub in self.service.node.hubs.values())
+            mine.add_metric([str(self.link.index)], count)
+            yield mine
+
+
+class _Families:
+    """Metric families already collected, for ``generate_latest``."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families
 
 
 def install(service: Service) -> Operability:

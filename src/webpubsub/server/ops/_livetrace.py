@@ -51,6 +51,7 @@ from ..http import HttpRequest, HttpResponse
 from ._health import method_not_allowed, serving
 from ._throttle import LoginThrottle, client_address
 from ._trace import Category, LiveTrace, TraceFilter, Viewer
+from ._workers import WorkerLink
 
 if TYPE_CHECKING:
     from ..app import Page, Service
@@ -142,6 +143,21 @@ class Sessions:
         if token:
             self._sessions.pop(token, None)
 
+    def export(self, token: str) -> tuple[float, str] | None:
+        """A live session as (seconds left, key digest in hex), for another worker."""
+        if not self.valid(token):
+            return None
+        session = self._sessions[token]
+        return session.expires - self._clock(), session.key_digest.hex()
+
+    def adopt(self, token: str, seconds_left: float, key_digest: str) -> None:
+        """Take on a session another worker opened (``serve --workers``)."""
+        if seconds_left > 0 and token not in self._sessions:
+            while len(self._sessions) >= self._limit:
+                del self._sessions[next(iter(self._sessions))]
+            expires = self._clock() + seconds_left
+            self._sessions[token] = _Session(expires, bytes.fromhex(key_digest))
+
     def __len__(self) -> int:
         return len(self._sessions)
 
@@ -156,11 +172,13 @@ class LiveTracePages:
     Args:
         service: the running service (settings, node, token validator).
         trace: the record source viewers subscribe to.
+        link: under ``serve --workers``, the way to the other workers' records.
     """
 
-    def __init__(self, service: Service, trace: LiveTrace) -> None:
+    def __init__(self, service: Service, trace: LiveTrace, link: WorkerLink | None = None) -> None:
         self._service = service
         self.trace = trace
+        self.link = link
         self.sessions = Sessions(service.settings.access_keys)
         self.throttle = LoginThrottle()
         self._login = Template(_asset("login.html").decode("utf-8"))
@@ -195,7 +213,7 @@ class LiveTracePages:
             if grant is None:
                 return self._login_form(401, "The token is not valid for this service.")
             return self._logged_in(grant[0])
-        if not self.sessions.valid(_cookie(request, COOKIE)):
+        if not await self._session_valid(_cookie(request, COOKIE)):
             return self._login_form(200, "")
         body = self._page.substitute(
             endpoint=html.escape(self._service.settings.endpoint),
@@ -225,7 +243,10 @@ class LiveTracePages:
     async def logout(self, request: HttpRequest) -> HttpResponse:
         if request.method != "POST":
             return method_not_allowed("POST")
-        self.sessions.end(_cookie(request, COOKIE))
+        session = _cookie(request, COOKIE)
+        self.sessions.end(session)
+        if self.link is not None and session:
+            await self.link.end_session(session)  # the other workers may have adopted it
         response = _redirect(PATH)
         response.headers.append(
             ("Set-Cookie", f"{COOKIE}=; Path={PATH}; Max-Age=0; HttpOnly; SameSite=Strict")
@@ -251,7 +272,7 @@ class LiveTracePages:
             return method_not_allowed("GET")
         session = _cookie(request, COOKIE)
         allowed: Callable[[], bool]
-        if self.sessions.valid(session):
+        if await self._session_valid(session):
             allowed = partial(self.sessions.valid, session)
         else:
             token = bearer_token(request.header("authorization")) or request.query_one(
@@ -287,19 +308,24 @@ class LiveTracePages:
         response = HttpResponse(
             200,
             content_type="text/event-stream; charset=utf-8",
-            stream=self._events(viewer, allowed, proto),
+            stream=self._events(viewer, allowed, proto, request.query_string),
         )
         response.headers.extend([("Cache-Control", "no-store"), ("X-Accel-Buffering", "no")])
         return response
 
     async def _events(
-        self, viewer: Viewer, allowed: Callable[[], bool], proto: ServiceProtocol | None
+        self,
+        viewer: Viewer,
+        allowed: Callable[[], bool],
+        proto: ServiceProtocol | None,
+        query: str = "",
     ) -> AsyncIterator[bytes]:
         """The SSE body; ends when the viewer leaves, the service stops, or the session or
         token stops being valid (logout, expiry, key rotated away)."""
         wake = asyncio.Event()
         viewer.wake = wake.set
         self.trace.subscribe(viewer)
+        feeds = self.link.follow(viewer, query) if self.link is not None else None
         try:
             hello = {
                 "endpoint": self._service.settings.endpoint,
@@ -307,6 +333,8 @@ class LiveTracePages:
                 "preview": viewer.preview,
                 "categories": [c.value for c in Category],
             }
+            if self.link is not None:
+                hello["worker"] = self.link.index
             yield b"retry: 2000\nevent: hello\ndata: " + json.dumps(hello).encode() + b"\n\n"
             dropped = 0
             quiet_since = time.monotonic()
@@ -317,6 +345,8 @@ class LiveTracePages:
                 wake.clear()
                 if self._viewer_gone(proto) or not allowed():
                     return
+                if feeds is not None:
+                    feeds.refresh()  # a worker restarted since: follow the new one
                 records = viewer.take()
                 chunk = b""
                 if records:
@@ -333,6 +363,8 @@ class LiveTracePages:
                     quiet_since = now
                     yield b": keep-alive\n\n"
         finally:
+            if feeds is not None:
+                feeds.close()
             self.trace.unsubscribe(viewer)
 
     def _viewer_gone(self, proto: ServiceProtocol | None) -> bool:
@@ -343,6 +375,18 @@ class LiveTracePages:
         return not serving(self._service)
 
     # -- helpers ---------------------------------------------------------------------------
+
+    async def _session_valid(self, token: str | None) -> bool:
+        """Whether ``token`` is a live session here or (under ``--workers``) on another
+        worker, which then becomes ours too: a browser's next connection may reach any."""
+        if self.sessions.valid(token):
+            return True
+        if self.link is None or not token:
+            return False
+        found = await self.link.find_session(token)
+        if found is not None:
+            self.sessions.adopt(token, *found)
+        return self.sessions.valid(token)
 
     def _throttled(self, request: HttpRequest) -> int | None:
         """Seconds this client must wait after too many failed sign-ins, or None."""

@@ -175,6 +175,7 @@ class LiveTrace(Observer):
         self._clock = clock
         self.viewers: list[Viewer] = []
         self._preview_wanted = False
+        self.worker: int | None = None  # stamped on every record under serve --workers
 
     @property
     def observing(self) -> bool:
@@ -207,6 +208,8 @@ class LiveTrace(Observer):
         now = self._clock()
         record["time"] = _iso(now)
         record["ts"] = round(now, 3)
+        if self.worker is not None:
+            record["worker"] = self.worker
         preview = _preview(data, data_type) if data is not None and self._preview_wanted else None
         for viewer in self.viewers:
             viewer.offer(record, preview)
