@@ -195,10 +195,27 @@ class RawWebSocket:
             lines.append(f"Sec-WebSocket-Protocol: {subprotocol}")
         self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
         self._buffer = b""
-        head = self._read_until(b"\r\n\r\n")
+        self.eof = False
+        head = self.read_head()
         status = head.split(b"\r\n", 1)[0]
         assert b" 101 " in status, head
-        self.eof = False
+
+    @classmethod
+    def adopt(cls, sock: socket.socket) -> RawWebSocket:
+        """Wrap a socket whose handshake the caller sent (:meth:`read_head` reads the answer)."""
+        ws = cls.__new__(cls)
+        ws.sock = sock
+        ws._buffer = b""
+        ws.eof = False
+        return ws
+
+    def read_head(self) -> bytes:
+        """The service's HTTP answer to the handshake, up to the blank line."""
+        return self._read_until(b"\r\n\r\n")
+
+    def buffered(self) -> bytes:
+        """What was read and not taken yet."""
+        return self._buffer
 
     def __enter__(self) -> RawWebSocket:
         return self
@@ -221,6 +238,10 @@ class RawWebSocket:
         """Half-close: the service reads EOF after whatever was sent."""
         with suppress(OSError):
             self.sock.shutdown(socket.SHUT_WR)
+
+    def fill(self) -> bool:
+        """Read once more from the socket; False at EOF."""
+        return self._fill()
 
     def _fill(self) -> bool:
         try:

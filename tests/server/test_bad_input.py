@@ -135,6 +135,52 @@ def test_url_and_headers_too_large(service: ServiceThread) -> None:
     assert health_ok(service)
 
 
+NOT_UTF8 = ["%ED%A0%80", "a%ED%B0%80b", "%C3", "%FF", "%F0%9F%98"]
+"""Escapes whose bytes are not UTF-8: a lone surrogate's 3 bytes, a truncated sequence."""
+
+
+@pytest.mark.parametrize("escape", NOT_UTF8)
+def test_path_escapes_that_are_not_utf8_are_refused(
+    service: ServiceThread, hub: str, escape: str
+) -> None:
+    """Refused with 400, not read as U+FFFD (two broken names would become one group)."""
+    for path in (
+        f"/api/hubs/{hub}/groups/{escape}/:send",
+        f"/api/hubs/{hub}/users/{escape}/groups/g",
+        f"/api/hubs/{hub}/connections/{escape}",
+    ):
+        method = "POST" if path.endswith(":send") else "PUT"
+        head = request_head(
+            service,
+            method,
+            path,
+            "Content-Type: text/plain",
+            "Content-Length: 1",
+            "Connection: close",
+        )
+        body = assert_raw_error(parse_http_response(raw_http(service, head + b"x")), 400)
+        assert body.get("target") == "path", body
+    assert not group_exists(service, hub, "\ufffd\ufffd\ufffd")
+
+
+@pytest.mark.parametrize("escape", NOT_UTF8)
+def test_query_escapes_that_are_not_utf8_are_refused(
+    service: ServiceThread, hub: str, escape: str
+) -> None:
+    for query in (f"userId={escape}", f"group={escape}", f"role=a&role={escape}"):
+        path = f"/api/hubs/{hub}/:generateToken?{query}"
+        head = request_head(service, "POST", path, "Connection: close")
+        body = assert_raw_error(parse_http_response(raw_http(service, head)), 400)
+        assert body.get("target") == "query", body
+
+
+def test_valid_escapes_still_name_unicode(service: ServiceThread, hub: str) -> None:
+    """The same decoding keeps every valid name: U+FFFD itself, non-BMP, RTL."""
+    for group in ("\ufffd", "\U0001d54f\u202e", "%ED"):
+        response = post_text(service, f"/api/hubs/{hub}/groups/{quote(group, safe='')}/:send", [])
+        assert response.status_code == 202, (group, response.text)
+
+
 def test_http_1_0_request_is_answered_and_closed(service: ServiceThread) -> None:
     response = parse_http_response(raw_http(service, b"GET /api/health HTTP/1.0\r\n\r\n"))
     assert response.status == 200

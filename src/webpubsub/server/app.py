@@ -7,7 +7,6 @@ import logging
 import ssl
 import time
 from collections.abc import Awaitable, Callable
-from urllib.parse import unquote
 
 from ..auth.tokens import TokenValidator, bearer_token
 from ..core import commands as c
@@ -355,7 +354,7 @@ class _NoTransport:
 
 def _allowed_methods(path: str) -> list[str]:
     """The methods the route table serves at ``path`` (the ``Allow`` header of a 405)."""
-    segments = [unquote(s) for s in path.strip("/").split("/")]
+    segments = rest.path_segments(path)
     return sorted({route.method for route in rest.ROUTES if route.match(segments) is not None})
 
 

@@ -13,7 +13,7 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs
 
-from ..core.errors import RequestError
+from ..core.errors import BadRequest, RequestError
 
 
 @dataclass(slots=True)
@@ -38,9 +38,19 @@ class HttpRequest:
 
     @property
     def query(self) -> dict[str, list[str]]:
-        """Query parameters; repeated keys keep every value (``excluded=a&excluded=b``)."""
+        """Query parameters; repeated keys keep every value (``excluded=a&excluded=b``).
+
+        Raises BadRequest when a value is not UTF-8 once percent-decoded."""
         if self._query is None:
-            self._query = parse_qs(self.query_string, keep_blank_values=True)
+            try:
+                self._query = parse_qs(self.query_string, keep_blank_values=True, errors="strict")
+            except UnicodeDecodeError:
+                # Not replaced with U+FFFD: a name must arrive as sent or not at all.
+                raise BadRequest(
+                    "The query string is not UTF-8 once percent-decoded (a broken escape "
+                    "sequence or a lone surrogate).",
+                    target="query",
+                ) from None
         return self._query
 
     def query_one(self, name: str) -> str | None:

@@ -494,9 +494,26 @@ ROUTES = [
 ]
 
 
+def path_segments(path: str) -> list[str]:
+    """The path's segments, each percent-decoded once as UTF-8.
+
+    Escapes that are not UTF-8 (``%ED%A0%80``, a lone surrogate's bytes; ``%C3`` alone) are
+    refused, not replaced: two different broken names must not become the same U+FFFD name,
+    and a lone surrogate is no name wherever it enters (``core.names``).
+    """
+    try:
+        return [unquote(s, errors="strict") for s in path.strip("/").split("/")]
+    except UnicodeDecodeError:
+        raise BadRequest(
+            "The request path is not UTF-8 once percent-decoded (a broken escape sequence or "
+            "a lone surrogate).",
+            target="path",
+        ) from None
+
+
 def resolve(method: str, path: str) -> tuple[Route, dict[str, str]]:
     """The route and path parameters for a request; 404 for no path, 405 for a wrong method."""
-    segments = [unquote(s) for s in path.strip("/").split("/")]
+    segments = path_segments(path)
     allowed: list[str] = []
     for route in ROUTES:
         params = route.match(segments)
