@@ -64,11 +64,6 @@ from webpubsub.server.config import Cluster, Limits, Settings
 from webpubsub.testing import ServiceThread
 
 HUB = "unicoderest"
-SUBSCRIBE_RACE = (
-    "cluster: a node subscribes to a hub's channel in a task after the first client of the "
-    "hub there is told 'connected'; a send through another node in that window is lost "
-    "for the client (engine/redis.py hub_added)"
-)
 MAX_URL = Limits().max_url_length  # the default: a 1,024-character non-BMP name is past it
 
 
@@ -471,7 +466,6 @@ def test_hostile_names_in_a_cluster(
         assert message["data"] == "hello", message  # a hostile send to all, before ours
 
 
-@pytest.mark.xfail(strict=False, reason=SUBSCRIBE_RACE)
 def test_a_send_right_after_connecting_reaches_the_other_node(
     nodes: list[ServiceThread],
 ) -> None:

@@ -138,7 +138,9 @@ class RedisEngine:
         self._seen: dict[bytes, int] = {}  # the last sequence applied, by sender node
         self._ops: list[_Op] = []
         self._wake = asyncio.Event()
-        self._channels: set[str] = set()
+        self._channels: set[str] = set()  # hub channels we want
+        self._confirmed: set[str] = set()  # hub channels Redis confirmed on this connection
+        self._listeners: dict[str, asyncio.Future[None]] = {}
         self._pubsub: Any = None
         self._tasks: list[asyncio.Task[None]] = []
         self._sharded = False
@@ -281,14 +283,43 @@ class RedisEngine:
         self._queue(_Op("srem", [f"wps:n:{self.node_id}"], [f"{conn.hub}\0{conn.connection_id}"]))
 
     def hub_added(self, hub: str) -> None:
-        self._channels.add(channel(hub))
+        name = channel(hub)
+        if name in self._channels:
+            return  # already subscribed, or on the way (see listening)
+        self._channels.add(name)
         if self._pubsub is not None:
-            asyncio.get_running_loop().create_task(self._subscribe([channel(hub)]))
+            asyncio.get_running_loop().create_task(self._subscribe([name]))
 
     def hub_removed(self, hub: str) -> None:
-        self._channels.discard(channel(hub))
+        name = channel(hub)
+        self._channels.discard(name)
+        self._confirmed.discard(name)
         if self._pubsub is not None:
-            asyncio.get_running_loop().create_task(self._unsubscribe([channel(hub)]))
+            asyncio.get_running_loop().create_task(self._unsubscribe([name]))
+
+    def listening(self, hub: str) -> asyncio.Future[None] | None:
+        """None when this node receives the hub's commands already; else a future resolved
+        when Redis confirms the subscription (starting it if need be).
+
+        A client is told it is connected only then: before, a send to its group through
+        another node would be accepted and never reach it.
+        """
+        name = channel(hub)
+        if name in self._confirmed:
+            return None
+        waiter = self._listeners.get(name)
+        if waiter is None or waiter.done():
+            waiter = self._listeners[name] = asyncio.get_running_loop().create_future()
+        self.hub_added(hub)
+        return waiter
+
+    def _confirm(self, name: str) -> None:
+        if name not in self._channels:
+            return  # unsubscribed meanwhile
+        self._confirmed.add(name)
+        waiter = self._listeners.pop(name, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     # -- REST side: wait for our writes ------------------------------------------------
 
@@ -590,6 +621,7 @@ class RedisEngine:
         while not self._closing:
             try:
                 self._pubsub = self.redis.pubsub()
+                self._confirmed.clear()
                 # Every node is on the control channel, hubs or not: its subscriber count on
                 # the master tells a publisher that every node listens again (see _hold).
                 await self._pubsub.subscribe(CONTROL)
@@ -602,10 +634,12 @@ class RedisEngine:
                 delay = 0.05
                 self._reader_stale = False
                 while True:
-                    message = await self._pubsub.get_message(
-                        ignore_subscribe_messages=True, timeout=READER_POLL
-                    )
-                    if message is not None:
+                    message = await self._pubsub.get_message(timeout=READER_POLL)
+                    if message is None:
+                        pass
+                    elif message.get("type") in ("subscribe", "ssubscribe"):
+                        self._confirm(_text(message.get("channel") or b""))
+                    elif message.get("type") in ("message", "smessage"):
                         self._deliver(message)
                     if self._reader_stale:
                         raise RedisConnectionError("subscribed to a former master")

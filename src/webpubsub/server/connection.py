@@ -409,7 +409,42 @@ class ServiceProtocol(asyncio.Protocol):
             self._held = rest
             self._connecting = self._loop.create_task(self._connect_event(result))
             return
+        self._accept_once_listening(result, rest)
+
+    def _accept_once_listening(self, result: HttpResponse | Accepted, rest: bytes) -> None:
+        """Accept, but in a cluster tell a client it is connected only once this node receives
+        its hub's commands from the others (a hub new here needs a subscription first):
+        before, a send to its group through another node would be accepted and never reach
+        it."""
+        engine = self.service.engine
+        if engine is not None and isinstance(result, Accepted) and result.conn is not None:
+            waiter = engine.listening(result.conn.hub)
+            if waiter is not None:
+                self._refused = True
+                self._held = rest
+                listen = self._accept_when_listening(result, waiter)
+                self._connecting = self._loop.create_task(listen)
+                return
         self._accept(result, rest)
+
+    async def _accept_when_listening(self, result: Accepted, waiter: asyncio.Future[None]) -> None:
+        try:
+            await asyncio.wait_for(
+                asyncio.shield(waiter), self.service.settings.cluster.redis_timeout
+            )
+        except TimeoutError:
+            self._connecting = None
+            self._refused = False
+            self._refuse(
+                _error(503, "Error.ServiceUnavailable.Redis", "The cluster did not answer in time.")
+            )
+            return
+        self._connecting = None
+        self._refused = False
+        held, self._held = self._held, b""
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+            self._accept(result, held)
 
     def _hold(self, data: bytes) -> None:
         """Keep what a client sends before its upgrade is answered (it should send nothing);
@@ -438,7 +473,8 @@ class ServiceProtocol(asyncio.Protocol):
             elif self.transport is not None:
                 self.transport.abort()
         finally:
-            self._connecting = None
+            if self._connecting is asyncio.current_task():
+                self._connecting = None  # (it may already wait for the hub's subscription)
 
     async def _connect_and_answer(self, pending: Pending) -> None:
         if self.transport is None or self.transport.is_closing():
@@ -463,7 +499,8 @@ class ServiceProtocol(asyncio.Protocol):
         self._refused = False
         rest, self._held = self._held, b""
         self.transport.resume_reading()
-        self._accept(result, rest)
+        self._connecting = None
+        self._accept_once_listening(result, rest)
 
     def _accept(self, result: HttpResponse | Accepted, rest: bytes) -> None:
         if isinstance(result, HttpResponse):
