@@ -96,9 +96,10 @@ async def test_chat_through_the_express_handler(
             "userId": "alice",
             "rawUserId": "alice",
             "connectionId": connected["connectionId"],
+            "count": 100,  # set by handleConnect's res.setState
         }
         assert service.call(lambda: service.service.node.group_exists(hub.lower(), "room"))
-        for ack_id, expected in ((1, "express:hi:1"), (2, "express:hi:2")):
+        for ack_id, expected in ((1, "express:hi:101"), (2, "express:hi:102")):
             await ws.send(
                 json.dumps(
                     {
@@ -125,7 +126,7 @@ async def test_chat_through_the_express_handler(
         )
         reply = json.loads(await ws.recv())
         assert reply["dataType"] == "json"
-        assert reply["data"] == {"echo": {"x": 1}, "count": 3}
+        assert reply["data"] == {"echo": {"x": 1}, "count": 103}
     disconnected = await asyncio.to_thread(express.next_line)
     assert disconnected["event"] == "disconnected"
     assert disconnected["userId"] == "alice"

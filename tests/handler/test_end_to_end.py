@@ -59,13 +59,14 @@ class ChatApp:
         names = request.query.get("name")
         if not names:
             raise EventHandlerError(401, "say your name")
-        request.context.set_state("messages", 0)
+        # The state set here must reach `connected` and every later event (issue 14.7).
+        request.context.set_state("messages", 100)
         return ConnectResponse(user_id=names[0], groups=["room"])
 
     async def handle_user_event(self, request: UserEventRequest) -> UserEventResponse | None:
         if request.context.event_name != "message":
             return None
-        count = request.context.get_state("messages", 0) + 1
+        count = request.context.get_state("messages") + 1
         request.context.set_state("messages", count)
         return UserEventResponse.json(
             {"from": request.context.user_id, "said": request.data, "count": count}
@@ -109,7 +110,7 @@ class TestChat:
             assert (connected["event"], connected["userId"]) == ("connected", "alice")
 
             # A client sends an event, the app answers, the client receives the answer.
-            for count in (1, 2):
+            for count in (101, 102):
                 await ws.send(
                     json.dumps(
                         {"type": "event", "event": "message", "dataType": "text", "data": "hi"}
@@ -137,15 +138,16 @@ class TestChat:
         [connected_request] = chat.connected
         assert connected_request.context.user_id == "alice"
         assert connected_request.context.subprotocol == JSON_PROTOCOL
+        assert connected_request.context.states == {"messages": 100}
         [disconnected] = chat.disconnected
         assert disconnected.context.user_id == "alice"
-        assert disconnected.context.states == {"messages": 2}
+        assert disconnected.context.states == {"messages": 102}
 
     async def test_simple_client(self, service: ServiceThread, hub: str, chat: ChatApp) -> None:
         async with websockets.connect(client_url(service, hub, name="bob")) as ws:
             await ws.send("hey")
             reply = json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
-            assert reply == {"from": "bob", "said": "hey", "count": 1}
+            assert reply == {"from": "bob", "said": "hey", "count": 101}
 
     async def test_refused_connect_reaches_the_client(
         self, service: ServiceThread, hub: str, chat: ChatApp

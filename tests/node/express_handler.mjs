@@ -20,11 +20,12 @@ const handler = new WebPubSubEventHandler(hub, {
       res.fail(401, "intruders are not welcome");
       return;
     }
-    res.setState("count", 0);
+    // The state set here must reach `connected` and every later event (issue 14.7).
+    res.setState("count", 100);
     res.success({ userId: name, groups: ["room"], roles: ["webpubsub.sendToGroup"] });
   },
   handleUserEvent(req, res) {
-    const count = (req.context.states.count ?? 0) + 1;
+    const count = req.context.states.count + 1; // NaN (null in JSON) if the state was lost
     res.setState("count", count);
     const eventName = decode(req.context.eventName);
     if (eventName === "json") {
@@ -41,6 +42,7 @@ const handler = new WebPubSubEventHandler(hub, {
       userId: decode(req.context.userId),
       rawUserId: req.context.userId,
       connectionId: req.context.connectionId,
+      count: req.context.states.count ?? null,
     });
   },
   onDisconnected(req) {

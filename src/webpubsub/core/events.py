@@ -211,6 +211,7 @@ class ConnectResult:
     groups: list[str] = field(default_factory=list)
     roles: list[str] | None = None
     subprotocol: str | None = None
+    state: str | None = None  # ce-connectionState of the answer: the connection's first state
 
 
 class UpstreamRejected(Exception):
@@ -222,8 +223,24 @@ class UpstreamRejected(Exception):
         self.message = message
 
 
-def parse_connect_response(status: int, body: bytes, offered: Sequence[str]) -> ConnectResult:
-    """Interpret the ``connect`` answer; raises UpstreamRejected for a refusal or bad body."""
+def parse_connect_response(
+    status: int,
+    body: bytes,
+    offered: Sequence[str],
+    headers: Mapping[str, str] | None = None,
+) -> ConnectResult:
+    """Interpret the ``connect`` answer; raises UpstreamRejected for a refusal or bad body.
+
+    A ``ce-connectionState`` header on a successful answer becomes the connection's state,
+    exactly as on a user-event answer (the express ``res.setState`` in ``handleConnect``).
+    """
+    result = _parse_connect_body(status, body, offered)
+    if headers is not None:
+        result.state = updated_state(None, headers)
+    return result
+
+
+def _parse_connect_body(status: int, body: bytes, offered: Sequence[str]) -> ConnectResult:
     if status >= 400:
         raise UpstreamRejected(status, f"The connect event handler answered {status}.")
     if status not in (200, 204) and not 200 <= status < 300:

@@ -171,7 +171,9 @@ class Upstream:
             )
         except UpstreamFailure as exc:
             raise UpstreamRejected(500, f"The connect event handler failed: {exc}") from None
-        return parse_connect_response(response.status_code, response.content, pending.offered)
+        return parse_connect_response(
+            response.status_code, response.content, pending.offered, response.headers
+        )
 
     # -- connected / disconnected (non-blocking) -----------------------------------------
 
