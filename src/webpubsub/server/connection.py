@@ -174,9 +174,9 @@ class ServiceProtocol(asyncio.Protocol):
         if conn is None:
             return
         node = self.service.node
-        close = self.ws.close_rcvd if self.ws is not None else None
-        if close is not None and conn.transport is self:
-            # The client said goodbye (or answered ours): the connection ends for good.
+        ws = self.ws
+        close = ws.close_rcvd if ws is not None else None
+        if close is not None and conn.transport is self and _ends_connection(ws, close.code):
             conn.closed = True
             node.disconnect(conn, close.reason)
         else:
@@ -745,3 +745,16 @@ def _truncate_reason(reason: str) -> str:
     if len(encoded) <= 123:
         return reason
     return encoded[:120].decode("utf-8", "ignore") + "..."
+
+
+def _ends_connection(ws: ServerProtocol | None, code: int) -> bool:
+    """Whether a close handshake ends the logical connection, not just its socket.
+
+    A close we started (and the client answered) ends it. A close the client started ends
+    it only with 1000: any other code (the JS client's ``abort()`` closes with 3001, then
+    recovers) is a drop, and a reliable connection stays recoverable for its window, as in
+    Microsoft's emulator.
+    """
+    if ws is None or (ws.close_sent is not None and not ws.close_rcvd_then_sent):
+        return True
+    return code == CloseCode.NORMAL
