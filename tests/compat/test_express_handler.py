@@ -64,10 +64,16 @@ class ExpressApp:
 
 
 @pytest.fixture
-def express(service: ServiceThread, hub: str) -> Iterator[ExpressApp]:
+def presence() -> tuple[str, ...]:
+    """The handler's ``group_presence_events``; none unless a test asks."""
+    return ()
+
+
+@pytest.fixture
+def express(service: ServiceThread, hub: str, presence: tuple[str, ...]) -> Iterator[ExpressApp]:
     app = ExpressApp(hub.lower())
     template = f"http://127.0.0.1:{app.port}/eventhandler/{{event}}"
-    settings = HubSettings((EventHandlerSettings(template),))
+    settings = HubSettings((EventHandlerSettings(template, group_presence_events=presence),))
     service.call(lambda: service.settings.hubs.__setitem__(hub.lower(), settings))
     try:
         yield app
@@ -165,3 +171,40 @@ async def test_non_ascii_ids_and_event_names_through_the_express_handler(
         assert json.loads(await ws.recv()) == {"type": "ack", "ackId": 1, "success": True}
     disconnected = await asyncio.to_thread(express.next_line)
     assert disconnected == {"event": "disconnected", "userId": user_id, "reason": ""}
+
+
+@pytest.mark.parametrize("presence", [("joined", "left")])
+async def test_group_presence_reaches_on_group_joined_and_left(
+    service: ServiceThread, hub: str, express: ExpressApp
+) -> None:
+    """express 1.1.0 calls onGroupJoined/onGroupLeft for our joined/left events (spec-next 6)."""
+    async with websockets.connect(
+        url(service, hub, "alice"),
+        subprotocols=["json.webpubsub.azure.v1"],  # type: ignore[list-item]
+    ) as ws:
+        connection_id = json.loads(await ws.recv())["connectionId"]
+        frames = [
+            {"type": "joinGroup", "group": "extra"},
+            {"type": "joinGroup", "group": "extra"},  # already a member: no event
+            {"type": "leaveGroup", "group": "extra"},
+        ]
+        for ack_id, frame in enumerate(frames, start=1):
+            await ws.send(json.dumps({**frame, "ackId": ack_id}))
+            assert json.loads(await ws.recv()) == {"type": "ack", "ackId": ack_id, "success": True}
+    lines = []
+    while not lines or lines[-1]["event"] != "disconnected":
+        lines.append(await asyncio.to_thread(express.next_line))
+    assert lines[0]["event"] == "connected"
+    presence = sorted(
+        (line["event"], line["group"]) for line in lines if line["event"] in ("joined", "left")
+    )
+    # "room" came with the connect answer and was left when the connection ended.
+    assert presence == [
+        ("joined", "extra"),
+        ("joined", "room"),
+        ("left", "extra"),
+        ("left", "room"),
+    ]
+    assert {line["connectionId"] for line in lines if line["event"] in ("joined", "left")} == {
+        connection_id
+    }

@@ -27,6 +27,8 @@ from webpubsub.handler import (
     ConnectResponse,
     DisconnectedRequest,
     EventHandlerError,
+    GroupJoinedRequest,
+    GroupLeftRequest,
     UserEventRequest,
     UserEventResponse,
     WebPubSubEventHandler,
@@ -157,6 +159,37 @@ class TestChat:
                 pass
         assert refused.value.response.status_code == 401
         assert chat.connected == []
+
+
+async def test_group_presence_hooks(
+    service: ServiceThread, hub: str, asgi_server: ASGIServerThread
+) -> None:
+    """``on_group_joined``/``on_group_left`` receive the service's joined/left events."""
+    seen: list[tuple[str, str, str]] = []
+    done = threading.Event()
+
+    def joined(request: GroupJoinedRequest) -> None:
+        seen.append(("joined", request.group, request.context.connection_id))
+
+    async def left(request: GroupLeftRequest) -> None:
+        seen.append(("left", request.group, request.context.connection_id))
+        done.set()
+
+    handler = WebPubSubEventHandler(
+        hub, path="/eventhandler", on_group_joined=joined, on_group_left=left
+    )
+    template = f"{asgi_server.base_url}/eventhandler/{{event}}"
+    with events_sent_to(service, hub, template, group_presence_events=("joined", "left")):
+        async with asgi_server.use(handler):
+            sdk = WebPubSubServiceClient.from_connection_string(service.connection_string, hub=hub)
+            url: str = sdk.get_client_access_token(roles=["webpubsub.joinLeaveGroup"])["url"]
+            async with websockets.connect(url, subprotocols=[JSON_PROTOCOL]) as ws:  # type: ignore[list-item]
+                connection_id = (await receive_json(ws))["connectionId"]
+                for ack_id, kind in ((1, "joinGroup"), (2, "leaveGroup")):
+                    await ws.send(json.dumps({"type": kind, "group": "room", "ackId": ack_id}))
+                    assert (await receive_json(ws))["success"] is True
+                assert await asyncio.to_thread(done.wait, TIMEOUT)
+    assert seen == [("joined", "room", connection_id), ("left", "room", connection_id)]
 
 
 class IdentityApp:

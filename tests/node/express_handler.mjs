@@ -22,7 +22,11 @@ const handler = new WebPubSubEventHandler(hub, {
     }
     // The state set here must reach `connected` and every later event (issue 14.7).
     res.setState("count", 100);
-    res.success({ userId: name, groups: ["room"], roles: ["webpubsub.sendToGroup"] });
+    res.success({
+      userId: name,
+      groups: ["room"],
+      roles: ["webpubsub.sendToGroup", "webpubsub.joinLeaveGroup"],
+    });
   },
   handleUserEvent(req, res) {
     const count = req.context.states.count + 1; // NaN (null in JSON) if the state was lost
@@ -44,6 +48,12 @@ const handler = new WebPubSubEventHandler(hub, {
       connectionId: req.context.connectionId,
       count: req.context.states.count ?? null,
     });
+  },
+  onGroupJoined(req) {
+    print({ event: "joined", group: req.group, connectionId: req.context.connectionId });
+  },
+  onGroupLeft(req) {
+    print({ event: "left", group: req.group, connectionId: req.context.connectionId });
   },
   onDisconnected(req) {
     print({ event: "disconnected", userId: decode(req.context.userId), reason: req.reason ?? "" });

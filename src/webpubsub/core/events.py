@@ -19,8 +19,10 @@ from urllib.parse import quote, urlsplit
 from .errors import BadRequest
 from .message import CONTENT_TYPE_OF, DataType, Message, Source
 from .names import group_name_problem, role_problem, user_id_problem
+from .roles import compile_pattern
 
 SYSTEM_EVENTS = ("connect", "connected", "disconnected")
+PRESENCE_EVENTS = ("joined", "left")
 
 
 class EventKind(StrEnum):
@@ -28,6 +30,8 @@ class EventKind(StrEnum):
     CONNECTED = "connected"
     DISCONNECTED = "disconnected"
     USER = "user"
+    JOINED = "joined"  # group presence (spec-next 6)
+    LEFT = "left"
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,9 @@ class EventHandlerSettings:
     user_event_pattern: str = "*"
     system_events: tuple[str, ...] = SYSTEM_EVENTS
     auth_header: tuple[str, str] | None = None  # (name, value) sent with every call
+    # Azure's groupPresenceEvents: eventNames and groupFilters (spec-next 6); empty: none.
+    group_presence_events: tuple[str, ...] = ()
+    group_filters: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.url_template.replace("{hub}", "h").replace("{event}", "e"))
@@ -49,8 +56,18 @@ class EventHandlerSettings:
         for event in self.system_events:
             if event not in SYSTEM_EVENTS:
                 raise BadRequest(f"unknown system event {event!r}; use {', '.join(SYSTEM_EVENTS)}")
+        for event in self.group_presence_events:
+            if event not in PRESENCE_EVENTS:
+                raise BadRequest(
+                    f"unknown group presence event {event!r}; use {', '.join(PRESENCE_EVENTS)}"
+                )
+        for pattern in self.group_filters:
+            if compile_pattern(pattern) is None:
+                raise BadRequest(f"invalid group filter {pattern!r}")
 
     def handles(self, event: str, kind: EventKind) -> bool:
+        if kind is EventKind.JOINED or kind is EventKind.LEFT:
+            return self.announces(kind, event)
         if kind is not EventKind.USER:
             return kind.value in self.system_events
         pattern = self.user_event_pattern.strip()
@@ -58,6 +75,17 @@ class EventHandlerSettings:
             return True
         names = {name.strip().lower() for name in pattern.split(",") if name.strip()}
         return event.lower() in names
+
+    def announces(self, kind: EventKind, group: str) -> bool:
+        """Whether this handler wants ``joined``/``left`` for this group."""
+        if kind.value not in self.group_presence_events:
+            return False
+        if not self.group_filters:
+            return True
+        return any(
+            (pattern := compile_pattern(f)) is not None and pattern.fullmatch(group)
+            for f in self.group_filters
+        )
 
     def url(self, hub: str, event: str) -> str:
         """The handler URL for an event; the event name is one percent-encoded path segment,
@@ -72,8 +100,16 @@ class HubSettings:
     event_handlers: tuple[EventHandlerSettings, ...] = ()
     allow_anonymous: bool = False
 
+    @property
+    def wants_presence(self) -> bool:
+        """Whether any handler takes ``joined`` or ``left`` (else membership costs nothing)."""
+        return any(handler.group_presence_events for handler in self.event_handlers)
+
     def handler_for(self, event: str, kind: EventKind) -> EventHandlerSettings | None:
-        """The first handler that takes this event (handlers are ordered, spec 5.1)."""
+        """The first handler that takes this event (handlers are ordered, spec 5.1).
+
+        For ``joined``/``left``, ``event`` is the group name.
+        """
         for handler in self.event_handlers:
             if handler.handles(event, kind):
                 return handler
@@ -83,9 +119,14 @@ class HubSettings:
         parts = [f"anonymous={'allow' if self.allow_anonymous else 'deny'}"]
         for handler in self.event_handlers:
             auth = f" auth={handler.auth_header[0]}" if handler.auth_header else ""
+            presence = ""
+            if handler.group_presence_events:
+                presence = f" presence={','.join(handler.group_presence_events)}"
+                if handler.group_filters:
+                    presence += f" groups={','.join(handler.group_filters)}"
             parts.append(
                 f"handler {handler.url_template} user={handler.user_event_pattern} "
-                f"system={','.join(handler.system_events) or '-'}{auth}"
+                f"system={','.join(handler.system_events) or '-'}{presence}{auth}"
             )
         return "; ".join(parts)
 
@@ -93,6 +134,8 @@ class HubSettings:
 def ce_type(event: str, kind: EventKind) -> str:
     if kind is EventKind.USER:
         return f"azure.webpubsub.user.{event}"
+    if kind is EventKind.JOINED or kind is EventKind.LEFT:
+        return f"azure.webpubsub.gp.{kind.value}"
     return f"azure.webpubsub.sys.{kind.value}"
 
 

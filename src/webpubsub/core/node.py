@@ -24,7 +24,7 @@ from .errors import (
     ProtocolViolation,
     Throttled,
 )
-from .hub import BUFFER_FULL, Hub
+from .hub import BUFFER_FULL, Hub, PresenceHook
 from .message import Message, Source
 from .names import MAX_GROUP_NAME, event_name_problem, group_name_problem
 from .observe import Observers
@@ -111,6 +111,8 @@ class Node:
         self.on_user_event: UserEventHandler | None = None
         self.observer = Observers()
         self.on_disconnected: list[DisconnectHook] = []
+        # joined/left of a connection to a group; set before the first connection.
+        self.on_presence: PresenceHook | None = None
 
     # -- hubs and connections -----------------------------------------------------------
 
@@ -123,12 +125,14 @@ class Node:
         hub = self.hubs.get(conn.hub)
         if hub is None:
             hub = self.hubs[conn.hub] = Hub(conn.hub)
+            hub.presence = self.on_presence
             if self.engine is not None:
                 self.engine.hub_added(conn.hub)
         hub.add(conn)
         groups = list(groups)
         for group in groups:
-            hub.join(conn, group)
+            # Announced by the upstream right after ``connected`` (spec-next 6).
+            hub.join(conn, group, announce=False)
         if self.engine is not None:
             self.engine.connection_added(conn, groups)
         token = conn.recovery.token if conn.recovery else None

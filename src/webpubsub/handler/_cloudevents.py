@@ -31,6 +31,8 @@ from ._models import (
     ConnectResponse,
     DataType,
     DisconnectedRequest,
+    GroupJoinedRequest,
+    GroupLeftRequest,
     UserEventRequest,
     UserEventResponse,
     decode_states,
@@ -40,6 +42,7 @@ from ._models import (
 CE_TYPE_PREFIX = "azure.webpubsub."
 SYSTEM_TYPE_PREFIX = "azure.webpubsub.sys."
 USER_TYPE_PREFIX = "azure.webpubsub.user."
+PRESENCE_TYPE_PREFIX = "azure.webpubsub.gp."
 STATE_HEADER = "ce-connectionState"
 ALLOWED_ORIGIN_HEADER = "WebHook-Allowed-Origin"
 JSON_CONTENT_TYPE = "application/json; charset=utf-8"
@@ -47,12 +50,14 @@ TEXT_CONTENT_TYPE = "text/plain; charset=utf-8"
 
 
 class EventKind(StrEnum):
-    """The four kinds of event the service sends (spec 5.5-5.8)."""
+    """The kinds of event the service sends (spec 5.5-5.8, and group presence)."""
 
     CONNECT = "connect"
     CONNECTED = "connected"
     DISCONNECTED = "disconnected"
     USER = "user"
+    JOINED = "joined"
+    LEFT = "left"
 
     @property
     def blocking(self) -> bool:
@@ -60,7 +65,14 @@ class EventKind(StrEnum):
         return self in (EventKind.CONNECT, EventKind.USER)
 
 
-Request = ConnectRequest | ConnectedRequest | DisconnectedRequest | UserEventRequest
+Request = (
+    ConnectRequest
+    | ConnectedRequest
+    | DisconnectedRequest
+    | GroupJoinedRequest
+    | GroupLeftRequest
+    | UserEventRequest
+)
 
 
 def attribute(headers: Mapping[str, str], name: str) -> str:
@@ -151,13 +163,16 @@ def classify(method: str, headers: Mapping[str, str], hub: str) -> Route | None:
     if ce_type.startswith(USER_TYPE_PREFIX):
         name = attribute(headers, "ce-eventname") or unquote(ce_type[len(USER_TYPE_PREFIX) :])
         return Route(EventKind.USER, name) if name else None
+    if ce_type in (PRESENCE_TYPE_PREFIX + "joined", PRESENCE_TYPE_PREFIX + "left"):
+        kind = EventKind(ce_type[len(PRESENCE_TYPE_PREFIX) :])
+        return Route(kind, kind.value)
     if not ce_type.startswith(SYSTEM_TYPE_PREFIX):
         return None
     try:
         kind = EventKind(ce_type[len(SYSTEM_TYPE_PREFIX) :])
     except ValueError:
         return None  # a system event this handler does not know (e.g. a newer one)
-    if kind is EventKind.USER:
+    if kind in (EventKind.USER, EventKind.JOINED, EventKind.LEFT):
         return None
     return Route(kind, kind.value)
 
@@ -323,8 +338,8 @@ def parse_request(
         body: the whole body.
 
     Returns:
-        A ``ConnectRequest``, ``ConnectedRequest``, ``DisconnectedRequest`` or
-        ``UserEventRequest``.
+        A ``ConnectRequest``, ``ConnectedRequest``, ``DisconnectedRequest``,
+        ``GroupJoinedRequest``, ``GroupLeftRequest`` or ``UserEventRequest``.
 
     Raises:
         EventHandlerError: 400 for a body that does not fit the event.
@@ -333,6 +348,13 @@ def parse_request(
         return _connect_request(context, body)
     if route.kind is EventKind.CONNECTED:
         return ConnectedRequest(context)
+    if route.kind is EventKind.JOINED or route.kind is EventKind.LEFT:
+        group = _json_object(body, route.kind.value).get("group")
+        if not isinstance(group, str) or not group:
+            raise EventHandlerError(400, f"The {route.kind.value} event needs a 'group' string.")
+        if route.kind is EventKind.JOINED:
+            return GroupJoinedRequest(context, group)
+        return GroupLeftRequest(context, group)
     if route.kind is EventKind.DISCONNECTED:
         data = _json_object(body, "disconnected")
         reason = data.get("reason")
@@ -464,7 +486,7 @@ def answer(request: Request, result: object) -> HttpResponse:
                 f"not {type(result).__name__}"
             )
         return HttpResponse(200, (*headers, ("Content-Type", result.content_type)), result.content)
-    # connected / disconnected: the service ignores the answer (spec 5.6, 5.7).
+    # connected / disconnected / joined / left: the service ignores the answer (spec 5.6, 5.7).
     return EMPTY_OK
 
 

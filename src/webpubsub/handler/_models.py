@@ -26,6 +26,8 @@ __all__ = [
     "ConnectionContext",
     "DataType",
     "DisconnectedRequest",
+    "GroupJoinedRequest",
+    "GroupLeftRequest",
     "UserEventRequest",
     "UserEventResponse",
     "decode_states",
@@ -280,6 +282,34 @@ class ConnectedRequest:
     """
 
     context: ConnectionContext
+
+
+@dataclass(frozen=True, slots=True)
+class GroupJoinedRequest:
+    """The connection joined a group (``azure.webpubsub.gp.joined``): a notification sent
+    only when the hub's event handler asks for group presence events.
+
+    Attributes:
+        context: the connection and its state.
+        group: the group it joined.
+    """
+
+    context: ConnectionContext
+    group: str
+
+
+@dataclass(frozen=True, slots=True)
+class GroupLeftRequest:
+    """The connection left a group (``azure.webpubsub.gp.left``), also once per group when the
+    connection ends; sent only when the hub's event handler asks for it.
+
+    Attributes:
+        context: the connection and its state.
+        group: the group it left.
+    """
+
+    context: ConnectionContext
+    group: str
 
 
 @dataclass(frozen=True, slots=True)

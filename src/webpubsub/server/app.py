@@ -102,6 +102,7 @@ class Service:
         self.upstream = Upstream(self.node, self.settings, self.hub_settings)
         self.node.on_user_event = self.upstream.user_event
         self.node.on_disconnected.append(self.upstream.disconnected)
+        self.node.on_presence = self.upstream.presence
         self.log_settings()
         if self.settings.redis_url:
             cluster = self.settings.cluster

@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("webpubsub.upstream")
 
+MAX_NOTICES = 4096  # non-blocking events waiting per connection (joined/left bursts)
 RETRY_DELAYS = (1.0, 3.0, 5.0)  # non-blocking events: up to 4 attempts, as the emulator does
 VALIDATION_FAILURE_TTL = 10.0
 
@@ -79,6 +80,10 @@ class Backlog:
     """The user events of one connection waiting for the handler; ``events[0]`` is in flight."""
 
     events: deque[SendEvent] = field(default_factory=deque)
+
+
+# A non-blocking event waiting to be sent: handler, context, kind, body.
+Notice = tuple[EventHandlerSettings, EventContext, EventKind, bytes]
 
 
 def event_size(request: SendEvent) -> int:
@@ -118,6 +123,7 @@ class Upstream:
         self._validating: dict[str, asyncio.Task[bool]] = {}
         self._slots: dict[str, asyncio.Semaphore] = {}
         self._queues: dict[Connection, Backlog] = {}
+        self._notices: dict[Connection, deque[Notice]] = {}  # non-blocking events, in order
         self._tasks: set[asyncio.Task[Any]] = set()
         self.pending_bytes = 0  # bytes of user events queued or in flight, on this node
         self._throttling = False  # the node's byte cap was hit (logged once per episode)
@@ -178,17 +184,60 @@ class Upstream:
     # -- connected / disconnected (non-blocking) -----------------------------------------
 
     def connected(self, conn: Connection) -> None:
-        handler = self.hub_settings(conn.hub).handler_for("connected", EventKind.CONNECTED)
+        """``connected``, then ``joined`` for the groups the connection started in."""
+        settings = self.hub_settings(conn.hub)
+        handler = settings.handler_for("connected", EventKind.CONNECTED)
         if handler is not None:
-            ctx = self._context(conn)
-            self._spawn(self._notify(handler, ctx, EventKind.CONNECTED, b"{}"))
+            self._notice(conn, handler, EventKind.CONNECTED, b"{}")
+        if conn.groups and settings.wants_presence:
+            for group in sorted(conn.groups):
+                self.presence(conn, group, True)
+
+    def presence(self, conn: Connection, group: str, joined: bool) -> None:
+        """``joined``/``left`` (spec-next 6): a membership of ``conn`` really changed."""
+        kind = EventKind.JOINED if joined else EventKind.LEFT
+        handler = self.hub_settings(conn.hub).handler_for(group, kind)
+        if handler is not None:
+            body = json.dumps({"group": group}, ensure_ascii=False).encode()
+            self._notice(conn, handler, kind, body)
 
     def disconnected(self, conn: Connection, reason: str) -> None:
         self._drop_backlog(conn)
         handler = self.hub_settings(conn.hub).handler_for("disconnected", EventKind.DISCONNECTED)
         if handler is not None:
             body = json.dumps({"reason": reason}).encode()
-            self._spawn(self._notify(handler, self._context(conn), EventKind.DISCONNECTED, body))
+            self._notice(conn, handler, EventKind.DISCONNECTED, body)
+
+    def _notice(
+        self, conn: Connection, handler: EventHandlerSettings, kind: EventKind, body: bytes
+    ) -> None:
+        """Queue a non-blocking event: one connection's go out one at a time, in order
+        (``connected``, ``joined``/``left`` as they happen, ``disconnected`` last), each
+        retried as :meth:`_notify` does. At most ``MAX_NOTICES`` wait per connection;
+        past that, presence events are dropped and logged (``disconnected`` never is)."""
+        item = (handler, self._context(conn), kind, body)
+        chain = self._notices.get(conn)
+        if chain is None:
+            chain = self._notices[conn] = deque([item])
+            self._spawn(self._send_notices(conn, chain))
+        elif len(chain) < MAX_NOTICES or kind is EventKind.DISCONNECTED:
+            chain.append(item)
+        else:
+            log.warning(
+                "%s event for %s dropped: %d events wait for the handler",
+                kind.value,
+                conn.connection_id,
+                len(chain),
+            )
+
+    async def _send_notices(self, conn: Connection, chain: deque[Notice]) -> None:
+        try:
+            while chain:
+                await self._notify(*chain[0])
+                chain.popleft()
+        finally:
+            if self._notices.get(conn) is chain:
+                del self._notices[conn]
 
     async def _notify(
         self, handler: EventHandlerSettings, ctx: EventContext, kind: EventKind, body: bytes
