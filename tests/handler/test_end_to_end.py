@@ -192,6 +192,39 @@ async def test_group_presence_hooks(
     assert seen == [("joined", "room", connection_id), ("left", "room", connection_id)]
 
 
+async def test_metadata_through_the_handler(
+    service: ServiceThread, hub: str, asgi_server: ASGIServerThread
+) -> None:
+    """``UserEventRequest.metadata`` and ``UserEventResponse.with_metadata`` (spec-next 3.5)."""
+
+    def echo(request: UserEventRequest) -> UserEventResponse:
+        seen = ",".join(f"{k}={v}" for k, v in sorted(request.metadata.items()))
+        if request.context.event_name == "empty":
+            return UserEventResponse().with_metadata({"only": "meta"})
+        return UserEventResponse.text(seen).with_metadata({"Status": "done"})
+
+    handler = WebPubSubEventHandler(hub, path="/eventhandler", handle_user_event=echo)
+    with events_sent_to(service, hub, f"{asgi_server.base_url}/eventhandler/{{event}}"):
+        async with (
+            asgi_server.use(handler),
+            websockets.connect(client_url(service, hub), subprotocols=[JSON_PROTOCOL]) as ws,
+        ):  # type: ignore[list-item]
+            await receive_json(ws)
+            for event in ("e", "empty"):
+                frame = {"type": "event", "event": event, "dataType": "text", "data": "x"}
+                await ws.send(json.dumps({**frame, "metadata": {"Trace": "1", "b": "2"}}))
+                reply = await receive_json(ws)
+                if event == "e":
+                    assert (reply["data"], reply["metadata"]) == (
+                        "b=2,trace=1",
+                        {"status": "done"},
+                    )
+                else:
+                    assert (reply["data"], reply["metadata"]) == ("", {"only": "meta"})
+    with pytest.raises(ValueError, match="metadata"):
+        UserEventResponse.text("x").with_metadata({"k": "a,b"})
+
+
 class IdentityApp:
     """Answers every user event with who sent it and under which name, as it decoded them."""
 

@@ -9,6 +9,7 @@ membership that REST asks about is shared.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
@@ -398,10 +399,13 @@ class Node:
                     self.engine.record_soon(
                         conn.hub, c.RemoveFromGroup(c.ToConnection(conn.connection_id), group)
                     )
-            case SendToGroup(group, data, data_type, _, no_echo):
+            case SendToGroup(group, data, data_type, _, no_echo, metadata, ttl):
                 self._check_group(group)
                 self._require(conn, Permission.SEND_TO_GROUP, group, "send message to")
-                message = Message(data, data_type, Source.GROUP, group, conn.user_id)
+                expires = time.time() + ttl if ttl else None
+                message = Message(
+                    data, data_type, Source.GROUP, group, conn.user_id, metadata, expires
+                )
                 excluded = frozenset((conn.connection_id,)) if no_echo else frozenset()
                 self.execute(conn.hub, c.Send(c.ToGroup(group), message, excluded))
             case SendEvent(event):

@@ -6,6 +6,7 @@ acts on them. One frozen dataclass per message type of spec 4.3.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .message import DataType
@@ -30,6 +31,8 @@ class SendToGroup:
     data_type: DataType
     ack_id: int | None = None
     no_echo: bool = False
+    metadata: Mapping[str, str] | None = None
+    ttl: int = 0  # ttlSeconds: 0 never expires (spec-next 4)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +43,7 @@ class SendEvent:
     data: bytes
     data_type: DataType
     ack_id: int | None = None
+    metadata: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from ..core.metadata import HEADER_PREFIX, to_headers
 from ._errors import EventHandlerError
 from ._models import (
     ClientCertificate,
@@ -327,7 +328,11 @@ def context_of(route: Route, headers: Mapping[str, str]) -> ConnectionContext:
 
 
 def parse_request(
-    route: Route, context: ConnectionContext, content_type: str, body: bytes
+    route: Route,
+    context: ConnectionContext,
+    content_type: str,
+    body: bytes,
+    headers: Mapping[str, str] | None = None,
 ) -> Request:
     """Build the typed request of an event from its body.
 
@@ -336,6 +341,7 @@ def parse_request(
         context: its connection context.
         content_type: the ``Content-Type`` header ("" if absent).
         body: the whole body.
+        headers: the request headers with lower-case names (for metadata).
 
     Returns:
         A ``ConnectRequest``, ``ConnectedRequest``, ``DisconnectedRequest``,
@@ -361,7 +367,15 @@ def parse_request(
         return DisconnectedRequest(
             context, reason if isinstance(reason, str) and reason else None, data
         )
-    return _user_event_request(context, content_type, body)
+    metadata = None
+    if headers is not None:
+        prefix = HEADER_PREFIX
+        metadata = {
+            name[len(prefix) :].lower(): value.rsplit(",", 1)[-1].strip()
+            for name, value in headers.items()
+            if name.lower().startswith(prefix) and len(name) > len(prefix)
+        }
+    return _user_event_request(context, content_type, body, metadata)
 
 
 def _connect_request(context: ConnectionContext, body: bytes) -> ConnectRequest:
@@ -387,7 +401,10 @@ def _connect_request(context: ConnectionContext, body: bytes) -> ConnectRequest:
 
 
 def _user_event_request(
-    context: ConnectionContext, content_type: str, body: bytes
+    context: ConnectionContext,
+    content_type: str,
+    body: bytes,
+    metadata: Mapping[str, str] | None,
 ) -> UserEventRequest:
     # Spec 5.8: the media type alone decides, parameters after ';' do not matter.
     media = content_type.split(";", 1)[0].strip().lower()
@@ -408,7 +425,7 @@ def _user_event_request(
         # Binary frames, and types express ignores (application/x-protobuf, none): raw bytes.
         data_type = DataType.BINARY
         data = body
-    return UserEventRequest(context, data, data_type, body, content_type)
+    return UserEventRequest(context, data, data_type, body, content_type, metadata or {})
 
 
 def _json_object(body: bytes, event: str) -> dict[str, Any]:
@@ -485,6 +502,8 @@ def answer(request: Request, result: object) -> HttpResponse:
                 "handle_user_event must return a UserEventResponse, str, bytes or None, "
                 f"not {type(result).__name__}"
             )
+        if result.metadata:
+            headers = (*headers, *to_headers(result.metadata))
         return HttpResponse(200, (*headers, ("Content-Type", result.content_type)), result.content)
     # connected / disconnected / joined / left: the service ignores the answer (spec 5.6, 5.7).
     return EMPTY_OK

@@ -335,7 +335,7 @@ class WebPubSubEventHandler:
         assert event.route.kind is not None
         try:
             request = ce.parse_request(
-                event.route, event.context, headers.get("content-type", ""), body
+                event.route, event.context, headers.get("content-type", ""), body, headers
             )
         except EventHandlerError as exc:
             log.warning(

@@ -17,8 +17,8 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -41,6 +41,8 @@ from ..core.events import (
     updated_state,
     user_event_content_type,
 )
+from ..core.message import DataType, Message, Source
+from ..core.metadata import MetadataError, from_headers, to_headers
 from ..core.requests import SendEvent
 
 if TYPE_CHECKING:
@@ -71,7 +73,7 @@ class Answer:
     """What an event handler answered; ``content`` holds at most the call's size cap."""
 
     status_code: int
-    headers: Mapping[str, str]
+    headers: httpx.Headers
     content: bytes
 
 
@@ -357,17 +359,34 @@ class Upstream:
                     user_event_content_type(request.data_type),
                     request.data,
                     self.settings.limits.max_message_size,
+                    to_headers(request.metadata),
                 )
             except UpstreamFailure as exc:
                 error = f"The event handler failed: {exc}"
             else:
                 conn.state = updated_state(conn.state, response.headers)
                 if 200 <= response.status_code < 300:
+                    try:
+                        metadata = from_headers(response.headers.multi_items())
+                    except MetadataError as exc:
+                        error = f"The event handler answered invalid metadata: {exc}"
+                        log.info(
+                            "user event %r of %s failed: %s",
+                            request.event,
+                            conn.connection_id,
+                            error,
+                        )
+                        self._event_failed(conn, request, error)
+                        return
                     reply = None
                     if response.status_code == 200:
                         reply = reply_message(
                             response.headers.get("content-type"), response.content
                         )
+                    if metadata is not None:
+                        # An answer with metadata and no body is an empty text message.
+                        reply = reply or Message(b"", DataType.TEXT, Source.SERVER)
+                        reply = replace(reply, metadata=metadata)
                     if reply is not None and not conn.closed:
                         conn.deliver(conn.codec.encode_message(reply))
                     if request.ack_id is not None:
@@ -410,6 +429,7 @@ class Upstream:
         content_type: str,
         body: bytes,
         cap: int | None,
+        extra: list[tuple[str, str]] | None = None,
     ) -> Answer:
         """One event handler call. Every failure, expected or not, is an UpstreamFailure.
 
@@ -429,6 +449,8 @@ class Upstream:
                 content_type=content_type,
             )
             headers.setdefault(*ACCEPT_IDENTITY)
+            if extra:
+                headers.update(extra)
             if handler.auth_header is not None:
                 headers[handler.auth_header[0]] = handler.auth_header[1]
         except Exception as exc:
