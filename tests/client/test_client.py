@@ -194,6 +194,16 @@ class TestMetadata:
         with pytest.raises(ValueError, match="metadata"):
             await alice.send_to_group("g", "x", "text", metadata={"k": "é"})
 
+    async def test_ttl_seconds(self, connect: Connect) -> None:
+        alice = await connect("alice")
+        inbox = Recorder(alice)
+        await alice.join_group("g")
+        await alice.send_to_group("g", "in time", "text", ttl_seconds=300)
+        assert (await inbox.next(GroupMessage)).data == "in time"
+        for bad in (-1, 301, 1.5):
+            with pytest.raises(ValueError, match="ttl_seconds"):
+                await alice.send_to_group("g", "x", "text", ttl_seconds=bad)  # type: ignore[arg-type]
+
     async def test_event_metadata_both_ways(
         self, service: ServiceThread, hub: str, connect: Connect
     ) -> None:

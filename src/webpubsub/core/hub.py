@@ -6,6 +6,7 @@ attached to connections, not users (spec 0): adding a user adds its current conn
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
@@ -135,6 +136,8 @@ class Hub:
         connections add only their sequence id. Returns the connections whose resend buffer
         overflowed, which the caller must close.
         """
+        if message.expires is not None:
+            return self._deliver_expiring(message, message.expires, conns)
         frames = message.frames
         overflowed: list[Connection] = []
         for conn in conns:
@@ -147,6 +150,24 @@ class Hub:
                 if not conn.closed:
                     conn.transport.send(frame)
             elif not conn.deliver(frame):
+                overflowed.append(conn)
+        return overflowed
+
+    def _deliver_expiring(
+        self, message: Message, expires: float, conns: Iterable[Connection]
+    ) -> list[Connection]:
+        """:meth:`deliver` for a message with a TTL (kept apart: the common path pays
+        nothing for it). Already expired, it goes nowhere, and takes no sequence id."""
+        if time.time() >= expires:
+            return []
+        frames = message.frames
+        overflowed: list[Connection] = []
+        for conn in conns:
+            codec = conn.codec
+            frame = frames.get(codec)
+            if frame is None:
+                frame = frames[codec] = codec.encode_message(message)
+            if not conn.deliver_expiring(frame, expires):
                 overflowed.append(conn)
         return overflowed
 

@@ -175,9 +175,12 @@ class Node:
         recovery.deadline = None
         self.recovering.discard(conn)
         conn.send(conn.codec.encode_connected(conn.connection_id, conn.user_id, recovery.token))
-        for pieces in recovery.buffer.pending():
-            for piece in pieces:
-                transport.send(piece)
+        for pieces, expires in recovery.buffer.pending():
+            if expires is None:
+                for piece in pieces:
+                    transport.send(piece)
+            else:
+                transport.send_expiring(pieces, expires)  # dropped if its TTL has passed
         return conn
 
     def expire(self, now: float) -> None:

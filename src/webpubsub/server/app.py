@@ -340,6 +340,9 @@ class _NoTransport:
     def send(self, frame: bytes) -> None:
         pass
 
+    def send_expiring(self, pieces: tuple[bytes, ...], expires: float) -> None:
+        pass
+
     def close(self, code: int, reason: str) -> None:
         pass
 
