@@ -20,6 +20,7 @@ import pytest
 import websockets
 
 from tests.conftest import ACCESS_KEY
+from tests.nodejs import JsError, NodeDriver
 from webpubsub.auth.tokens import client_audience, mint_client_token
 from webpubsub.core.events import EventHandlerSettings, HubSettings
 from webpubsub.testing import ServiceThread
@@ -208,3 +209,35 @@ async def test_group_presence_reaches_on_group_joined_and_left(
     assert {line["connectionId"] for line in lines if line["event"] in ("joined", "left")} == {
         connection_id
     }
+
+
+async def test_js_client_invocations_through_the_express_handler(
+    service: ServiceThread, hub: str, express: ExpressApp
+) -> None:
+    """``invokeEvent`` of @azure/web-pubsub-client 1.1.0 answered by express's
+    ``handleUserEvent`` (spec-next 1): payloads, state, and a refusal."""
+    driver = NodeDriver("client.mjs")
+    try:
+        driver.request("start", client="a", url=url(service, hub, "alice"), protocol="json")
+        driver.wait_for(lambda line: line.get("event") == "connected", "connected")
+        result = driver.request(
+            "call", client="a", method="invokeEvent", args=["json", {"orderId": 1}, "json"]
+        )
+        assert result == {
+            "invocationId": "1",
+            "dataType": "json",
+            "data": {"echo": {"orderId": 1}, "count": 101},
+        }
+        result = driver.request(
+            "call", client="a", method="invokeEvent", args=["chat", "hi", "text"]
+        )
+        assert (result["dataType"], result["data"]) == ("text", "express:hi:102")  # state kept
+        with pytest.raises(JsError) as refused:
+            driver.request("call", client="a", method="invokeEvent", args=["fail", "x", "text"])
+        assert refused.value.error["errorDetail"] == {"name": "BadRequest", "message": "bad input"}
+        # The connection is unharmed, and no server-message was sent for the invocations.
+        result = driver.request("call", client="a", method="invokeEvent", args=["who", "x", "text"])
+        assert result["data"] == "alice|who"
+        assert driver.unread(lambda line: line.get("event") == "server-message") == []
+    finally:
+        driver.close()

@@ -32,7 +32,9 @@ const handler = new WebPubSubEventHandler(hub, {
     const count = req.context.states.count + 1; // NaN (null in JSON) if the state was lost
     res.setState("count", count);
     const eventName = decode(req.context.eventName);
-    if (eventName === "json") {
+    if (eventName === "fail") {
+      res.fail(400, "bad input");
+    } else if (eventName === "json") {
       res.success(JSON.stringify({ echo: req.data, count }), "json");
     } else if (eventName === "chat") {
       res.success(`express:${req.data}:${count}`, "text");

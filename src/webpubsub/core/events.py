@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from .errors import BadRequest
-from .message import CONTENT_TYPE_OF, DataType, Message, Source
+from .message import CONTENT_TYPE_OF, DataType, Message, Source, check_json
 from .names import group_name_problem, role_problem, user_id_problem
 from .roles import compile_pattern
 
@@ -366,3 +366,53 @@ def updated_state(current: str | None, headers: Mapping[str, str]) -> str | None
 def encode_state(states: Mapping[str, Any]) -> str:
     """The SDK convention for connection state: base64 of a JSON object (spec 5.9)."""
     return base64.b64encode(json.dumps(dict(states)).encode()).decode()
+
+
+@dataclass(frozen=True)
+class InvokeResult:
+    """What an ``invokeResponse`` says (spec-next 1.3): a payload, or an error."""
+
+    data: bytes | None = None
+    data_type: DataType | None = None
+    error: tuple[str, str] | None = None  # (name, message)
+
+
+INVOKE_ERROR_NAMES = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound"}
+INVOKE_ERROR_NAMES[408] = "Timeout"
+
+
+def invoke_result(status: int, content_type: str | None, body: bytes) -> InvokeResult:
+    """Map an event handler's answer to an invocation (spec-next 1.3)."""
+    if not 200 <= status < 300:
+        if status in INVOKE_ERROR_NAMES:
+            name = INVOKE_ERROR_NAMES[status]
+        else:
+            name = "BadRequest" if 400 <= status < 500 else "InternalServerError"
+        text = body.decode("utf-8", "replace")[:1024]
+        return InvokeResult(error=(name, text or f"Upstream returned {status}."))
+    if not body:
+        return InvokeResult()
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if media == "application/json":
+        try:
+            check_json(body)
+        except BadRequest:
+            return InvokeResult(
+                error=("InternalServerError", "The upstream answered invalid JSON.")
+            )
+        if body.strip() == b"null":
+            return InvokeResult()  # JSON null: no payload (the JS client drops json null)
+        return InvokeResult(body, DataType.JSON)
+    if media == "text/plain":
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError:
+            return InvokeResult(error=("InternalServerError", "The upstream text is not UTF-8."))
+        return InvokeResult(body, DataType.TEXT)
+    if media in ("application/octet-stream", ""):
+        return InvokeResult(body, DataType.BINARY)
+    if media == "application/x-protobuf":
+        return InvokeResult(body, DataType.PROTOBUF)
+    return InvokeResult(
+        error=("InternalServerError", f"Unsupported upstream Content-Type '{media[:100]}'.")
+    )

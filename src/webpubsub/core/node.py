@@ -32,7 +32,9 @@ from .observe import Observers
 from .ratelimit import MessageRate, Verdict
 from .reliable import RECOVERY_WINDOW
 from .requests import (
+    CancelInvocation,
     ClientRequest,
+    Invoke,
     JoinGroup,
     LeaveGroup,
     Ping,
@@ -110,6 +112,8 @@ class Node:
         # Reliable connections whose socket dropped, waiting for the client (spec 4.7).
         self.recovering: set[Connection] = set()
         self.on_user_event: UserEventHandler | None = None
+        # invoke / cancelInvocation (spec-next 1), answered by the upstream edge.
+        self.on_invoke: Callable[[Connection, Invoke | CancelInvocation], None] | None = None
         self.observer = Observers()
         self.on_disconnected: list[DisconnectHook] = []
         # joined/left of a connection to a group; set before the first connection.
@@ -416,6 +420,10 @@ class Node:
                 if problem:
                     raise InvalidMessage(problem)
                 self._user_event(conn, request)
+            case Invoke() | CancelInvocation():
+                if self.on_invoke is None:
+                    raise InvalidMessage("Invocations need an event handler.")
+                self.on_invoke(conn, request)
             case Ping():
                 conn.send(conn.codec.encode_pong())
             case SequenceAck(sequence_id):

@@ -47,6 +47,27 @@ class SendEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class Invoke:
+    """``invoke`` (spec-next 1): a user event whose answer goes back in ``invokeResponse``.
+
+    ``data_type`` None: no payload. ``error`` set: the frame was well-formed but a value was
+    bad; it is answered ``BadRequest`` without calling the upstream.
+    """
+
+    invocation_id: str
+    event: str
+    data: bytes = b""
+    data_type: DataType | None = None
+    metadata: Mapping[str, str] | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CancelInvocation:
+    invocation_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class Ping:
     pass
 
@@ -64,4 +85,14 @@ class Unsupported:
     ack_id: int | None = None
 
 
-ClientRequest = JoinGroup | LeaveGroup | SendToGroup | SendEvent | Ping | SequenceAck | Unsupported
+ClientRequest = (
+    JoinGroup
+    | LeaveGroup
+    | SendToGroup
+    | SendEvent
+    | Invoke
+    | CancelInvocation
+    | Ping
+    | SequenceAck
+    | Unsupported
+)

@@ -19,7 +19,9 @@ from ..core.jsontext import Refused, lenient_members, members
 from ..core.message import DataType, Message, Source
 from ..core.metadata import MetadataError, check_pairs
 from ..core.requests import (
+    CancelInvocation,
     ClientRequest,
+    Invoke,
     JoinGroup,
     LeaveGroup,
     Ping,
@@ -50,8 +52,6 @@ UNSUPPORTED_TYPES = frozenset(
     {
         "streamData",
         "streamEnd",
-        "invoke",
-        "cancelInvocation",
         "setGroupState",
         "subscribeGroupState",
         "unsubscribeGroupState",
@@ -264,6 +264,13 @@ class JsonCodec:
             metadata = _metadata(envelope, data, ack_id)
             payload, data_type = _payload(envelope, raw, ack_id, metadata)
             return SendEvent(event, payload, data_type, ack_id, metadata)
+        if kind == "invoke":
+            return _invoke(envelope, raw, data)
+        if kind == "cancelInvocation":
+            invocation_id = envelope.get("invocationId")
+            if not isinstance(invocation_id, str):
+                raise ProtocolViolation("'invocationId' must be a string.")
+            return CancelInvocation(invocation_id)
         if kind == "ping":
             return Ping()
         if kind == "sequenceAck":
@@ -408,6 +415,55 @@ class ReliableJsonCodec(JsonCodec):
 
 
 MAX_TTL_SECONDS = 300
+MAX_INVOCATION_ID = 256
+
+
+def _invoke(envelope: dict[str, Any], raw: bytes | None, frame: bytes) -> Invoke:
+    """An ``invoke`` frame (spec-next 1.1). No string ``invocationId``: malformed (the
+    client is declined); any other bad value: an ``Invoke`` carrying the error."""
+    invocation_id = envelope.get("invocationId")
+    if not isinstance(invocation_id, str):
+        raise ProtocolViolation("'invocationId' must be a string.")
+    try:
+        if not 0 < len(invocation_id) <= MAX_INVOCATION_ID:
+            raise InvalidRequest(
+                f"'invocationId' must be 1 to {MAX_INVOCATION_ID} characters.", None
+            )
+        target = envelope.get("target")
+        if target is not None and target != "event":
+            raise InvalidRequest(f"Unsupported invocation target {str(target)[:40]!r}.", None)
+        event = envelope.get("event")
+        if not isinstance(event, str) or not event:
+            raise InvalidRequest("'event' must be a non-empty string.", None)
+        metadata = _metadata(envelope, frame, None)
+        if "dataType" not in envelope and "data" not in envelope:
+            return Invoke(invocation_id, event, b"", None, metadata)
+        payload, data_type = decode_data(envelope, raw, None)
+        return Invoke(invocation_id, event, payload, data_type, metadata)
+    except InvalidRequest as exc:
+        return Invoke(invocation_id, "", error=exc.message)
+
+
+def encode_invoke_response(
+    invocation_id: str,
+    *,
+    data: bytes | None = None,
+    data_type: DataType | None = None,
+    error: tuple[str, str] | None = None,
+    metadata: Any = None,
+) -> bytes:
+    """An ``invokeResponse`` text frame (spec-next 1.1): ``success`` always present,
+    ``dataType``/``data`` only with a payload, ``error`` {name, message} on failure."""
+    body = (
+        b'{"type":"invokeResponse","invocationId":'
+        + dumps(invocation_id)
+        + (b',"success":false' if error is not None else b',"success":true')
+    )
+    if error is None and data_type is not None and data is not None:
+        body += _data(data, data_type)
+    if error is not None:
+        body += b',"error":' + dumps({"name": error[0], "message": error[1]})
+    return text_frame(body + _metadata_member(metadata) + b"}")
 
 
 def _metadata(envelope: dict[str, Any], frame: bytes, ack_id: int | None) -> dict[str, str] | None:
@@ -502,4 +558,11 @@ def _data_message(envelope: dict[str, Any]) -> GroupMessage | ServerMessage | No
 JSON = JsonCodec()
 RELIABLE_JSON = ReliableJsonCodec()
 
-__all__ = ["JSON", "RELIABLE_JSON", "RELIABLE_SUBPROTOCOL", "SUBPROTOCOL", "JsonCodec"]
+__all__ = [
+    "JSON",
+    "RELIABLE_JSON",
+    "RELIABLE_SUBPROTOCOL",
+    "SUBPROTOCOL",
+    "JsonCodec",
+    "encode_invoke_response",
+]

@@ -103,6 +103,7 @@ class Service:
         self.node.on_user_event = self.upstream.user_event
         self.node.on_disconnected.append(self.upstream.disconnected)
         self.node.on_presence = self.upstream.presence
+        self.node.on_invoke = self.upstream.invoke
         self.log_settings()
         if self.settings.redis_url:
             cluster = self.settings.cluster

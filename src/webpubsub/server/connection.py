@@ -483,7 +483,8 @@ class ServiceProtocol(asyncio.Protocol):
         self.ws = result.ws
         # pause_writing as soon as the kernel does not take a whole write, resume_writing
         # once it took everything: messages wait in _pending, where a TTL can drop them.
-        if self.transport is not None:
+        # Plain TCP only: asyncio's TLS transport does not resume a protocol paused at 0.
+        if self.transport is not None and self.transport.get_extra_info("sslcontext") is None:
             self.transport.set_write_buffer_limits(high=0)
         # From here on the socket speaks WebSocket only: drop what HTTP parsing needed.
         self.parser = None
@@ -681,7 +682,11 @@ class ServiceProtocol(asyncio.Protocol):
             self._check_backlog()
 
     def pause_writing(self) -> None:
-        self._kernel_full = True
+        # TLS: frames go on to asyncio's buffer as before (its TLS transport is not relied
+        # on to resume us), so a TTL there ends at the TLS layer.
+        transport = self.transport
+        if transport is not None and transport.get_extra_info("sslcontext") is None:
+            self._kernel_full = True
 
     def resume_writing(self) -> None:
         self._kernel_full = False

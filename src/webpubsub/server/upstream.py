@@ -32,9 +32,11 @@ from ..core.events import (
     EventHandlerSettings,
     EventKind,
     HubSettings,
+    InvokeResult,
     UpstreamRejected,
     cloud_event_headers,
     connect_body,
+    invoke_result,
     origin_host,
     parse_connect_response,
     reply_message,
@@ -43,7 +45,9 @@ from ..core.events import (
 )
 from ..core.message import DataType, Message, Source
 from ..core.metadata import MetadataError, from_headers, to_headers
-from ..core.requests import SendEvent
+from ..core.names import event_name_problem
+from ..core.requests import CancelInvocation, Invoke, SendEvent
+from ..protocols.json import encode_invoke_response
 
 if TYPE_CHECKING:
     from ..core.node import Node
@@ -52,6 +56,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("webpubsub.upstream")
 
+MAX_INVOCATIONS = 100  # pending invocations per connection (spec-next 1.7)
 MAX_NOTICES = 4096  # non-blocking events waiting per connection (joined/left bursts)
 RETRY_DELAYS = (1.0, 3.0, 5.0)  # non-blocking events: up to 4 attempts, as the emulator does
 VALIDATION_FAILURE_TTL = 10.0
@@ -126,6 +131,7 @@ class Upstream:
         self._slots: dict[str, asyncio.Semaphore] = {}
         self._queues: dict[Connection, Backlog] = {}
         self._notices: dict[Connection, deque[Notice]] = {}  # non-blocking events, in order
+        self._invocations: dict[Connection, dict[str, asyncio.Task[None]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self.pending_bytes = 0  # bytes of user events queued or in flight, on this node
         self._throttling = False  # the node's byte cap was hit (logged once per episode)
@@ -205,6 +211,8 @@ class Upstream:
 
     def disconnected(self, conn: Connection, reason: str) -> None:
         self._drop_backlog(conn)
+        for task in self._invocations.pop(conn, {}).values():
+            task.cancel()  # the logical connection ended: abort its invocations
         handler = self.hub_settings(conn.hub).handler_for("disconnected", EventKind.DISCONNECTED)
         if handler is not None:
             body = json.dumps({"reason": reason}).encode()
@@ -406,6 +414,94 @@ class Upstream:
                 self.node.ack(conn, request.ack_id, InternalServerError(error))
         except Exception:
             log.exception("could not report the failed event of %s", conn.connection_id)
+
+    # -- invocations (blocking, concurrent per connection) ------------------------------------
+
+    def invoke(self, conn: Connection, request: Invoke | CancelInvocation) -> None:
+        """``invoke``: call the event handler, answer with ``invokeResponse``;
+        ``cancelInvocation``: abort a pending call and answer nothing (spec-next 1.4, 1.5)."""
+        calls = self._invocations.setdefault(conn, {})
+        invocation_id = request.invocation_id
+        if isinstance(request, CancelInvocation):
+            task = calls.pop(invocation_id, None)
+            if task is not None:
+                task.cancel()
+            return
+        if invocation_id in calls:
+            return  # a duplicate of a pending call: an answer would settle the original
+        error: tuple[str, str] | None = None
+        handler = None
+        if request.error is not None:
+            error = ("BadRequest", request.error)
+        elif problem := event_name_problem(request.event):
+            error = ("BadRequest", problem)
+        elif len(calls) >= MAX_INVOCATIONS:
+            error = ("BadRequest", f"Too many concurrent invocations (at most {MAX_INVOCATIONS}).")
+        else:
+            handler = self.hub_settings(conn.hub).handler_for(request.event, EventKind.USER)
+            if handler is None:
+                error = (
+                    "NotFound",
+                    f"No event handler is configured for event '{request.event}'.",
+                )
+        if error is not None or handler is None:
+            conn.send(encode_invoke_response(invocation_id, error=error))
+            return
+        calls[invocation_id] = self._spawn(self._invoke(conn, request, handler, conn.transport))
+
+    async def _invoke(
+        self,
+        conn: Connection,
+        request: Invoke,
+        handler: EventHandlerSettings,
+        transport: object,
+    ) -> None:
+        result: InvokeResult
+        metadata = None
+        try:
+            data_type = request.data_type
+            response = await self._call(
+                handler,
+                self._context(conn),
+                request.event,
+                EventKind.USER,
+                user_event_content_type(data_type) if data_type else "text/plain",
+                request.data,
+                self.settings.limits.max_message_size,
+                to_headers(request.metadata),
+            )
+        except UpstreamFailure as exc:
+            name = "Timeout" if exc.kind == "timeout" else "InternalServerError"
+            result = InvokeResult(error=(name, f"The event handler failed: {exc}"))
+        else:
+            result = invoke_result(
+                response.status_code, response.headers.get("content-type"), response.content
+            )
+            if 200 <= response.status_code < 300:
+                conn.state = updated_state(conn.state, response.headers)
+                try:
+                    metadata = from_headers(response.headers.multi_items())
+                except MetadataError as exc:
+                    result = InvokeResult(error=("InternalServerError", f"Invalid metadata: {exc}"))
+        finally:
+            calls = self._invocations.get(conn)
+            if calls is not None and calls.get(request.invocation_id) is asyncio.current_task():
+                del calls[request.invocation_id]
+        frame = encode_invoke_response(
+            request.invocation_id,
+            data=result.data,
+            data_type=result.data_type,
+            error=result.error,
+            metadata=metadata,
+        )
+        if len(frame) > self.settings.limits.max_message_size + 16:
+            frame = encode_invoke_response(
+                request.invocation_id,
+                error=("InternalServerError", "The event handler's answer is too large."),
+            )
+        # Only to the socket that asked: after a recovery the client has given up the call.
+        if conn.transport is transport:
+            conn.send(frame)
 
     # -- HTTP -------------------------------------------------------------------------------
 
