@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ACCESS_KEY
-from tests.server.helpers import JsonClient, connect_json
+from tests.server.helpers import JsonClient, async_wait_until, connect_json
 from tests.upstream_app import Reply, UpstreamApp
 from webpubsub.core.events import EventHandlerSettings, HubSettings
 from webpubsub.server.config import Limits, Settings
@@ -201,3 +201,24 @@ def test_frames_are_json(service: ServiceThread) -> None:
         "success": False,
         "error": {"name": "BadRequest", "message": "x"},
     }
+
+
+async def test_the_end_of_the_connection_aborts_its_calls(
+    service: ServiceThread, hub: str, app: UpstreamApp
+) -> None:
+    release = threading.Event()
+    app.rules["slow"] = Reply(204, hold=release)
+    try:
+        client = await connect_json(service, hub)
+        await client.send({"type": "invoke", "invocationId": "1", "event": "slow"})
+        await asyncio.to_thread(app.wait_for, lambda rs: any(r.event == "slow" for r in rs))
+        upstream = service.service.upstream
+
+        def pending() -> int:
+            return sum(len(calls) for calls in upstream._invocations.values())
+
+        assert service.call(pending) == 1
+        await client.close()
+        await async_wait_until(lambda: service.call(pending) == 0, "the call was aborted")
+    finally:
+        release.set()
