@@ -12,6 +12,7 @@ Time only moves with :meth:`Pair.advance`.
 from __future__ import annotations
 
 import struct
+import time
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -38,6 +39,10 @@ class FakeSocket:
     # Transport of webpubsub.core.connection
     def send(self, frame: bytes) -> None:
         self.buffer += frame
+
+    def send_expiring(self, pieces: tuple[bytes, ...], expires: float) -> None:
+        if time.time() < expires:
+            self.buffer += b"".join(pieces)
 
     def close(self, code: int, reason: str) -> None:
         self.close_frame = (code, reason)

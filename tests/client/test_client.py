@@ -178,6 +178,48 @@ class TestEvents:
             await client.stop()
 
 
+class TestMetadata:
+    """metadata on sends and events, exposed on received messages (spec-next 3)."""
+
+    @pytest.mark.parametrize("protocol", [p for p in PROTOCOLS if p.startswith("json")])
+    async def test_group_metadata(self, connect: Connect, protocol: str) -> None:
+        alice = await connect("alice", protocol=protocol)
+        inbox = Recorder(alice)
+        await alice.join_group("g")
+        await alice.send_to_group("g", "hi", "text", metadata={"Trace-Id": "abc"})
+        message = await inbox.next(GroupMessage)
+        assert (message.data, message.metadata) == ("hi", {"Trace-Id": "abc"})
+        await alice.send_to_group("g", "plain", "text")
+        assert (await inbox.next(GroupMessage)).metadata is None
+        with pytest.raises(ValueError, match="metadata"):
+            await alice.send_to_group("g", "x", "text", metadata={"k": "é"})
+
+    async def test_ttl_seconds(self, connect: Connect) -> None:
+        alice = await connect("alice")
+        inbox = Recorder(alice)
+        await alice.join_group("g")
+        await alice.send_to_group("g", "in time", "text", ttl_seconds=300)
+        assert (await inbox.next(GroupMessage)).data == "in time"
+        for bad in (-1, 301, 1.5):
+            with pytest.raises(ValueError, match="ttl_seconds"):
+                await alice.send_to_group("g", "x", "text", ttl_seconds=bad)  # type: ignore[arg-type]
+
+    async def test_event_metadata_both_ways(
+        self, service: ServiceThread, hub: str, connect: Connect
+    ) -> None:
+        with UpstreamApp() as app:
+            _handle_events(service, hub, app)
+            app.rules["e"] = Reply(204, headers={"X-WebPubSub-Metadata-Status": "done"})
+            client = await connect()
+            inbox = Recorder(client)
+            await client.send_event("e", "x", "text", metadata={"Trace": "1"})
+            reply = inbox.of(ServerMessage)
+            assert [(r.data, r.metadata) for r in reply] == [("", {"status": "done"})]
+            [request] = app.events("e")
+            assert request.headers["x-webpubsub-metadata-trace"] == "1"
+            await client.stop()
+
+
 class TestServerMessages:
     """REST sends reach the client as server and group messages (spec 4.4)."""
 

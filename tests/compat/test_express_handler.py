@@ -20,6 +20,7 @@ import pytest
 import websockets
 
 from tests.conftest import ACCESS_KEY
+from tests.nodejs import JsError, NodeDriver
 from webpubsub.auth.tokens import client_audience, mint_client_token
 from webpubsub.core.events import EventHandlerSettings, HubSettings
 from webpubsub.testing import ServiceThread
@@ -64,10 +65,16 @@ class ExpressApp:
 
 
 @pytest.fixture
-def express(service: ServiceThread, hub: str) -> Iterator[ExpressApp]:
+def presence() -> tuple[str, ...]:
+    """The handler's ``group_presence_events``; none unless a test asks."""
+    return ()
+
+
+@pytest.fixture
+def express(service: ServiceThread, hub: str, presence: tuple[str, ...]) -> Iterator[ExpressApp]:
     app = ExpressApp(hub.lower())
     template = f"http://127.0.0.1:{app.port}/eventhandler/{{event}}"
-    settings = HubSettings((EventHandlerSettings(template),))
+    settings = HubSettings((EventHandlerSettings(template, group_presence_events=presence),))
     service.call(lambda: service.settings.hubs.__setitem__(hub.lower(), settings))
     try:
         yield app
@@ -96,9 +103,10 @@ async def test_chat_through_the_express_handler(
             "userId": "alice",
             "rawUserId": "alice",
             "connectionId": connected["connectionId"],
+            "count": 100,  # set by handleConnect's res.setState
         }
         assert service.call(lambda: service.service.node.group_exists(hub.lower(), "room"))
-        for ack_id, expected in ((1, "express:hi:1"), (2, "express:hi:2")):
+        for ack_id, expected in ((1, "express:hi:101"), (2, "express:hi:102")):
             await ws.send(
                 json.dumps(
                     {
@@ -125,7 +133,7 @@ async def test_chat_through_the_express_handler(
         )
         reply = json.loads(await ws.recv())
         assert reply["dataType"] == "json"
-        assert reply["data"] == {"echo": {"x": 1}, "count": 3}
+        assert reply["data"] == {"echo": {"x": 1}, "count": 103}
     disconnected = await asyncio.to_thread(express.next_line)
     assert disconnected["event"] == "disconnected"
     assert disconnected["userId"] == "alice"
@@ -164,3 +172,72 @@ async def test_non_ascii_ids_and_event_names_through_the_express_handler(
         assert json.loads(await ws.recv()) == {"type": "ack", "ackId": 1, "success": True}
     disconnected = await asyncio.to_thread(express.next_line)
     assert disconnected == {"event": "disconnected", "userId": user_id, "reason": ""}
+
+
+@pytest.mark.parametrize("presence", [("joined", "left")])
+async def test_group_presence_reaches_on_group_joined_and_left(
+    service: ServiceThread, hub: str, express: ExpressApp
+) -> None:
+    """express 1.1.0 calls onGroupJoined/onGroupLeft for our joined/left events (spec-next 6)."""
+    async with websockets.connect(
+        url(service, hub, "alice"),
+        subprotocols=["json.webpubsub.azure.v1"],  # type: ignore[list-item]
+    ) as ws:
+        connection_id = json.loads(await ws.recv())["connectionId"]
+        frames = [
+            {"type": "joinGroup", "group": "extra"},
+            {"type": "joinGroup", "group": "extra"},  # already a member: no event
+            {"type": "leaveGroup", "group": "extra"},
+        ]
+        for ack_id, frame in enumerate(frames, start=1):
+            await ws.send(json.dumps({**frame, "ackId": ack_id}))
+            assert json.loads(await ws.recv()) == {"type": "ack", "ackId": ack_id, "success": True}
+    lines = []
+    while not lines or lines[-1]["event"] != "disconnected":
+        lines.append(await asyncio.to_thread(express.next_line))
+    assert lines[0]["event"] == "connected"
+    presence = sorted(
+        (line["event"], line["group"]) for line in lines if line["event"] in ("joined", "left")
+    )
+    # "room" came with the connect answer and was left when the connection ended.
+    assert presence == [
+        ("joined", "extra"),
+        ("joined", "room"),
+        ("left", "extra"),
+        ("left", "room"),
+    ]
+    assert {line["connectionId"] for line in lines if line["event"] in ("joined", "left")} == {
+        connection_id
+    }
+
+
+async def test_js_client_invocations_through_the_express_handler(
+    service: ServiceThread, hub: str, express: ExpressApp
+) -> None:
+    """``invokeEvent`` of @azure/web-pubsub-client 1.1.0 answered by express's
+    ``handleUserEvent`` (spec-next 1): payloads, state, and a refusal."""
+    driver = NodeDriver("client.mjs")
+    try:
+        driver.request("start", client="a", url=url(service, hub, "alice"), protocol="json")
+        driver.wait_for(lambda line: line.get("event") == "connected", "connected")
+        result = driver.request(
+            "call", client="a", method="invokeEvent", args=["json", {"orderId": 1}, "json"]
+        )
+        assert result == {
+            "invocationId": "1",
+            "dataType": "json",
+            "data": {"echo": {"orderId": 1}, "count": 101},
+        }
+        result = driver.request(
+            "call", client="a", method="invokeEvent", args=["chat", "hi", "text"]
+        )
+        assert (result["dataType"], result["data"]) == ("text", "express:hi:102")  # state kept
+        with pytest.raises(JsError) as refused:
+            driver.request("call", client="a", method="invokeEvent", args=["fail", "x", "text"])
+        assert refused.value.error["errorDetail"] == {"name": "BadRequest", "message": "bad input"}
+        # The connection is unharmed, and no server-message was sent for the invocations.
+        result = driver.request("call", client="a", method="invokeEvent", args=["who", "x", "text"])
+        assert result["data"] == "alice|who"
+        assert driver.unread(lambda line: line.get("event") == "server-message") == []
+    finally:
+        driver.close()

@@ -617,3 +617,40 @@ def test_json_from_a_raw_peer_reaches_the_sdk_as_valid_json(
         ]
     assert clients.call("b", "sendToGroup", "room", "still alive", "text")["isDuplicated"] is False
     assert clients.message("b")["data"] == "still alive"
+
+
+def test_metadata_reaches_the_sdk(
+    service: ServiceThread, hub: str, rest: Rest, clients: Clients
+) -> None:
+    """Metadata (spec-next 3): from REST headers (keys lowercased) and from a client frame
+    (keys as sent) to the JS client's ``message.metadata``; bad metadata is a 400."""
+    clients.start("b", user_id="bob", roles=ALL_ROLES, groups=["room"])
+    headers = {"X-WebPubSub-Metadata-Trace-Id": "abc", "X-WebPubSub-Metadata-Priority": "high"}
+    rest.group("room").call(
+        "sendToAll", "hi", contentType="text/plain", requestOptions={"customHeaders": headers}
+    )
+    message = clients.message("b")
+    assert message["data"] == "hi"
+    assert message["metadata"] == {"trace-id": "abc", "priority": "high"}
+    rest.group("room").call("sendToAll", "plain", contentType="text/plain")
+    assert "metadata" not in clients.message("b")
+    for bad in ({"X-WebPubSub-Metadata-Key": "x" * 1025}, {"X-WebPubSub-Metadata-": "v"}):
+        error = rest.error(
+            "sendToAll", "no", contentType="text/plain", requestOptions={"customHeaders": bad}
+        )
+        assert error.status_code == 400, error.error
+    with RawWebSocket(
+        service, hub, subprotocol="json.webpubsub.azure.v1", roles=["webpubsub.sendToGroup"]
+    ) as peer:
+        assert peer.next_data() is not None  # connected
+        peer.send_message(
+            b'{"type":"sendToGroup","group":"room","ackId":1,"dataType":"text","data":"x",'
+            b'"metadata":{"Trace":"1"}}'
+        )
+        received = peer.next_data()
+        assert received is not None and json.loads(received.payload)["success"] is True
+    end = marker(rest)
+    received_messages = []
+    while (message := clients.message("b"))["data"] != end:
+        received_messages.append(message)
+    assert [(m["data"], m["metadata"]) for m in received_messages] == [("x", {"Trace": "1"})]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from websockets.frames import Opcode
@@ -20,6 +21,10 @@ class RecordingTransport:
 
     def send(self, frame: bytes) -> None:
         self.frames.append(frame)
+
+    def send_expiring(self, pieces: tuple[bytes, ...], expires: float) -> None:
+        if time.time() < expires:
+            self.frames.extend(pieces)
 
     def close(self, code: int, reason: str) -> None:
         self.closed = (code, reason)

@@ -19,6 +19,10 @@ COMMANDS: list[c.Command] = [
         parse_filter("userId eq 'x''y'"),
     ),
     c.Send(c.ToUser("u"), Message(b"hi", DataType.TEXT)),
+    c.Send(  # metadata and TTL (spec-next 3, 4)
+        c.ToGroup("g"),
+        Message(b"hi", DataType.TEXT, Source.GROUP, "g", None, {"Trace-Id": "a,b", "k": ""}, 1.5e9),
+    ),
     c.Send(c.ToConnection("c"), Message(b"p", DataType.PROTOBUF)),
     c.CloseConnections(c.ToGroup("g"), "bye", frozenset({"c3"})),
     c.AddToGroup(c.ToUser("u"), "g"),
@@ -40,3 +44,17 @@ def test_round_trip(command: c.Command) -> None:
 def test_garbage_is_a_codec_error(data: bytes) -> None:
     with pytest.raises(CodecError):
         decode_command(data)
+
+
+def test_a_send_from_an_older_node_decodes() -> None:
+    """Commands encoded before metadata and TTL existed still decode, with neither."""
+    old = b'{"t":"send","to":["all"],"dt":"text","src":"server"}\nhi'
+    command = decode_command(old)
+    assert isinstance(command, c.Send)
+    assert (command.message.metadata, command.message.expires) == (None, None)
+
+
+@pytest.mark.parametrize("head", [b'"md":{"k":1}', b'"md":["k"]', b'"exp":"soon"', b'"exp":true'])
+def test_bad_metadata_or_expiry_is_a_codec_error(head: bytes) -> None:
+    with pytest.raises(CodecError):
+        decode_command(b'{"t":"send","to":["all"],"dt":"text","src":"server",' + head + b"}\nx")

@@ -201,9 +201,12 @@ class ASGIServerThread:
 
 
 @contextlib.contextmanager
-def events_sent_to(service: ServiceThread, hub: str, url_template: str) -> Iterator[None]:
-    """Point ``hub`` of the running service at an event handler URL for the duration."""
-    settings = HubSettings((EventHandlerSettings(url_template),))
+def events_sent_to(
+    service: ServiceThread, hub: str, url_template: str, **options: Any
+) -> Iterator[None]:
+    """Point ``hub`` of the running service at an event handler URL for the duration;
+    ``options`` are more ``EventHandlerSettings`` fields."""
+    settings = HubSettings((EventHandlerSettings(url_template, **options),))
     service.call(lambda: service.settings.hubs.__setitem__(hub.lower(), settings))
     try:
         yield

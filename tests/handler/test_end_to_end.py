@@ -27,6 +27,8 @@ from webpubsub.handler import (
     ConnectResponse,
     DisconnectedRequest,
     EventHandlerError,
+    GroupJoinedRequest,
+    GroupLeftRequest,
     UserEventRequest,
     UserEventResponse,
     WebPubSubEventHandler,
@@ -59,13 +61,14 @@ class ChatApp:
         names = request.query.get("name")
         if not names:
             raise EventHandlerError(401, "say your name")
-        request.context.set_state("messages", 0)
+        # The state set here must reach `connected` and every later event (issue 14.7).
+        request.context.set_state("messages", 100)
         return ConnectResponse(user_id=names[0], groups=["room"])
 
     async def handle_user_event(self, request: UserEventRequest) -> UserEventResponse | None:
         if request.context.event_name != "message":
             return None
-        count = request.context.get_state("messages", 0) + 1
+        count = request.context.get_state("messages") + 1
         request.context.set_state("messages", count)
         return UserEventResponse.json(
             {"from": request.context.user_id, "said": request.data, "count": count}
@@ -109,7 +112,7 @@ class TestChat:
             assert (connected["event"], connected["userId"]) == ("connected", "alice")
 
             # A client sends an event, the app answers, the client receives the answer.
-            for count in (1, 2):
+            for count in (101, 102):
                 await ws.send(
                     json.dumps(
                         {"type": "event", "event": "message", "dataType": "text", "data": "hi"}
@@ -137,15 +140,16 @@ class TestChat:
         [connected_request] = chat.connected
         assert connected_request.context.user_id == "alice"
         assert connected_request.context.subprotocol == JSON_PROTOCOL
+        assert connected_request.context.states == {"messages": 100}
         [disconnected] = chat.disconnected
         assert disconnected.context.user_id == "alice"
-        assert disconnected.context.states == {"messages": 2}
+        assert disconnected.context.states == {"messages": 102}
 
     async def test_simple_client(self, service: ServiceThread, hub: str, chat: ChatApp) -> None:
         async with websockets.connect(client_url(service, hub, name="bob")) as ws:
             await ws.send("hey")
             reply = json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
-            assert reply == {"from": "bob", "said": "hey", "count": 1}
+            assert reply == {"from": "bob", "said": "hey", "count": 101}
 
     async def test_refused_connect_reaches_the_client(
         self, service: ServiceThread, hub: str, chat: ChatApp
@@ -155,6 +159,70 @@ class TestChat:
                 pass
         assert refused.value.response.status_code == 401
         assert chat.connected == []
+
+
+async def test_group_presence_hooks(
+    service: ServiceThread, hub: str, asgi_server: ASGIServerThread
+) -> None:
+    """``on_group_joined``/``on_group_left`` receive the service's joined/left events."""
+    seen: list[tuple[str, str, str]] = []
+    done = threading.Event()
+
+    def joined(request: GroupJoinedRequest) -> None:
+        seen.append(("joined", request.group, request.context.connection_id))
+
+    async def left(request: GroupLeftRequest) -> None:
+        seen.append(("left", request.group, request.context.connection_id))
+        done.set()
+
+    handler = WebPubSubEventHandler(
+        hub, path="/eventhandler", on_group_joined=joined, on_group_left=left
+    )
+    template = f"{asgi_server.base_url}/eventhandler/{{event}}"
+    with events_sent_to(service, hub, template, group_presence_events=("joined", "left")):
+        async with asgi_server.use(handler):
+            sdk = WebPubSubServiceClient.from_connection_string(service.connection_string, hub=hub)
+            url: str = sdk.get_client_access_token(roles=["webpubsub.joinLeaveGroup"])["url"]
+            async with websockets.connect(url, subprotocols=[JSON_PROTOCOL]) as ws:  # type: ignore[list-item]
+                connection_id = (await receive_json(ws))["connectionId"]
+                for ack_id, kind in ((1, "joinGroup"), (2, "leaveGroup")):
+                    await ws.send(json.dumps({"type": kind, "group": "room", "ackId": ack_id}))
+                    assert (await receive_json(ws))["success"] is True
+                assert await asyncio.to_thread(done.wait, TIMEOUT)
+    assert seen == [("joined", "room", connection_id), ("left", "room", connection_id)]
+
+
+async def test_metadata_through_the_handler(
+    service: ServiceThread, hub: str, asgi_server: ASGIServerThread
+) -> None:
+    """``UserEventRequest.metadata`` and ``UserEventResponse.with_metadata`` (spec-next 3.5)."""
+
+    def echo(request: UserEventRequest) -> UserEventResponse:
+        seen = ",".join(f"{k}={v}" for k, v in sorted(request.metadata.items()))
+        if request.context.event_name == "empty":
+            return UserEventResponse().with_metadata({"only": "meta"})
+        return UserEventResponse.text(seen).with_metadata({"Status": "done"})
+
+    handler = WebPubSubEventHandler(hub, path="/eventhandler", handle_user_event=echo)
+    with events_sent_to(service, hub, f"{asgi_server.base_url}/eventhandler/{{event}}"):
+        async with (
+            asgi_server.use(handler),
+            websockets.connect(client_url(service, hub), subprotocols=[JSON_PROTOCOL]) as ws,
+        ):  # type: ignore[list-item]
+            await receive_json(ws)
+            for event in ("e", "empty"):
+                frame = {"type": "event", "event": event, "dataType": "text", "data": "x"}
+                await ws.send(json.dumps({**frame, "metadata": {"Trace": "1", "b": "2"}}))
+                reply = await receive_json(ws)
+                if event == "e":
+                    assert (reply["data"], reply["metadata"]) == (
+                        "b=2,trace=1",
+                        {"status": "done"},
+                    )
+                else:
+                    assert (reply["data"], reply["metadata"]) == ("", {"only": "meta"})
+    with pytest.raises(ValueError, match="metadata"):
+        UserEventResponse.text("x").with_metadata({"k": "a,b"})
 
 
 class IdentityApp:

@@ -10,8 +10,8 @@
 //       protocol "json" (the default here) is WebPubSubJsonProtocol(); "reliable" is
 //       WebPubSubJsonReliableProtocol() (the SDK's own default).
 //   {"op": "call", "client": "a", "method": "sendToGroup", "args": [...]}
-//       Awaits client.<method>(...args) for joinGroup, leaveGroup, sendToGroup, sendEvent
-//       and stop; binary data ({"$binary": ...}) is passed as an ArrayBuffer.
+//       Awaits client.<method>(...args) for joinGroup, leaveGroup, sendToGroup, sendEvent,
+//       invokeEvent and stop; binary data ({"$binary": ...}) is passed as an ArrayBuffer.
 //   {"op": "dropSocket", "client": "a"}
 //       Simulates a network failure: destroys client "a"'s TCP socket without a close frame
 //       (reaches into the SDK's private _wsClient._socket, a `ws` WebSocket), so a reliable
@@ -36,7 +36,14 @@ const EVENTS = [
   "group-message",
   "rejoin-group-failed",
 ];
-const METHODS = new Set(["joinGroup", "leaveGroup", "sendToGroup", "sendEvent", "stop"]);
+const METHODS = new Set([
+  "joinGroup",
+  "leaveGroup",
+  "sendToGroup",
+  "sendEvent",
+  "invokeEvent",
+  "stop",
+]);
 const PROTOCOLS = {
   json: WebPubSubJsonProtocol,
   reliable: WebPubSubJsonReliableProtocol,

@@ -20,14 +20,21 @@ const handler = new WebPubSubEventHandler(hub, {
       res.fail(401, "intruders are not welcome");
       return;
     }
-    res.setState("count", 0);
-    res.success({ userId: name, groups: ["room"], roles: ["webpubsub.sendToGroup"] });
+    // The state set here must reach `connected` and every later event (issue 14.7).
+    res.setState("count", 100);
+    res.success({
+      userId: name,
+      groups: ["room"],
+      roles: ["webpubsub.sendToGroup", "webpubsub.joinLeaveGroup"],
+    });
   },
   handleUserEvent(req, res) {
-    const count = (req.context.states.count ?? 0) + 1;
+    const count = req.context.states.count + 1; // NaN (null in JSON) if the state was lost
     res.setState("count", count);
     const eventName = decode(req.context.eventName);
-    if (eventName === "json") {
+    if (eventName === "fail") {
+      res.fail(400, "bad input");
+    } else if (eventName === "json") {
       res.success(JSON.stringify({ echo: req.data, count }), "json");
     } else if (eventName === "chat") {
       res.success(`express:${req.data}:${count}`, "text");
@@ -41,7 +48,14 @@ const handler = new WebPubSubEventHandler(hub, {
       userId: decode(req.context.userId),
       rawUserId: req.context.userId,
       connectionId: req.context.connectionId,
+      count: req.context.states.count ?? null,
     });
+  },
+  onGroupJoined(req) {
+    print({ event: "joined", group: req.group, connectionId: req.context.connectionId });
+  },
+  onGroupLeft(req) {
+    print({ event: "left", group: req.group, connectionId: req.context.connectionId });
   },
   onDisconnected(req) {
     print({ event: "disconnected", userId: decode(req.context.userId), reason: req.reason ?? "" });

@@ -10,6 +10,8 @@ from google.protobuf import any_pb2
 from webpubsub.core.errors import Forbidden, InvalidRequest, ProtocolViolation
 from webpubsub.core.message import DataType, Message, Source
 from webpubsub.core.requests import (
+    CancelInvocation,
+    Invoke,
     JoinGroup,
     LeaveGroup,
     Ping,
@@ -127,10 +129,33 @@ class TestJsonDecode:
         assert raised.value.ack_id == 3
 
     def test_unknown_and_unsupported_types(self) -> None:
-        assert JSON.decode(b'{"type":"invoke","ackId":9}', True) == Unsupported("invoke", 9)
+        assert JSON.decode(b'{"type":"setGroupState","ackId":9}', True) == Unsupported(
+            "setGroupState", 9
+        )
         assert JSON.decode(
             b'{"type":"sendToGroup","group":"g","stream":{"streamId":"s"}}', True
         ) == Unsupported("stream", None)
+
+    def test_invoke(self) -> None:
+        frame = (
+            b'{"type":"invoke","invocationId":"1","target":"event","event":"e",'
+            b'"dataType":"json","data":{"a": 1},"metadata":{"K":"v"}}'
+        )
+        assert JSON.decode(frame, True) == Invoke("1", "e", b'{"a": 1}', DataType.JSON, {"K": "v"})
+        assert JSON.decode(b'{"type":"invoke","invocationId":"2","event":"e"}', True) == Invoke(
+            "2", "e"
+        )
+        bad = JSON.decode(b'{"type":"invoke","invocationId":"3","target":"group"}', True)
+        assert isinstance(bad, Invoke) and bad.error
+        assert JSON.decode(b'{"type":"cancelInvocation","invocationId":"1"}', True) == (
+            CancelInvocation("1")
+        )
+        for frame in (
+            b'{"type":"invoke","event":"e"}',
+            b'{"type":"cancelInvocation","invocationId":1}',
+        ):
+            with pytest.raises(ProtocolViolation):
+                JSON.decode(frame, True)
 
 
 class TestJsonEncode:

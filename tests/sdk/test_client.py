@@ -656,3 +656,21 @@ async def test_azure_core_credentials_interop(
 
     entra = make_client(service.endpoint, AzureStyleCredential(service.endpoint), hub=hub)
     assert not await entra.user_exists("nobody")
+
+
+async def test_send_with_metadata(client: Any) -> None:
+    """``metadata=`` travels as X-WebPubSub-Metadata-* headers (spec-next 3.3)."""
+    ws = await WsClient.connect(client, user_id="meta", groups=["mg"])
+    await client.send_to_all("a", content_type="text/plain", metadata={"Trace-Id": "t1"})
+    assert (await ws.receive())["metadata"] == {"trace-id": "t1"}
+    await client.send_to_user("meta", "b", content_type="text/plain", metadata={"k": "v"})
+    assert (await ws.receive())["metadata"] == {"k": "v"}
+    await client.send_to_connection(ws.connection_id, "c", metadata={"k": "w"})
+    assert (await ws.receive())["metadata"] == {"k": "w"}
+    await client.group("mg").send_to_all("d", metadata={"k": "x"})
+    assert (await ws.receive())["metadata"] == {"k": "x"}
+    for bad in ({"k": "x" * 1025}, {"bad key": "v"}, {"k": "a,b"}, {"k": 1}):
+        with pytest.raises(ValueError, match="metadata"):
+            await client.send_to_all("no", metadata=bad)
+    await expect_marker(client, ws, "m")
+    await ws.close()

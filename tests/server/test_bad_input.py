@@ -494,7 +494,7 @@ async def test_json_in_a_binary_frame_is_accepted(service: ServiceThread, hub: s
         assert (await client.ack(7))["success"] is True
 
 
-@pytest.mark.parametrize("kind", ["bogus", "invoke", "setGroupState", "streamData"])
+@pytest.mark.parametrize("kind", ["bogus", "subscribeGroupState", "setGroupState", "streamData"])
 async def test_unknown_message_type_with_ack_id(
     service: ServiceThread, hub: str, kind: str
 ) -> None:

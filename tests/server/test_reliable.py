@@ -137,3 +137,33 @@ async def test_buffer_overflow_closes_unrecoverably(service: ServiceThread, hub:
     async with ws:
         assert await closed_with(ws) == 1008
     assert await refused_recovery(recovery_url(service, hub, connection_id, token)) == 1008
+
+
+async def test_close_other_than_1000_is_a_recoverable_drop(
+    service: ServiceThread, hub: str
+) -> None:
+    """The JS client's ``abort()`` closes with 3001 and then recovers (issue 14.8)."""
+    ws, connected = await open_reliable(service, hub)
+    connection_id, token = connected["connectionId"], connected["reconnectionToken"]
+    await ws.close(3001, "aborted")
+    async with websockets.connect(
+        recovery_url(service, hub, connection_id, token),
+        subprotocols=[RELIABLE],  # type: ignore[list-item]
+    ) as recovered:
+        again = json.loads(await asyncio.wait_for(recovered.recv(), 10))
+        assert (again["event"], again["connectionId"]) == ("connected", connection_id)
+        # Still the same logical connection: a join is acknowledged on the new socket.
+        await recovered.send(json.dumps({"type": "joinGroup", "group": "g", "ackId": 1}))
+        ack = json.loads(await asyncio.wait_for(recovered.recv(), 10))
+        assert ack == {"type": "ack", "ackId": 1, "success": True}
+        # A close with 1000 ends it for good.
+        await recovered.close(1000)
+    await until(
+        lambda: (
+            not service.call(
+                lambda: service.service.node.connection_exists(hub.lower(), connection_id)
+            )
+        ),
+        "the connection ended with the 1000 close",
+    )
+    assert await refused_recovery(recovery_url(service, hub, connection_id, token)) == 1008

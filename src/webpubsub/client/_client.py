@@ -16,11 +16,12 @@ import inspect
 import logging
 import weakref
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any, Literal, Self, TypeAlias, overload
 
 from ..core.message import DataType
+from ..core.metadata import MetadataError, check_pairs
 from ..core.requests import JoinGroup, LeaveGroup, SendEvent, SendToGroup
 from ..protocols.downstream import GroupMessage, Payload, ServerMessage, encode_payload
 from ._core import (
@@ -618,6 +619,8 @@ class WebPubSubClient:
         data_type: DataType | str,
         *,
         no_echo: bool = False,
+        metadata: Mapping[str, str] | None = None,
+        ttl_seconds: int = 0,
         fire_and_forget: bool = False,
         ack_id: int | None = None,
         timeout: Timeout = USE_CLIENT_DEFAULT,
@@ -631,6 +634,10 @@ class WebPubSubClient:
                 protobuf message or serialized ``Any`` (``protobuf``).
             data_type: ``json``, ``text``, ``binary`` or ``protobuf``.
             no_echo: do not deliver the message to this connection.
+            metadata: string pairs that travel with the message (receivers see them as
+                ``metadata``; keys as given).
+            ttl_seconds: drop the message for receivers that do not get it within this
+                many seconds (1..300; 0: never).
             fire_and_forget: send without an ackId and return once it is written: no
                 ack, no retry, so it can be lost with a dropped connection.
             ack_id: the ackId to use (default: the client's next one).
@@ -651,12 +658,18 @@ class WebPubSubClient:
         """
         kind = DataType(data_type)
         payload = encode_payload(data, kind)
+        meta = _metadata(metadata)
+        if type(ttl_seconds) is not int or not 0 <= ttl_seconds <= 300:
+            raise ValueError("ttl_seconds must be an int from 0 to 300")
         if fire_and_forget:
             _no_ack_id(ack_id)
-            await self._send_untracked(SendToGroup(group, payload, kind, None, no_echo), timeout)
+            request = SendToGroup(group, payload, kind, None, no_echo, meta, ttl_seconds)
+            await self._send_untracked(request, timeout)
             return AckResult(None)
         return await self._send_acked(
-            lambda a: SendToGroup(group, payload, kind, a, no_echo), ack_id, timeout
+            lambda a: SendToGroup(group, payload, kind, a, no_echo, meta, ttl_seconds),
+            ack_id,
+            timeout,
         )
 
     async def send_event(
@@ -665,6 +678,7 @@ class WebPubSubClient:
         data: Payload,
         data_type: DataType | str,
         *,
+        metadata: Mapping[str, str] | None = None,
         fire_and_forget: bool = False,
         ack_id: int | None = None,
         timeout: Timeout = USE_CLIENT_DEFAULT,
@@ -678,6 +692,7 @@ class WebPubSubClient:
             event: the event's name (the upstream ``ce-eventName``).
             data: the payload, as for :meth:`send_to_group`.
             data_type: ``json``, ``text``, ``binary`` or ``protobuf``.
+            metadata: string pairs for the handler (``X-WebPubSub-Metadata-*`` headers).
             fire_and_forget: send without an ackId (see :meth:`send_to_group`).
             ack_id: the ackId to use (default: the client's next one).
             timeout: seconds to wait for the ack (default ``ack_timeout``; None: no limit).
@@ -694,11 +709,14 @@ class WebPubSubClient:
         """
         kind = DataType(data_type)
         payload = encode_payload(data, kind)
+        meta = _metadata(metadata)
         if fire_and_forget:
             _no_ack_id(ack_id)
-            await self._send_untracked(SendEvent(event, payload, kind, None), timeout)
+            await self._send_untracked(SendEvent(event, payload, kind, None, meta), timeout)
             return AckResult(None)
-        return await self._send_acked(lambda a: SendEvent(event, payload, kind, a), ack_id, timeout)
+        return await self._send_acked(
+            lambda a: SendEvent(event, payload, kind, a, meta), ack_id, timeout
+        )
 
     def _timeout(self, timeout: Timeout) -> float | None:
         return self.options.ack_timeout if isinstance(timeout, UseClientDefault) else timeout
@@ -841,3 +859,13 @@ def _event_name(event: str) -> str:
 def _no_ack_id(ack_id: int | None) -> None:
     if ack_id is not None:
         raise ValueError("a fire-and-forget send carries no ackId")
+
+
+def _metadata(metadata: Mapping[str, str] | None) -> dict[str, str] | None:
+    """Metadata checked against the service's rules before it is sent."""
+    if metadata is None:
+        return None
+    try:
+        return check_pairs(metadata.items())
+    except MetadataError as exc:
+        raise ValueError(f"invalid metadata: {exc}") from None

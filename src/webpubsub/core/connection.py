@@ -34,6 +34,10 @@ class Transport(Protocol):
     def send(self, frame: bytes) -> None:
         """Queue the bytes of one or more complete WebSocket frames."""
 
+    def send_expiring(self, pieces: tuple[bytes, ...], expires: float) -> None:
+        """Queue one message's frames; drop them if they are still queued, not handed to
+        the kernel, at ``expires`` (``time.time()``): the message's TTL ran out."""
+
     def close(self, code: int, reason: str) -> None:
         """Send a close frame and drop the connection."""
 
@@ -175,6 +179,24 @@ class Connection:
         if recovery.attached:
             for piece in pieces:
                 self.transport.send(piece)
+        return True
+
+    def deliver_expiring(self, encoded: bytes, expires: float) -> bool:
+        """:meth:`deliver` for a message with a TTL: it is dropped if not handed to the
+        kernel by ``expires``, also when replayed after a recovery (spec-next 4)."""
+        if self.closed:
+            return True
+        recovery = self.recovery
+        if recovery is None:
+            self.transport.send_expiring((encoded,), expires)
+            return True
+        buffer = recovery.buffer
+        sequence_id = buffer.take_id()
+        pieces = self.codec.sequence(encoded, sequence_id)
+        if not buffer.push(sequence_id, pieces, expires):
+            return False
+        if recovery.attached:
+            self.transport.send_expiring(pieces, expires)
         return True
 
     def close(self, code: int, reason: str) -> None:

@@ -17,10 +17,12 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from .errors import BadRequest
-from .message import CONTENT_TYPE_OF, DataType, Message, Source
+from .message import CONTENT_TYPE_OF, DataType, Message, Source, check_json
 from .names import group_name_problem, role_problem, user_id_problem
+from .roles import compile_pattern
 
 SYSTEM_EVENTS = ("connect", "connected", "disconnected")
+PRESENCE_EVENTS = ("joined", "left")
 
 
 class EventKind(StrEnum):
@@ -28,6 +30,8 @@ class EventKind(StrEnum):
     CONNECTED = "connected"
     DISCONNECTED = "disconnected"
     USER = "user"
+    JOINED = "joined"  # group presence (spec-next 6)
+    LEFT = "left"
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,9 @@ class EventHandlerSettings:
     user_event_pattern: str = "*"
     system_events: tuple[str, ...] = SYSTEM_EVENTS
     auth_header: tuple[str, str] | None = None  # (name, value) sent with every call
+    # Azure's groupPresenceEvents: eventNames and groupFilters (spec-next 6); empty: none.
+    group_presence_events: tuple[str, ...] = ()
+    group_filters: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.url_template.replace("{hub}", "h").replace("{event}", "e"))
@@ -49,8 +56,18 @@ class EventHandlerSettings:
         for event in self.system_events:
             if event not in SYSTEM_EVENTS:
                 raise BadRequest(f"unknown system event {event!r}; use {', '.join(SYSTEM_EVENTS)}")
+        for event in self.group_presence_events:
+            if event not in PRESENCE_EVENTS:
+                raise BadRequest(
+                    f"unknown group presence event {event!r}; use {', '.join(PRESENCE_EVENTS)}"
+                )
+        for pattern in self.group_filters:
+            if compile_pattern(pattern) is None:
+                raise BadRequest(f"invalid group filter {pattern!r}")
 
     def handles(self, event: str, kind: EventKind) -> bool:
+        if kind is EventKind.JOINED or kind is EventKind.LEFT:
+            return self.announces(kind, event)
         if kind is not EventKind.USER:
             return kind.value in self.system_events
         pattern = self.user_event_pattern.strip()
@@ -58,6 +75,17 @@ class EventHandlerSettings:
             return True
         names = {name.strip().lower() for name in pattern.split(",") if name.strip()}
         return event.lower() in names
+
+    def announces(self, kind: EventKind, group: str) -> bool:
+        """Whether this handler wants ``joined``/``left`` for this group."""
+        if kind.value not in self.group_presence_events:
+            return False
+        if not self.group_filters:
+            return True
+        return any(
+            (pattern := compile_pattern(f)) is not None and pattern.fullmatch(group)
+            for f in self.group_filters
+        )
 
     def url(self, hub: str, event: str) -> str:
         """The handler URL for an event; the event name is one percent-encoded path segment,
@@ -72,8 +100,16 @@ class HubSettings:
     event_handlers: tuple[EventHandlerSettings, ...] = ()
     allow_anonymous: bool = False
 
+    @property
+    def wants_presence(self) -> bool:
+        """Whether any handler takes ``joined`` or ``left`` (else membership costs nothing)."""
+        return any(handler.group_presence_events for handler in self.event_handlers)
+
     def handler_for(self, event: str, kind: EventKind) -> EventHandlerSettings | None:
-        """The first handler that takes this event (handlers are ordered, spec 5.1)."""
+        """The first handler that takes this event (handlers are ordered, spec 5.1).
+
+        For ``joined``/``left``, ``event`` is the group name.
+        """
         for handler in self.event_handlers:
             if handler.handles(event, kind):
                 return handler
@@ -83,9 +119,14 @@ class HubSettings:
         parts = [f"anonymous={'allow' if self.allow_anonymous else 'deny'}"]
         for handler in self.event_handlers:
             auth = f" auth={handler.auth_header[0]}" if handler.auth_header else ""
+            presence = ""
+            if handler.group_presence_events:
+                presence = f" presence={','.join(handler.group_presence_events)}"
+                if handler.group_filters:
+                    presence += f" groups={','.join(handler.group_filters)}"
             parts.append(
                 f"handler {handler.url_template} user={handler.user_event_pattern} "
-                f"system={','.join(handler.system_events) or '-'}{auth}"
+                f"system={','.join(handler.system_events) or '-'}{presence}{auth}"
             )
         return "; ".join(parts)
 
@@ -93,6 +134,8 @@ class HubSettings:
 def ce_type(event: str, kind: EventKind) -> str:
     if kind is EventKind.USER:
         return f"azure.webpubsub.user.{event}"
+    if kind is EventKind.JOINED or kind is EventKind.LEFT:
+        return f"azure.webpubsub.gp.{kind.value}"
     return f"azure.webpubsub.sys.{kind.value}"
 
 
@@ -211,6 +254,7 @@ class ConnectResult:
     groups: list[str] = field(default_factory=list)
     roles: list[str] | None = None
     subprotocol: str | None = None
+    state: str | None = None  # ce-connectionState of the answer: the connection's first state
 
 
 class UpstreamRejected(Exception):
@@ -222,8 +266,24 @@ class UpstreamRejected(Exception):
         self.message = message
 
 
-def parse_connect_response(status: int, body: bytes, offered: Sequence[str]) -> ConnectResult:
-    """Interpret the ``connect`` answer; raises UpstreamRejected for a refusal or bad body."""
+def parse_connect_response(
+    status: int,
+    body: bytes,
+    offered: Sequence[str],
+    headers: Mapping[str, str] | None = None,
+) -> ConnectResult:
+    """Interpret the ``connect`` answer; raises UpstreamRejected for a refusal or bad body.
+
+    A ``ce-connectionState`` header on a successful answer becomes the connection's state,
+    exactly as on a user-event answer (the express ``res.setState`` in ``handleConnect``).
+    """
+    result = _parse_connect_body(status, body, offered)
+    if headers is not None:
+        result.state = updated_state(None, headers)
+    return result
+
+
+def _parse_connect_body(status: int, body: bytes, offered: Sequence[str]) -> ConnectResult:
     if status >= 400:
         raise UpstreamRejected(status, f"The connect event handler answered {status}.")
     if status not in (200, 204) and not 200 <= status < 300:
@@ -306,3 +366,53 @@ def updated_state(current: str | None, headers: Mapping[str, str]) -> str | None
 def encode_state(states: Mapping[str, Any]) -> str:
     """The SDK convention for connection state: base64 of a JSON object (spec 5.9)."""
     return base64.b64encode(json.dumps(dict(states)).encode()).decode()
+
+
+@dataclass(frozen=True)
+class InvokeResult:
+    """What an ``invokeResponse`` says (spec-next 1.3): a payload, or an error."""
+
+    data: bytes | None = None
+    data_type: DataType | None = None
+    error: tuple[str, str] | None = None  # (name, message)
+
+
+INVOKE_ERROR_NAMES = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound"}
+INVOKE_ERROR_NAMES[408] = "Timeout"
+
+
+def invoke_result(status: int, content_type: str | None, body: bytes) -> InvokeResult:
+    """Map an event handler's answer to an invocation (spec-next 1.3)."""
+    if not 200 <= status < 300:
+        if status in INVOKE_ERROR_NAMES:
+            name = INVOKE_ERROR_NAMES[status]
+        else:
+            name = "BadRequest" if 400 <= status < 500 else "InternalServerError"
+        text = body.decode("utf-8", "replace")[:1024]
+        return InvokeResult(error=(name, text or f"Upstream returned {status}."))
+    if not body:
+        return InvokeResult()
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if media == "application/json":
+        try:
+            check_json(body)
+        except BadRequest:
+            return InvokeResult(
+                error=("InternalServerError", "The upstream answered invalid JSON.")
+            )
+        if body.strip() == b"null":
+            return InvokeResult()  # JSON null: no payload (the JS client drops json null)
+        return InvokeResult(body, DataType.JSON)
+    if media == "text/plain":
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError:
+            return InvokeResult(error=("InternalServerError", "The upstream text is not UTF-8."))
+        return InvokeResult(body, DataType.TEXT)
+    if media in ("application/octet-stream", ""):
+        return InvokeResult(body, DataType.BINARY)
+    if media == "application/x-protobuf":
+        return InvokeResult(body, DataType.PROTOBUF)
+    return InvokeResult(
+        error=("InternalServerError", f"Unsupported upstream Content-Type '{media[:100]}'.")
+    )

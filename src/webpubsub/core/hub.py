@@ -6,7 +6,8 @@ attached to connections, not users (spec 0): adding a user adds its current conn
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 from . import commands as c
@@ -16,6 +17,9 @@ from .odata import Filter
 from .roles import revoke, role_for
 
 BUFFER_FULL = "The reliable message buffer of the connection is full."
+
+# Called with (connection, group, joined) when a membership really changes (spec-next 6).
+PresenceHook = Callable[[Connection, str, bool], None]
 
 
 class Applied(NamedTuple):
@@ -37,6 +41,7 @@ class Hub:
         self.connections: dict[str, Connection] = {}
         self.users: dict[str, dict[str, Connection]] = {}
         self.groups: dict[str, dict[str, Connection]] = {}
+        self.presence: PresenceHook | None = None  # joined/left announcements, if wanted
 
     # -- registry -------------------------------------------------------------------------
 
@@ -49,8 +54,11 @@ class Hub:
         """Forget a connection and its memberships; False when it was not here."""
         if self.connections.pop(conn.connection_id, None) is None:
             return False
+        presence = self.presence
         for group in conn.groups:
             self._drop_member(group, conn)
+            if presence is not None:
+                presence(conn, group, False)
         conn.groups.clear()
         if conn.user_id is not None:
             user = self.users.get(conn.user_id)
@@ -60,17 +68,22 @@ class Hub:
                     del self.users[conn.user_id]
         return True
 
-    def join(self, conn: Connection, group: str) -> None:
+    def join(self, conn: Connection, group: str, *, announce: bool = True) -> None:
+        """Add a member; ``announce`` False for initial groups (announced after connected)."""
         if group in conn.groups:
             return
         conn.groups.add(group)
         self.groups.setdefault(group, {})[conn.connection_id] = conn
+        if announce and self.presence is not None:
+            self.presence(conn, group, True)
 
     def leave(self, conn: Connection, group: str) -> None:
         if group not in conn.groups:
             return
         conn.groups.discard(group)
         self._drop_member(group, conn)
+        if self.presence is not None:
+            self.presence(conn, group, False)
 
     def _drop_member(self, group: str, conn: Connection) -> None:
         members = self.groups.get(group)
@@ -123,6 +136,8 @@ class Hub:
         connections add only their sequence id. Returns the connections whose resend buffer
         overflowed, which the caller must close.
         """
+        if message.expires is not None:
+            return self._deliver_expiring(message, message.expires, conns)
         frames = message.frames
         overflowed: list[Connection] = []
         for conn in conns:
@@ -135,6 +150,24 @@ class Hub:
                 if not conn.closed:
                     conn.transport.send(frame)
             elif not conn.deliver(frame):
+                overflowed.append(conn)
+        return overflowed
+
+    def _deliver_expiring(
+        self, message: Message, expires: float, conns: Iterable[Connection]
+    ) -> list[Connection]:
+        """:meth:`deliver` for a message with a TTL (kept apart: the common path pays
+        nothing for it). Already expired, it goes nowhere, and takes no sequence id."""
+        if time.time() >= expires:
+            return []
+        frames = message.frames
+        overflowed: list[Connection] = []
+        for conn in conns:
+            codec = conn.codec
+            frame = frames.get(codec)
+            if frame is None:
+                frame = frames[codec] = codec.encode_message(message)
+            if not conn.deliver_expiring(frame, expires):
                 overflowed.append(conn)
         return overflowed
 

@@ -7,6 +7,7 @@ encodes each variant once whatever the number of recipients.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -75,6 +76,11 @@ class Message:
     source: Source = Source.SERVER
     group: str | None = None
     from_user_id: str | None = None
+    # Metadata (spec-next 3), validated where it entered; None when the message has none.
+    metadata: Mapping[str, str] | None = None
+    # TTL (spec-next 4): wall-clock time (time.time()) after which the message is not
+    # written to a connection any more; None: never expires.
+    expires: float | None = None
     # Encoded frames by codec key; filled lazily while fanning out (see protocols.frame_for).
     frames: dict[object, bytes] = field(default_factory=dict, compare=False, repr=False)
 
@@ -93,7 +99,15 @@ class Message:
 
     def with_source(self, source: Source, group: str | None) -> Message:
         """The same payload addressed from another source (frames are not shared)."""
-        return Message(self.data, self.data_type, source, group, self.from_user_id)
+        return Message(
+            self.data,
+            self.data_type,
+            source,
+            group,
+            self.from_user_id,
+            self.metadata,
+            self.expires,
+        )
 
 
 def check_json(body: bytes) -> None:

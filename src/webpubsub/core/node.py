@@ -9,6 +9,7 @@ membership that REST asks about is shared.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
@@ -24,14 +25,16 @@ from .errors import (
     ProtocolViolation,
     Throttled,
 )
-from .hub import BUFFER_FULL, Hub
+from .hub import BUFFER_FULL, Hub, PresenceHook
 from .message import Message, Source
 from .names import MAX_GROUP_NAME, event_name_problem, group_name_problem
 from .observe import Observers
 from .ratelimit import MessageRate, Verdict
 from .reliable import RECOVERY_WINDOW
 from .requests import (
+    CancelInvocation,
     ClientRequest,
+    Invoke,
     JoinGroup,
     LeaveGroup,
     Ping,
@@ -109,8 +112,12 @@ class Node:
         # Reliable connections whose socket dropped, waiting for the client (spec 4.7).
         self.recovering: set[Connection] = set()
         self.on_user_event: UserEventHandler | None = None
+        # invoke / cancelInvocation (spec-next 1), answered by the upstream edge.
+        self.on_invoke: Callable[[Connection, Invoke | CancelInvocation], None] | None = None
         self.observer = Observers()
         self.on_disconnected: list[DisconnectHook] = []
+        # joined/left of a connection to a group; set before the first connection.
+        self.on_presence: PresenceHook | None = None
 
     # -- hubs and connections -----------------------------------------------------------
 
@@ -123,12 +130,14 @@ class Node:
         hub = self.hubs.get(conn.hub)
         if hub is None:
             hub = self.hubs[conn.hub] = Hub(conn.hub)
+            hub.presence = self.on_presence
             if self.engine is not None:
                 self.engine.hub_added(conn.hub)
         hub.add(conn)
         groups = list(groups)
         for group in groups:
-            hub.join(conn, group)
+            # Announced by the upstream right after ``connected`` (spec-next 6).
+            hub.join(conn, group, announce=False)
         if self.engine is not None:
             self.engine.connection_added(conn, groups)
         token = conn.recovery.token if conn.recovery else None
@@ -170,9 +179,12 @@ class Node:
         recovery.deadline = None
         self.recovering.discard(conn)
         conn.send(conn.codec.encode_connected(conn.connection_id, conn.user_id, recovery.token))
-        for pieces in recovery.buffer.pending():
-            for piece in pieces:
-                transport.send(piece)
+        for pieces, expires in recovery.buffer.pending():
+            if expires is None:
+                for piece in pieces:
+                    transport.send(piece)
+            else:
+                transport.send_expiring(pieces, expires)  # dropped if its TTL has passed
         return conn
 
     def expire(self, now: float) -> None:
@@ -394,10 +406,13 @@ class Node:
                     self.engine.record_soon(
                         conn.hub, c.RemoveFromGroup(c.ToConnection(conn.connection_id), group)
                     )
-            case SendToGroup(group, data, data_type, _, no_echo):
+            case SendToGroup(group, data, data_type, _, no_echo, metadata, ttl):
                 self._check_group(group)
                 self._require(conn, Permission.SEND_TO_GROUP, group, "send message to")
-                message = Message(data, data_type, Source.GROUP, group, conn.user_id)
+                expires = time.time() + ttl if ttl else None
+                message = Message(
+                    data, data_type, Source.GROUP, group, conn.user_id, metadata, expires
+                )
                 excluded = frozenset((conn.connection_id,)) if no_echo else frozenset()
                 self.execute(conn.hub, c.Send(c.ToGroup(group), message, excluded))
             case SendEvent(event):
@@ -405,6 +420,10 @@ class Node:
                 if problem:
                     raise InvalidMessage(problem)
                 self._user_event(conn, request)
+            case Invoke() | CancelInvocation():
+                if self.on_invoke is None:
+                    raise InvalidMessage("Invocations need an event handler.")
+                self.on_invoke(conn, request)
             case Ping():
                 conn.send(conn.codec.encode_pong())
             case SequenceAck(sequence_id):

@@ -30,17 +30,20 @@ class ResendBuffer:
         self.max_bytes = max_bytes
         self.next_id = 1
         self.size = 0
-        self._entries: deque[tuple[int, Pieces, int]] = deque()
+        # (sequence id, frames, size, TTL expiry or None)
+        self._entries: deque[tuple[int, Pieces, int, float | None]] = deque()
 
     def take_id(self) -> int:
         sequence_id = self.next_id
         self.next_id += 1
         return sequence_id
 
-    def push(self, sequence_id: int, pieces: Pieces) -> bool:
-        """Keep a sent message; False when the buffer is over its bounds (unrecoverable)."""
+    def push(self, sequence_id: int, pieces: Pieces, expires: float | None = None) -> bool:
+        """Keep a sent message; False when the buffer is over its bounds (unrecoverable).
+
+        ``expires``: the message's TTL end (``time.time()``), checked when it is replayed."""
         size = sum(len(p) for p in pieces)
-        self._entries.append((sequence_id, pieces, size))
+        self._entries.append((sequence_id, pieces, size, expires))
         self.size += size
         return len(self._entries) <= self.max_messages and self.size <= self.max_bytes
 
@@ -50,9 +53,10 @@ class ResendBuffer:
         while entries and entries[0][0] <= sequence_id:
             self.size -= entries.popleft()[2]
 
-    def pending(self) -> Iterator[Pieces]:
-        for _, pieces, _ in self._entries:
-            yield pieces
+    def pending(self) -> Iterator[tuple[Pieces, float | None]]:
+        """Unacknowledged messages in order, with their TTL end (None: none)."""
+        for _, pieces, _, expires in self._entries:
+            yield pieces, expires
 
     def __len__(self) -> int:
         return len(self._entries)

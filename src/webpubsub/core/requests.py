@@ -6,6 +6,7 @@ acts on them. One frozen dataclass per message type of spec 4.3.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .message import DataType
@@ -30,6 +31,8 @@ class SendToGroup:
     data_type: DataType
     ack_id: int | None = None
     no_echo: bool = False
+    metadata: Mapping[str, str] | None = None
+    ttl: int = 0  # ttlSeconds: 0 never expires (spec-next 4)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +43,28 @@ class SendEvent:
     data: bytes
     data_type: DataType
     ack_id: int | None = None
+    metadata: Mapping[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Invoke:
+    """``invoke`` (spec-next 1): a user event whose answer goes back in ``invokeResponse``.
+
+    ``data_type`` None: no payload. ``error`` set: the frame was well-formed but a value was
+    bad; it is answered ``BadRequest`` without calling the upstream.
+    """
+
+    invocation_id: str
+    event: str
+    data: bytes = b""
+    data_type: DataType | None = None
+    metadata: Mapping[str, str] | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CancelInvocation:
+    invocation_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,4 +85,14 @@ class Unsupported:
     ack_id: int | None = None
 
 
-ClientRequest = JoinGroup | LeaveGroup | SendToGroup | SendEvent | Ping | SequenceAck | Unsupported
+ClientRequest = (
+    JoinGroup
+    | LeaveGroup
+    | SendToGroup
+    | SendEvent
+    | Invoke
+    | CancelInvocation
+    | Ping
+    | SequenceAck
+    | Unsupported
+)

@@ -60,6 +60,11 @@ def encode_command(command: c.Command) -> bytes:
                 head["g"] = message.group
             if message.from_user_id is not None:
                 head["u"] = message.from_user_id
+            # Newer fields are optional keys: an older node decoding this ignores them.
+            if message.metadata:
+                head["md"] = dict(message.metadata)
+            if message.expires is not None:
+                head["exp"] = message.expires  # wall clock: nodes keep NTP time
             if excluded:
                 head["ex"] = sorted(excluded)
             if filter is not None:
@@ -102,6 +107,22 @@ def _filter(head: dict[str, Any]) -> Any:
     return parse_filter(text) if text else None
 
 
+def _metadata(raw: Any) -> dict[str, str] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
+        raise CodecError("metadata must be an object of strings")
+    return raw or None
+
+
+def _expires(raw: Any) -> float | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, int | float) or isinstance(raw, bool):
+        raise CodecError("exp must be a number")
+    return float(raw)
+
+
 def _decode(head: dict[str, Any], payload: bytes) -> c.Command:
     kind = head["t"]
     if kind == "send":
@@ -111,6 +132,8 @@ def _decode(head: dict[str, Any], payload: bytes) -> c.Command:
             Source(head["src"]),
             head.get("g"),
             head.get("u"),
+            _metadata(head.get("md")),
+            _expires(head.get("exp")),
         )
         return c.Send(
             _parse_target(head["to"]), message, frozenset(head.get("ex", ())), _filter(head)

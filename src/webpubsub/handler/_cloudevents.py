@@ -22,6 +22,7 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from ..core.metadata import HEADER_PREFIX, to_headers
 from ._errors import EventHandlerError
 from ._models import (
     ClientCertificate,
@@ -31,6 +32,8 @@ from ._models import (
     ConnectResponse,
     DataType,
     DisconnectedRequest,
+    GroupJoinedRequest,
+    GroupLeftRequest,
     UserEventRequest,
     UserEventResponse,
     decode_states,
@@ -40,6 +43,7 @@ from ._models import (
 CE_TYPE_PREFIX = "azure.webpubsub."
 SYSTEM_TYPE_PREFIX = "azure.webpubsub.sys."
 USER_TYPE_PREFIX = "azure.webpubsub.user."
+PRESENCE_TYPE_PREFIX = "azure.webpubsub.gp."
 STATE_HEADER = "ce-connectionState"
 ALLOWED_ORIGIN_HEADER = "WebHook-Allowed-Origin"
 JSON_CONTENT_TYPE = "application/json; charset=utf-8"
@@ -47,12 +51,14 @@ TEXT_CONTENT_TYPE = "text/plain; charset=utf-8"
 
 
 class EventKind(StrEnum):
-    """The four kinds of event the service sends (spec 5.5-5.8)."""
+    """The kinds of event the service sends (spec 5.5-5.8, and group presence)."""
 
     CONNECT = "connect"
     CONNECTED = "connected"
     DISCONNECTED = "disconnected"
     USER = "user"
+    JOINED = "joined"
+    LEFT = "left"
 
     @property
     def blocking(self) -> bool:
@@ -60,7 +66,14 @@ class EventKind(StrEnum):
         return self in (EventKind.CONNECT, EventKind.USER)
 
 
-Request = ConnectRequest | ConnectedRequest | DisconnectedRequest | UserEventRequest
+Request = (
+    ConnectRequest
+    | ConnectedRequest
+    | DisconnectedRequest
+    | GroupJoinedRequest
+    | GroupLeftRequest
+    | UserEventRequest
+)
 
 
 def attribute(headers: Mapping[str, str], name: str) -> str:
@@ -151,13 +164,16 @@ def classify(method: str, headers: Mapping[str, str], hub: str) -> Route | None:
     if ce_type.startswith(USER_TYPE_PREFIX):
         name = attribute(headers, "ce-eventname") or unquote(ce_type[len(USER_TYPE_PREFIX) :])
         return Route(EventKind.USER, name) if name else None
+    if ce_type in (PRESENCE_TYPE_PREFIX + "joined", PRESENCE_TYPE_PREFIX + "left"):
+        kind = EventKind(ce_type[len(PRESENCE_TYPE_PREFIX) :])
+        return Route(kind, kind.value)
     if not ce_type.startswith(SYSTEM_TYPE_PREFIX):
         return None
     try:
         kind = EventKind(ce_type[len(SYSTEM_TYPE_PREFIX) :])
     except ValueError:
         return None  # a system event this handler does not know (e.g. a newer one)
-    if kind is EventKind.USER:
+    if kind in (EventKind.USER, EventKind.JOINED, EventKind.LEFT):
         return None
     return Route(kind, kind.value)
 
@@ -312,7 +328,11 @@ def context_of(route: Route, headers: Mapping[str, str]) -> ConnectionContext:
 
 
 def parse_request(
-    route: Route, context: ConnectionContext, content_type: str, body: bytes
+    route: Route,
+    context: ConnectionContext,
+    content_type: str,
+    body: bytes,
+    headers: Mapping[str, str] | None = None,
 ) -> Request:
     """Build the typed request of an event from its body.
 
@@ -321,10 +341,11 @@ def parse_request(
         context: its connection context.
         content_type: the ``Content-Type`` header ("" if absent).
         body: the whole body.
+        headers: the request headers with lower-case names (for metadata).
 
     Returns:
-        A ``ConnectRequest``, ``ConnectedRequest``, ``DisconnectedRequest`` or
-        ``UserEventRequest``.
+        A ``ConnectRequest``, ``ConnectedRequest``, ``DisconnectedRequest``,
+        ``GroupJoinedRequest``, ``GroupLeftRequest`` or ``UserEventRequest``.
 
     Raises:
         EventHandlerError: 400 for a body that does not fit the event.
@@ -333,13 +354,28 @@ def parse_request(
         return _connect_request(context, body)
     if route.kind is EventKind.CONNECTED:
         return ConnectedRequest(context)
+    if route.kind is EventKind.JOINED or route.kind is EventKind.LEFT:
+        group = _json_object(body, route.kind.value).get("group")
+        if not isinstance(group, str) or not group:
+            raise EventHandlerError(400, f"The {route.kind.value} event needs a 'group' string.")
+        if route.kind is EventKind.JOINED:
+            return GroupJoinedRequest(context, group)
+        return GroupLeftRequest(context, group)
     if route.kind is EventKind.DISCONNECTED:
         data = _json_object(body, "disconnected")
         reason = data.get("reason")
         return DisconnectedRequest(
             context, reason if isinstance(reason, str) and reason else None, data
         )
-    return _user_event_request(context, content_type, body)
+    metadata = None
+    if headers is not None:
+        prefix = HEADER_PREFIX
+        metadata = {
+            name[len(prefix) :].lower(): value.rsplit(",", 1)[-1].strip()
+            for name, value in headers.items()
+            if name.lower().startswith(prefix) and len(name) > len(prefix)
+        }
+    return _user_event_request(context, content_type, body, metadata)
 
 
 def _connect_request(context: ConnectionContext, body: bytes) -> ConnectRequest:
@@ -365,7 +401,10 @@ def _connect_request(context: ConnectionContext, body: bytes) -> ConnectRequest:
 
 
 def _user_event_request(
-    context: ConnectionContext, content_type: str, body: bytes
+    context: ConnectionContext,
+    content_type: str,
+    body: bytes,
+    metadata: Mapping[str, str] | None,
 ) -> UserEventRequest:
     # Spec 5.8: the media type alone decides, parameters after ';' do not matter.
     media = content_type.split(";", 1)[0].strip().lower()
@@ -386,7 +425,7 @@ def _user_event_request(
         # Binary frames, and types express ignores (application/x-protobuf, none): raw bytes.
         data_type = DataType.BINARY
         data = body
-    return UserEventRequest(context, data, data_type, body, content_type)
+    return UserEventRequest(context, data, data_type, body, content_type, metadata or {})
 
 
 def _json_object(body: bytes, event: str) -> dict[str, Any]:
@@ -463,8 +502,10 @@ def answer(request: Request, result: object) -> HttpResponse:
                 "handle_user_event must return a UserEventResponse, str, bytes or None, "
                 f"not {type(result).__name__}"
             )
+        if result.metadata:
+            headers = (*headers, *to_headers(result.metadata))
         return HttpResponse(200, (*headers, ("Content-Type", result.content_type)), result.content)
-    # connected / disconnected: the service ignores the answer (spec 5.6, 5.7).
+    # connected / disconnected / joined / left: the service ignores the answer (spec 5.6, 5.7).
     return EMPTY_OK
 
 

@@ -33,6 +33,8 @@ from ._models import (
     ConnectRequest,
     ConnectResponse,
     DisconnectedRequest,
+    GroupJoinedRequest,
+    GroupLeftRequest,
     UserEventRequest,
     UserEventResponse,
 )
@@ -48,6 +50,8 @@ __all__ = [
     "ConnectHandler",
     "ConnectedHandler",
     "DisconnectedHandler",
+    "GroupJoinedHandler",
+    "GroupLeftHandler",
     "UserEventHandler",
     "UserEventResult",
     "WebPubSubEventHandler",
@@ -68,12 +72,16 @@ ConnectHandler = Callable[
 UserEventHandler = Callable[[UserEventRequest], Awaitable[UserEventResult] | UserEventResult]
 ConnectedHandler = Callable[[ConnectedRequest], Awaitable[None] | None]
 DisconnectedHandler = Callable[[DisconnectedRequest], Awaitable[None] | None]
+GroupJoinedHandler = Callable[[GroupJoinedRequest], Awaitable[None] | None]
+GroupLeftHandler = Callable[[GroupLeftRequest], Awaitable[None] | None]
 
 _HANDLER_NAMES = {
     EventKind.CONNECT: "handle_connect",
     EventKind.USER: "handle_user_event",
     EventKind.CONNECTED: "on_connected",
     EventKind.DISCONNECTED: "on_disconnected",
+    EventKind.JOINED: "on_group_joined",
+    EventKind.LEFT: "on_group_left",
 }
 
 
@@ -107,8 +115,10 @@ class WebPubSubEventHandler:
       subprotocol) or None to accept, or raises ``EventHandlerError(401, ...)`` to refuse;
     * ``handle_user_event(UserEventRequest)`` returns a ``UserEventResponse`` (or ``str`` /
       ``bytes``) to send back to the client, or None;
-    * ``on_connected(ConnectedRequest)`` and ``on_disconnected(DisconnectedRequest)`` are
-      notifications; their results are ignored.
+    * ``on_connected(ConnectedRequest)``, ``on_disconnected(DisconnectedRequest)``,
+      ``on_group_joined(GroupJoinedRequest)`` and ``on_group_left(GroupLeftRequest)`` are
+      notifications; their results are ignored. The service sends ``joined``/``left`` only
+      when the hub's event handler asks for group presence events.
 
     Events without a function are accepted: ``connect`` as the token says, user events with
     nothing sent back. A function that raises anything but ``EventHandlerError`` is logged
@@ -152,6 +162,8 @@ class WebPubSubEventHandler:
         handle_user_event: called for every user event (``message`` and custom events).
         on_connected: called for ``connected``.
         on_disconnected: called for ``disconnected``.
+        on_group_joined: called for ``joined`` (group presence; express ``onGroupJoined``).
+        on_group_left: called for ``left`` (express ``onGroupLeft``).
         max_body_size: the largest event body accepted, in bytes; larger ones get 413.
 
     Raises:
@@ -174,6 +186,8 @@ class WebPubSubEventHandler:
         handle_user_event: UserEventHandler | None = None,
         on_connected: ConnectedHandler | None = None,
         on_disconnected: DisconnectedHandler | None = None,
+        on_group_joined: GroupJoinedHandler | None = None,
+        on_group_left: GroupLeftHandler | None = None,
         max_body_size: int = MAX_BODY_SIZE,
     ) -> None:
         if not isinstance(hub, str) or not hub:
@@ -196,6 +210,8 @@ class WebPubSubEventHandler:
             (EventKind.USER, handle_user_event),
             (EventKind.CONNECTED, on_connected),
             (EventKind.DISCONNECTED, on_disconnected),
+            (EventKind.JOINED, on_group_joined),
+            (EventKind.LEFT, on_group_left),
         ):
             if function is None:
                 continue
@@ -319,7 +335,7 @@ class WebPubSubEventHandler:
         assert event.route.kind is not None
         try:
             request = ce.parse_request(
-                event.route, event.context, headers.get("content-type", ""), body
+                event.route, event.context, headers.get("content-type", ""), body, headers
             )
         except EventHandlerError as exc:
             log.warning(

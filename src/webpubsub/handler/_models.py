@@ -18,6 +18,8 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
+from ..core.metadata import MetadataError, check_pairs
+
 __all__ = [
     "ClientCertificate",
     "ConnectRequest",
@@ -26,6 +28,8 @@ __all__ = [
     "ConnectionContext",
     "DataType",
     "DisconnectedRequest",
+    "GroupJoinedRequest",
+    "GroupLeftRequest",
     "UserEventRequest",
     "UserEventResponse",
     "decode_states",
@@ -283,6 +287,34 @@ class ConnectedRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class GroupJoinedRequest:
+    """The connection joined a group (``azure.webpubsub.gp.joined``): a notification sent
+    only when the hub's event handler asks for group presence events.
+
+    Attributes:
+        context: the connection and its state.
+        group: the group it joined.
+    """
+
+    context: ConnectionContext
+    group: str
+
+
+@dataclass(frozen=True, slots=True)
+class GroupLeftRequest:
+    """The connection left a group (``azure.webpubsub.gp.left``), also once per group when the
+    connection ends; sent only when the hub's event handler asks for it.
+
+    Attributes:
+        context: the connection and its state.
+        group: the group it left.
+    """
+
+    context: ConnectionContext
+    group: str
+
+
+@dataclass(frozen=True, slots=True)
 class DisconnectedRequest:
     """A connection ended (spec 5.7). The answer cannot affect the client.
 
@@ -311,6 +343,8 @@ class UserEventRequest:
         content_type: the request's ``Content-Type`` as received ("" if absent); a type
             other than text, JSON or binary (e.g. ``application/x-protobuf``) arrives as
             binary data with this set.
+        metadata: the message's metadata (``X-WebPubSub-Metadata-*`` headers), keys
+            lowercased; empty when it has none.
     """
 
     context: ConnectionContext
@@ -318,6 +352,7 @@ class UserEventRequest:
     data_type: DataType
     content: bytes = b""
     content_type: str = ""
+    metadata: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def text(self) -> str:
@@ -417,12 +452,38 @@ class UserEventResponse:
 
     content: bytes = b""
     data_type: DataType = DataType.BINARY
+    metadata: Mapping[str, str] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.content, bytes | bytearray | memoryview):
             raise TypeError(f"content must be bytes, not {type(self.content).__name__}")
         object.__setattr__(self, "content", bytes(self.content))
         object.__setattr__(self, "data_type", DataType(self.data_type))
+        if self.metadata is not None:
+            try:
+                checked = check_pairs(dict(self.metadata).items())
+            except MetadataError as exc:
+                raise ValueError(f"invalid metadata: {exc}") from None
+            if checked and any("," in value for value in checked.values()):
+                raise ValueError("metadata values cannot hold a comma (they travel as headers)")
+            object.__setattr__(self, "metadata", checked)
+
+    def with_metadata(self, metadata: Mapping[str, str]) -> UserEventResponse:
+        """The same answer with metadata: the client receives it with the message (keys
+        lowercased). An empty ``content`` with metadata still sends the client a message
+        (empty text).
+
+        Args:
+            metadata: string pairs (letters, digits and ``!#$%&'*+-.^_`|~`` in keys; ASCII
+                values without commas).
+
+        Returns:
+            The answer.
+
+        Raises:
+            ValueError: for metadata the service would refuse.
+        """
+        return UserEventResponse(self.content, self.data_type, metadata)
 
     @classmethod
     def text(cls, text: str) -> UserEventResponse:

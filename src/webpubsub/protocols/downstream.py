@@ -88,6 +88,7 @@ class GroupMessage:
     data_type: DataType
     from_user_id: str | None = None
     sequence_id: int | None = None
+    metadata: dict[str, str] | None = None  # spec-next 3.4; JSON protocols only
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +98,7 @@ class ServerMessage:
     data: Payload
     data_type: DataType
     sequence_id: int | None = None
+    metadata: dict[str, str] | None = None  # spec-next 3.4; JSON protocols only
 
 
 @dataclass(frozen=True, slots=True)

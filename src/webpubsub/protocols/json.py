@@ -17,8 +17,11 @@ from ..core import jsontext
 from ..core.errors import ClientError, InvalidRequest, ProtocolViolation
 from ..core.jsontext import Refused, lenient_members, members
 from ..core.message import DataType, Message, Source
+from ..core.metadata import MetadataError, check_pairs
 from ..core.requests import (
+    CancelInvocation,
     ClientRequest,
+    Invoke,
     JoinGroup,
     LeaveGroup,
     Ping,
@@ -49,8 +52,6 @@ UNSUPPORTED_TYPES = frozenset(
     {
         "streamData",
         "streamEnd",
-        "invoke",
-        "cancelInvocation",
         "setGroupState",
         "subscribeGroupState",
         "unsubscribeGroupState",
@@ -185,14 +186,16 @@ class JsonCodec:
                 head += b',"fromUserId":' + dumps(message.from_user_id)
         else:
             head = b'{"type":"message","from":"server"'
-        return (
+        body = (
             head
             + b',"dataType":"'
             + message.data_type.value.encode()
             + b'","data":'
             + encode_data(message.data, message.data_type)
-            + b"}"
         )
+        if message.metadata:
+            body += b',"metadata":' + dumps(message.metadata)
+        return body + b"}"
 
     def encode_message(self, message: Message) -> bytes:
         return text_frame(self.message_body(message))
@@ -244,14 +247,30 @@ class JsonCodec:
             no_echo = envelope.get("noEcho", False)
             if not isinstance(no_echo, bool):
                 raise InvalidRequest("'noEcho' must be a boolean.", ack_id)
-            payload, data_type = decode_data(envelope, raw, ack_id)
-            return SendToGroup(group, payload, data_type, ack_id, no_echo)
+            ttl = envelope.get("ttlSeconds")
+            if ttl is None:
+                ttl = 0
+            elif type(ttl) is not int or not 0 <= ttl <= MAX_TTL_SECONDS:
+                raise InvalidRequest(
+                    f"'ttlSeconds' must be an integer from 0 to {MAX_TTL_SECONDS}.", ack_id
+                )
+            metadata = _metadata(envelope, data, ack_id)
+            payload, data_type = _payload(envelope, raw, ack_id, metadata)
+            return SendToGroup(group, payload, data_type, ack_id, no_echo, metadata, ttl)
         if kind == "event":
             event = envelope.get("event")
             if not isinstance(event, str) or not event:
                 raise InvalidRequest("'event' must be a non-empty string.", ack_id)
-            payload, data_type = decode_data(envelope, raw, ack_id)
-            return SendEvent(event, payload, data_type, ack_id)
+            metadata = _metadata(envelope, data, ack_id)
+            payload, data_type = _payload(envelope, raw, ack_id, metadata)
+            return SendEvent(event, payload, data_type, ack_id, metadata)
+        if kind == "invoke":
+            return _invoke(envelope, raw, data)
+        if kind == "cancelInvocation":
+            invocation_id = envelope.get("invocationId")
+            if not isinstance(invocation_id, str):
+                raise ProtocolViolation("'invocationId' must be a string.")
+            return CancelInvocation(invocation_id)
         if kind == "ping":
             return Ping()
         if kind == "sequenceAck":
@@ -286,20 +305,24 @@ class JsonCodec:
             case JoinGroup(group, ack_id) | LeaveGroup(group, ack_id):
                 kind = b"joinGroup" if isinstance(request, JoinGroup) else b"leaveGroup"
                 return b'{"type":"' + kind + b'","group":' + dumps(group) + _ack(ack_id) + b"}"
-            case SendToGroup(group, data, data_type, ack_id, no_echo):
+            case SendToGroup(group, data, data_type, ack_id, no_echo, metadata, ttl):
                 return (
                     b'{"type":"sendToGroup","group":'
                     + dumps(group)
                     + _ack(ack_id)
                     + _data(data, data_type)
-                    + (b',"noEcho":true}' if no_echo else b',"noEcho":false}')
+                    + (b',"noEcho":true' if no_echo else b',"noEcho":false')
+                    + (b',"ttlSeconds":%d' % ttl if ttl else b"")
+                    + _metadata_member(metadata)
+                    + b"}"
                 )
-            case SendEvent(event, data, data_type, ack_id):
+            case SendEvent(event, data, data_type, ack_id, metadata):
                 return (
                     b'{"type":"event","event":'
                     + dumps(event)
                     + _ack(ack_id)
                     + _data(data, data_type)
+                    + _metadata_member(metadata)
                     + b"}"
                 )
             case SequenceAck(sequence_id):
@@ -391,6 +414,90 @@ class ReliableJsonCodec(JsonCodec):
         return header(OP_TEXT, len(prefix) + len(encoded)) + prefix, encoded
 
 
+MAX_TTL_SECONDS = 300
+MAX_INVOCATION_ID = 256
+
+
+def _invoke(envelope: dict[str, Any], raw: bytes | None, frame: bytes) -> Invoke:
+    """An ``invoke`` frame (spec-next 1.1). No string ``invocationId``: malformed (the
+    client is declined); any other bad value: an ``Invoke`` carrying the error."""
+    invocation_id = envelope.get("invocationId")
+    if not isinstance(invocation_id, str):
+        raise ProtocolViolation("'invocationId' must be a string.")
+    try:
+        if not 0 < len(invocation_id) <= MAX_INVOCATION_ID:
+            raise InvalidRequest(
+                f"'invocationId' must be 1 to {MAX_INVOCATION_ID} characters.", None
+            )
+        target = envelope.get("target")
+        if target is not None and target != "event":
+            raise InvalidRequest(f"Unsupported invocation target {str(target)[:40]!r}.", None)
+        event = envelope.get("event")
+        if not isinstance(event, str) or not event:
+            raise InvalidRequest("'event' must be a non-empty string.", None)
+        metadata = _metadata(envelope, frame, None)
+        if "dataType" not in envelope and "data" not in envelope:
+            return Invoke(invocation_id, event, b"", None, metadata)
+        payload, data_type = decode_data(envelope, raw, None)
+        return Invoke(invocation_id, event, payload, data_type, metadata)
+    except InvalidRequest as exc:
+        return Invoke(invocation_id, "", error=exc.message)
+
+
+def encode_invoke_response(
+    invocation_id: str,
+    *,
+    data: bytes | None = None,
+    data_type: DataType | None = None,
+    error: tuple[str, str] | None = None,
+    metadata: Any = None,
+) -> bytes:
+    """An ``invokeResponse`` text frame (spec-next 1.1): ``success`` always present,
+    ``dataType``/``data`` only with a payload, ``error`` {name, message} on failure."""
+    body = (
+        b'{"type":"invokeResponse","invocationId":'
+        + dumps(invocation_id)
+        + (b',"success":false' if error is not None else b',"success":true')
+    )
+    if error is None and data_type is not None and data is not None:
+        body += _data(data, data_type)
+    if error is not None:
+        body += b',"error":' + dumps({"name": error[0], "message": error[1]})
+    return text_frame(body + _metadata_member(metadata) + b"}")
+
+
+def _metadata(envelope: dict[str, Any], frame: bytes, ack_id: int | None) -> dict[str, str] | None:
+    """The validated ``metadata`` of a ``sendToGroup``/``event`` (spec-next 3.1, 3.2);
+    absent or null: None. The frame is parsed again, only when it carries metadata, to see
+    repeated keys (which a dict would hide)."""
+    value = envelope.get("metadata")
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise InvalidRequest("'metadata' must be an object of strings.", ack_id)
+    try:
+        pairs: Any = json.loads(frame, object_pairs_hook=lambda p: p)
+        members_ = [v for k, v in pairs if k == "metadata"]
+        return check_pairs(members_[-1])
+    except MetadataError as exc:
+        raise InvalidRequest(f"Invalid metadata: {exc}.", ack_id) from None
+    except (ValueError, RecursionError, TypeError):
+        raise InvalidRequest("'metadata' must be an object of strings.", ack_id) from None
+
+
+def _payload(
+    envelope: dict[str, Any], raw: bytes | None, ack_id: int | None, metadata: Any
+) -> tuple[bytes, DataType]:
+    """As :func:`decode_data`; a message with metadata and no ``data`` is empty text."""
+    if metadata is not None and "data" not in envelope:
+        return b"", DataType.TEXT
+    return decode_data(envelope, raw, ack_id)
+
+
+def _metadata_member(metadata: Any) -> bytes:
+    return b',"metadata":' + dumps(dict(metadata)) if metadata else b""
+
+
 def _is_uint64(value: Any) -> TypeGuard[int]:
     return type(value) is int and 0 <= value <= UINT64_MAX
 
@@ -432,19 +539,30 @@ def _data_message(envelope: dict[str, Any]) -> GroupMessage | ServerMessage | No
     sequence_id = envelope.get("sequenceId")
     if sequence_id is not None and not _is_uint64(sequence_id):
         raise ProtocolViolation("'sequenceId' must be an unsigned integer.")
+    raw_metadata = envelope.get("metadata")
+    metadata = None
+    if isinstance(raw_metadata, dict):
+        metadata = {k: v for k, v in raw_metadata.items() if isinstance(v, str)} or None
     source = envelope.get("from")
     if source == "group":
         group = envelope.get("group")
         if not isinstance(group, str):
             raise ProtocolViolation("A group message needs a 'group'.")
         from_user_id = _str_or_none(envelope, "fromUserId")
-        return GroupMessage(group, data, data_type, from_user_id, sequence_id)
+        return GroupMessage(group, data, data_type, from_user_id, sequence_id, metadata)
     if source == "server":
-        return ServerMessage(data, data_type, sequence_id)
+        return ServerMessage(data, data_type, sequence_id, metadata)
     return None
 
 
 JSON = JsonCodec()
 RELIABLE_JSON = ReliableJsonCodec()
 
-__all__ = ["JSON", "RELIABLE_JSON", "RELIABLE_SUBPROTOCOL", "SUBPROTOCOL", "JsonCodec"]
+__all__ = [
+    "JSON",
+    "RELIABLE_JSON",
+    "RELIABLE_SUBPROTOCOL",
+    "SUBPROTOCOL",
+    "JsonCodec",
+    "encode_invoke_response",
+]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Self
 
@@ -269,6 +269,7 @@ class WebPubSubServiceClient(BaseServiceClient):
         excluded: Sequence[str] | None = None,
         filter: str | None = None,
         message_ttl_seconds: int | None = None,
+        metadata: Mapping[str, str] | None = None,
         on_response: AsyncOnResponse | None = None,
     ) -> None:
         """Send a message to every connection of the hub.
@@ -283,6 +284,8 @@ class WebPubSubServiceClient(BaseServiceClient):
             filter: an OData filter selecting the receivers (see :func:`odata`).
             message_ttl_seconds: drop the message for clients that do not get it within
                 this many seconds (0..300; 0 = never).
+            metadata: string pairs sent as ``X-WebPubSub-Metadata-<key>`` headers; receivers
+                see them with the message, keys lowercased.
             on_response: called with the raw response.
 
         Raises:
@@ -291,7 +294,9 @@ class WebPubSubServiceClient(BaseServiceClient):
             HttpResponseError: when the service refuses the message (e.g. 400 bad filter).
         """
         message, content_type = await self._read(message, content_type)
-        op = self._op_send_to_all(message, content_type, excluded, filter, message_ttl_seconds)
+        op = self._op_send_to_all(
+            message, content_type, excluded, filter, message_ttl_seconds, metadata
+        )
         await self._run(op, on_response)
 
     async def send_to_user(
@@ -302,6 +307,7 @@ class WebPubSubServiceClient(BaseServiceClient):
         content_type: str | None = None,
         filter: str | None = None,
         message_ttl_seconds: int | None = None,
+        metadata: Mapping[str, str] | None = None,
         on_response: AsyncOnResponse | None = None,
     ) -> None:
         """Send a message to every connection of a user.
@@ -320,7 +326,9 @@ class WebPubSubServiceClient(BaseServiceClient):
             HttpResponseError: when the service refuses the message.
         """
         message, content_type = await self._read(message, content_type)
-        op = self._op_send_to_user(user_id, message, content_type, filter, message_ttl_seconds)
+        op = self._op_send_to_user(
+            user_id, message, content_type, filter, message_ttl_seconds, metadata
+        )
         await self._run(op, on_response)
 
     async def send_to_connection(
@@ -330,6 +338,7 @@ class WebPubSubServiceClient(BaseServiceClient):
         *,
         content_type: str | None = None,
         message_ttl_seconds: int | None = None,
+        metadata: Mapping[str, str] | None = None,
         on_response: AsyncOnResponse | None = None,
     ) -> None:
         """Send a message to one connection.
@@ -347,7 +356,9 @@ class WebPubSubServiceClient(BaseServiceClient):
             HttpResponseError: when the service refuses the message.
         """
         message, content_type = await self._read(message, content_type)
-        op = self._op_send_to_connection(connection_id, message, content_type, message_ttl_seconds)
+        op = self._op_send_to_connection(
+            connection_id, message, content_type, message_ttl_seconds, metadata
+        )
         await self._run(op, on_response)
 
     # -- groups -------------------------------------------------------------------------
@@ -646,6 +657,7 @@ class WebPubSubGroup:
         excluded: Sequence[str] | None = None,
         filter: str | None = None,
         message_ttl_seconds: int | None = None,
+        metadata: Mapping[str, str] | None = None,
         on_response: AsyncOnResponse | None = None,
     ) -> None:
         """Send a message to every connection in the group.
@@ -656,6 +668,7 @@ class WebPubSubGroup:
             excluded: connection ids that must not receive the message.
             filter: an OData filter among the group's connections.
             message_ttl_seconds: see :meth:`WebPubSubServiceClient.send_to_all`.
+            metadata: see :meth:`WebPubSubServiceClient.send_to_all`.
             on_response: called with the raw response.
 
         Raises:
@@ -666,7 +679,7 @@ class WebPubSubGroup:
         client = self.client
         message, content_type = await client._read(message, content_type)
         op = client._op_send_to_group(
-            self.name, message, content_type, excluded, filter, message_ttl_seconds
+            self.name, message, content_type, excluded, filter, message_ttl_seconds, metadata
         )
         await client._run(op, on_response)
 

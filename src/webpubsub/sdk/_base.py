@@ -16,7 +16,7 @@ import platform
 import ssl
 import time
 import uuid
-from collections.abc import Generator, Iterable, Sequence
+from collections.abc import Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
@@ -25,6 +25,7 @@ import httpx
 
 from .. import __version__
 from ..auth.tokens import client_audience, client_url, mint_client_token, mint_rest_token
+from ..core.metadata import MetadataError, check_pairs
 from ..core.names import HUB_PATTERN, group_name_problem
 from ..core.roles import Permission, parse_permission
 from ._connection_string import normalize_endpoint
@@ -98,6 +99,7 @@ class Operation:
     exists: bool = False
     is_send: bool = False
     accept: str = "application/json"
+    headers: tuple[tuple[str, str], ...] = ()  # extra request headers (metadata)
 
 
 @functools.cache
@@ -279,8 +281,10 @@ class BaseServiceClient:
         excluded: Sequence[str] | None = None,
         filter: str | None = None,
         message_ttl_seconds: int | None = None,
+        metadata: Mapping[str, str] | None = None,
     ) -> Operation:
         body, content_type = encode_message(message, content_type)
+        headers = _metadata_headers(metadata)
         excluded_ids = _strings(excluded, "excluded")
         if filter is not None and not isinstance(filter, str):
             raise TypeError("filter must be a str (build one with webpubsub.odata).")
@@ -296,7 +300,14 @@ class BaseServiceClient:
             ("messageTtlSeconds", message_ttl_seconds),
         )
         return Operation(
-            name, "POST", path, query, body=body, content_type=content_type, is_send=True
+            name,
+            "POST",
+            path,
+            query,
+            body=body,
+            content_type=content_type,
+            is_send=True,
+            headers=headers,
         )
 
     def _op_send_to_all(
@@ -306,6 +317,7 @@ class BaseServiceClient:
         excluded: Sequence[str] | None,
         filter: str | None,
         message_ttl_seconds: int | None,
+        metadata: Mapping[str, str] | None = None,
     ) -> Operation:
         return self._send_op(
             "send_to_all",
@@ -315,6 +327,7 @@ class BaseServiceClient:
             excluded=excluded,
             filter=filter,
             message_ttl_seconds=message_ttl_seconds,
+            metadata=metadata,
         )
 
     def _op_send_to_user(
@@ -324,6 +337,7 @@ class BaseServiceClient:
         content_type: str | None,
         filter: str | None,
         message_ttl_seconds: int | None,
+        metadata: Mapping[str, str] | None = None,
     ) -> Operation:
         user = _segment(_check_id(user_id, "user_id"))
         return self._send_op(
@@ -333,6 +347,7 @@ class BaseServiceClient:
             content_type,
             filter=filter,
             message_ttl_seconds=message_ttl_seconds,
+            metadata=metadata,
         )
 
     def _op_send_to_connection(
@@ -341,6 +356,7 @@ class BaseServiceClient:
         message: object,
         content_type: str | None,
         message_ttl_seconds: int | None,
+        metadata: Mapping[str, str] | None = None,
     ) -> Operation:
         conn = _segment(_check_id(connection_id, "connection_id"))
         return self._send_op(
@@ -349,6 +365,7 @@ class BaseServiceClient:
             message,
             content_type,
             message_ttl_seconds=message_ttl_seconds,
+            metadata=metadata,
         )
 
     def _op_send_to_group(
@@ -359,6 +376,7 @@ class BaseServiceClient:
         excluded: Sequence[str] | None,
         filter: str | None,
         message_ttl_seconds: int | None,
+        metadata: Mapping[str, str] | None = None,
     ) -> Operation:
         return self._send_op(
             "group.send_to_all",
@@ -368,6 +386,7 @@ class BaseServiceClient:
             excluded=excluded,
             filter=filter,
             message_ttl_seconds=message_ttl_seconds,
+            metadata=metadata,
         )
 
     def _op_exists(self, kind: str, value: str) -> Operation:
@@ -676,6 +695,7 @@ class BaseServiceClient:
         ]
         if op.content_type is not None:
             headers.append(("Content-Type", op.content_type))
+        headers.extend(op.headers)
         headers.append(("Authorization", authorization))
         return httpx.Request(op.method, url, headers=headers, content=op.body or b"")
 
@@ -791,3 +811,20 @@ class BaseServiceClient:
 def error_for_page(raw: RawResponse, problem: str) -> HttpResponseError:
     """An :class:`HttpResponseError` for a 2xx response whose body is not what the spec says."""
     return HttpResponseError(raw, f"Unexpected response from the service: {problem}.")
+
+
+def _metadata_headers(metadata: Mapping[str, str] | None) -> tuple[tuple[str, str], ...]:
+    """``X-WebPubSub-Metadata-<key>`` headers, checked as the service would (its limits,
+    no comma in a value: HTTP folds repeated headers with commas)."""
+    if metadata is None:
+        return ()
+    if not isinstance(metadata, Mapping):
+        raise TypeError("metadata must be a mapping of str to str")
+    try:
+        checked = check_pairs(metadata.items()) or {}
+    except MetadataError as exc:
+        raise ValueError(f"invalid metadata: {exc}") from None
+    for key, value in checked.items():
+        if "," in value:
+            raise ValueError(f"metadata value of {key!r} cannot hold a comma over REST")
+    return tuple((f"X-WebPubSub-Metadata-{key}", value) for key, value in checked.items())

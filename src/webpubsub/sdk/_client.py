@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Self
 
@@ -272,6 +272,7 @@ class WebPubSubServiceClient(BaseServiceClient):
         excluded: Sequence[str] | None = None,
         filter: str | None = None,
         message_ttl_seconds: int | None = None,
+        metadata: Mapping[str, str] | None = None,
         on_response: OnResponse | None = None,
     ) -> None:
         """Send a message to every connection of the hub.
@@ -286,6 +287,8 @@ class WebPubSubServiceClient(BaseServiceClient):
             filter: an OData filter selecting the receivers (see :func:`odata`).
             message_ttl_seconds: drop the message for clients that do not get it within
                 this many seconds (0..300; 0 = never).
+            metadata: string pairs sent as ``X-WebPubSub-Metadata-<key>`` headers; receivers
+                see them with the message, keys lowercased.
             on_response: called with the raw response.
 
         Raises:
@@ -294,7 +297,9 @@ class WebPubSubServiceClient(BaseServiceClient):
             HttpResponseError: when the service refuses the message (e.g. 400 bad filter).
         """
         message, content_type = self._read(message, content_type)
-        op = self._op_send_to_all(message, content_type, excluded, filter, message_ttl_seconds)
+        op = self._op_send_to_all(
+            message, content_type, excluded, filter, message_ttl_seconds, metadata
+        )
         self._run(op, on_response)
 
     def send_to_user(
@@ -305,6 +310,7 @@ class WebPubSubServiceClient(BaseServiceClient):
         content_type: str | None = None,
         filter: str | None = None,
         message_ttl_seconds: int | None = None,
+        metadata: Mapping[str, str] | None = None,
         on_response: OnResponse | None = None,
     ) -> None:
         """Send a message to every connection of a user.
@@ -323,7 +329,9 @@ class WebPubSubServiceClient(BaseServiceClient):
             HttpResponseError: when the service refuses the message.
         """
         message, content_type = self._read(message, content_type)
-        op = self._op_send_to_user(user_id, message, content_type, filter, message_ttl_seconds)
+        op = self._op_send_to_user(
+            user_id, message, content_type, filter, message_ttl_seconds, metadata
+        )
         self._run(op, on_response)
 
     def send_to_connection(
@@ -333,6 +341,7 @@ class WebPubSubServiceClient(BaseServiceClient):
         *,
         content_type: str | None = None,
         message_ttl_seconds: int | None = None,
+        metadata: Mapping[str, str] | None = None,
         on_response: OnResponse | None = None,
     ) -> None:
         """Send a message to one connection.
@@ -350,7 +359,9 @@ class WebPubSubServiceClient(BaseServiceClient):
             HttpResponseError: when the service refuses the message.
         """
         message, content_type = self._read(message, content_type)
-        op = self._op_send_to_connection(connection_id, message, content_type, message_ttl_seconds)
+        op = self._op_send_to_connection(
+            connection_id, message, content_type, message_ttl_seconds, metadata
+        )
         self._run(op, on_response)
 
     # -- groups -------------------------------------------------------------------------
@@ -644,6 +655,7 @@ class WebPubSubGroup:
         excluded: Sequence[str] | None = None,
         filter: str | None = None,
         message_ttl_seconds: int | None = None,
+        metadata: Mapping[str, str] | None = None,
         on_response: OnResponse | None = None,
     ) -> None:
         """Send a message to every connection in the group.
@@ -654,6 +666,7 @@ class WebPubSubGroup:
             excluded: connection ids that must not receive the message.
             filter: an OData filter among the group's connections.
             message_ttl_seconds: see :meth:`WebPubSubServiceClient.send_to_all`.
+            metadata: see :meth:`WebPubSubServiceClient.send_to_all`.
             on_response: called with the raw response.
 
         Raises:
@@ -664,7 +677,7 @@ class WebPubSubGroup:
         client = self.client
         message, content_type = client._read(message, content_type)
         op = client._op_send_to_group(
-            self.name, message, content_type, excluded, filter, message_ttl_seconds
+            self.name, message, content_type, excluded, filter, message_ttl_seconds, metadata
         )
         client._run(op, on_response)
 

@@ -108,6 +108,8 @@ class Service:
         self.upstream = Upstream(self.node, self.settings, self.hub_settings)
         self.node.on_user_event = self.upstream.user_event
         self.node.on_disconnected.append(self.upstream.disconnected)
+        self.node.on_presence = self.upstream.presence
+        self.node.on_invoke = self.upstream.invoke
         self.log_settings()
         if self.settings.redis_url:
             cluster = self.settings.cluster
@@ -346,6 +348,9 @@ class _NoTransport:
     """Transport for a handshake that cannot complete (a plain GET on the client path)."""
 
     def send(self, frame: bytes) -> None:
+        pass
+
+    def send_expiring(self, pieces: tuple[bytes, ...], expires: float) -> None:
         pass
 
     def close(self, code: int, reason: str) -> None:

@@ -181,6 +181,8 @@ class ClientEndpoint:
             roles=roles,
             connection_id=pending.connection_id,
         )
+        if result is not None:
+            conn.state = result.state
         self._simple_mode(pending.request, conn)
         ws = self._upgrade(pending.request, codec.subprotocol)
         if isinstance(ws, HttpResponse):

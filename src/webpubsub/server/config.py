@@ -216,6 +216,7 @@ def _hub_settings(name: str, table: Any) -> HubSettings:
             if not header_name.strip() or not value.strip():
                 raise ConfigError("auth_header must look like 'Name: value'")
             auth_header = (header_name.strip(), value.strip())
+        presence = _presence_settings(name, entry.get("group_presence_events"))
         try:
             handlers.append(
                 EventHandlerSettings(
@@ -223,11 +224,33 @@ def _hub_settings(name: str, table: Any) -> HubSettings:
                     user_event_pattern=str(entry.get("user_event_pattern", "*")),
                     system_events=tuple(entry.get("system_events", SYSTEM_EVENTS)),
                     auth_header=auth_header,
+                    group_presence_events=presence[0],
+                    group_filters=presence[1],
                 )
             )
         except BadRequest as exc:
             raise ConfigError(f"[hubs.{name}]: {exc}") from None
     return HubSettings(tuple(handlers), bool(table.get("allow_anonymous", False)))
+
+
+def _presence_settings(hub: str, table: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``group_presence_events = { event_names = [...], group_filters = [...] }`` (Azure's
+    ``groupPresenceEvents``); absent: no presence events."""
+    if table is None:
+        return (), ()
+    where = f"[[hubs.{hub}.event_handlers]] group_presence_events"
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} must be a table")
+    unknown = set(table) - {"event_names", "group_filters"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {', '.join(sorted(unknown))}")
+    lists = []
+    for key in ("event_names", "group_filters"):
+        value = table.get(key) or []
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where}.{key} must be a list of strings")
+        lists.append(tuple(value))
+    return lists[0], lists[1]
 
 
 def simple_hub_settings(event_handler: str | None, allow_anonymous: bool) -> HubSettings:

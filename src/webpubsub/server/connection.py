@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, cast
 
@@ -75,10 +76,12 @@ class ServiceProtocol(asyncio.Protocol):
         "_closing",
         "_connecting",
         "_draining",
+        "_expiring",
         "_header_bytes",
         "_headers",
         "_held",
         "_in_request",
+        "_kernel_full",
         "_loop",
         "_parts",
         "_parts_text",
@@ -91,6 +94,7 @@ class ServiceProtocol(asyncio.Protocol):
         "_serving",
         "_streaming",
         "_timer_is_idle",
+        "_unwritten",
         "_upgrade",
         "_url",
         "conn",
@@ -137,6 +141,12 @@ class ServiceProtocol(asyncio.Protocol):
         self.conn: Connection | None = None
         self.rate: MessageRate | None = None
         self._pending: list[bytes] = []
+        # TTL frames among _pending: (index, frame count, wall-clock expiry); None: none.
+        self._expiring: list[tuple[int, int, float]] | None = None
+        # The kernel's send buffer is full (asyncio paused writing): _pending is held back
+        # until it drains, so a TTL message can still expire; _unwritten counts its bytes.
+        self._kernel_full = False
+        self._unwritten = 0
         self._parts: list[bytes] | None = None
         self._parts_text = False
         self._backlog: list[tuple[bytes, bool]] | None = None  # messages for the next turn
@@ -165,6 +175,7 @@ class ServiceProtocol(asyncio.Protocol):
             if timer is not None:
                 timer.cancel()
         self._pending.clear()
+        self._expiring = None
         self._backlog = None
         if self._connecting is not None:
             # The client left during its connect event: stop waiting for a slot or an answer.
@@ -174,9 +185,9 @@ class ServiceProtocol(asyncio.Protocol):
         if conn is None:
             return
         node = self.service.node
-        close = self.ws.close_rcvd if self.ws is not None else None
-        if close is not None and conn.transport is self:
-            # The client said goodbye (or answered ours): the connection ends for good.
+        ws = self.ws
+        close = ws.close_rcvd if ws is not None else None
+        if close is not None and conn.transport is self and _ends_connection(ws, close.code):
             conn.closed = True
             node.disconnect(conn, close.reason)
         else:
@@ -507,6 +518,11 @@ class ServiceProtocol(asyncio.Protocol):
             self._refuse(result)
             return
         self.ws = result.ws
+        # pause_writing as soon as the kernel does not take a whole write, resume_writing
+        # once it took everything: messages wait in _pending, where a TTL can drop them.
+        # Plain TCP only: asyncio's TLS transport does not resume a protocol paused at 0.
+        if self.transport is not None and self.transport.get_extra_info("sslcontext") is None:
+            self.transport.set_write_buffer_limits(high=0)
         # From here on the socket speaks WebSocket only: drop what HTTP parsing needed.
         self.parser = None
         self._headers = []
@@ -651,7 +667,7 @@ class ServiceProtocol(asyncio.Protocol):
 
     def _write_ws(self) -> None:
         """Write queued frames, then what the websockets protocol wants to send."""
-        self.flush()
+        self.flush(force=self._closing)
         ws, transport = self.ws, self.transport
         if ws is None or transport is None:
             return
@@ -679,17 +695,64 @@ class ServiceProtocol(asyncio.Protocol):
         if not self._pending:
             self.service.flusher.mark(self)
         self._pending.append(frame)
+        if self._kernel_full:
+            self._unsent(len(frame))
 
-    def flush(self) -> None:
+    def send_expiring(self, pieces: tuple[bytes, ...], expires: float) -> None:
+        """Queue one message's frames, dropped unless handed to the kernel by ``expires``
+        (wall clock): the TTL of spec-next 4."""
+        if self._closing:
+            return
+        pending = self._pending
+        if not pending:
+            self.service.flusher.mark(self)
+        if self._expiring is None:
+            self._expiring = []
+        self._expiring.append((len(pending), len(pieces), expires))
+        pending.extend(pieces)
+        if self._kernel_full:
+            self._unsent(sum(len(piece) for piece in pieces))
+
+    def _unsent(self, size: int) -> None:
+        self._unwritten += size
+        if self._unwritten > self.limits.max_write_buffer:
+            self._check_backlog()
+
+    def pause_writing(self) -> None:
+        # TLS: frames go on to asyncio's buffer as before (its TLS transport is not relied
+        # on to resume us), so a TTL there ends at the TLS layer.
+        transport = self.transport
+        if transport is not None and transport.get_extra_info("sslcontext") is None:
+            self._kernel_full = True
+
+    def resume_writing(self) -> None:
+        self._kernel_full = False
+        if self._pending:
+            self.service.flusher.mark(self)
+
+    def flush(self, *, force: bool = False) -> None:
+        """Hand the queued frames to the kernel, unless it is full (then they wait for
+        ``resume_writing``, or ``force``: a close frame must follow them)."""
         pending = self._pending
         transport = self.transport
         if not pending or transport is None:
             return
         if transport.is_closing():
             pending.clear()
+            self._expiring = None
             return
+        if self._kernel_full and not force:
+            return
+        expiring = self._expiring
+        if expiring is not None:
+            self._expiring = None
+            pending[:] = _unexpired(pending, expiring, time.time())
+            if not pending:
+                self._unwritten = 0
+                return
         transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
         pending.clear()
+        self._unwritten = 0
         self._check_backlog()
 
     def _check_backlog(self) -> None:
@@ -700,7 +763,7 @@ class ServiceProtocol(asyncio.Protocol):
         transport = self.transport
         if self._closing or transport is None:
             return
-        buffered = transport.get_write_buffer_size()
+        buffered = transport.get_write_buffer_size() + self._unwritten
         if buffered <= self.limits.max_write_buffer:
             return
         log.warning(
@@ -782,3 +845,29 @@ def _truncate_reason(reason: str) -> str:
     if len(encoded) <= 123:
         return reason
     return encoded[:120].decode("utf-8", "ignore") + "..."
+
+
+def _ends_connection(ws: ServerProtocol | None, code: int) -> bool:
+    """Whether a close handshake ends the logical connection, not just its socket.
+
+    A close we started (and the client answered) ends it. A close the client started ends
+    it only with 1000: any other code (the JS client's ``abort()`` closes with 3001, then
+    recovers) is a drop, and a reliable connection stays recoverable for its window, as in
+    Microsoft's emulator.
+    """
+    if ws is None or (ws.close_sent is not None and not ws.close_rcvd_then_sent):
+        return True
+    return code == CloseCode.NORMAL
+
+
+def _unexpired(
+    pending: list[bytes], expiring: list[tuple[int, int, float]], now: float
+) -> list[bytes]:
+    """``pending`` without the frames of messages whose TTL has passed."""
+    dropped: set[int] = set()
+    for start, count, expires in expiring:
+        if expires <= now:
+            dropped.update(range(start, start + count))
+    if not dropped:
+        return pending
+    return [frame for i, frame in enumerate(pending) if i not in dropped]

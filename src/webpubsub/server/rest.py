@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,7 @@ from ..auth.tokens import CLIENT_PATHS, client_audience, mint_client_token
 from ..core import commands as c
 from ..core.errors import BadRequest, MethodNotAllowed, NotFound, RequestError
 from ..core.message import Message
+from ..core.metadata import MetadataError, from_headers
 from ..core.names import check_group, check_hub, check_id
 from ..core.odata import Filter, FilterError, parse_filter
 from ..core.roles import Permission, parse_permission
@@ -72,17 +74,23 @@ class Call:
         raw = self.request.query_one(name)
         if raw is None or raw == "":
             return default
-        try:
-            value = int(raw)
-        except ValueError:
-            value = low - 1
+        # Digits only: int() would also take " 5", "+5" and "1_0".
+        value = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 12 else low - 1
         if not low <= value <= high:
             raise BadRequest(f"'{name}' must be an integer from {low} to {high}.", target=name)
         return value
 
     def message(self) -> Message:
-        self.int_param("messageTtlSeconds", 0, MAX_TTL_SECONDS, 0)
-        return Message.from_rest(self.request.body, self.request.header("content-type"))
+        ttl = self.int_param("messageTtlSeconds", 0, MAX_TTL_SECONDS, 0)
+        try:
+            metadata = from_headers(self.request.headers)
+        except MetadataError as exc:
+            raise BadRequest(f"Invalid metadata: {exc}.", target="X-WebPubSub-Metadata") from None
+        message = Message.from_rest(self.request.body, self.request.header("content-type"))
+        if metadata is None and not ttl:
+            return message
+        expires = time.time() + ttl if ttl else None
+        return Message(message.data, message.data_type, metadata=metadata, expires=expires)
 
     def reason(self) -> str:
         return (self.request.query_one("reason") or "")[:1024]

@@ -17,8 +17,8 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -32,16 +32,22 @@ from ..core.events import (
     EventHandlerSettings,
     EventKind,
     HubSettings,
+    InvokeResult,
     UpstreamRejected,
     cloud_event_headers,
     connect_body,
+    invoke_result,
     origin_host,
     parse_connect_response,
     reply_message,
     updated_state,
     user_event_content_type,
 )
-from ..core.requests import SendEvent
+from ..core.message import DataType, Message, Source
+from ..core.metadata import MetadataError, from_headers, to_headers
+from ..core.names import event_name_problem
+from ..core.requests import CancelInvocation, Invoke, SendEvent
+from ..protocols.json import encode_invoke_response
 
 if TYPE_CHECKING:
     from ..core.node import Node
@@ -50,6 +56,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("webpubsub.upstream")
 
+MAX_INVOCATIONS = 100  # pending invocations per connection (spec-next 1.7)
+MAX_NOTICES = 4096  # non-blocking events waiting per connection (joined/left bursts)
 RETRY_DELAYS = (1.0, 3.0, 5.0)  # non-blocking events: up to 4 attempts, as the emulator does
 VALIDATION_FAILURE_TTL = 10.0
 
@@ -70,7 +78,7 @@ class Answer:
     """What an event handler answered; ``content`` holds at most the call's size cap."""
 
     status_code: int
-    headers: Mapping[str, str]
+    headers: httpx.Headers
     content: bytes
 
 
@@ -79,6 +87,10 @@ class Backlog:
     """The user events of one connection waiting for the handler; ``events[0]`` is in flight."""
 
     events: deque[SendEvent] = field(default_factory=deque)
+
+
+# A non-blocking event waiting to be sent: handler, context, kind, body.
+Notice = tuple[EventHandlerSettings, EventContext, EventKind, bytes]
 
 
 def event_size(request: SendEvent) -> int:
@@ -118,6 +130,8 @@ class Upstream:
         self._validating: dict[str, asyncio.Task[bool]] = {}
         self._slots: dict[str, asyncio.Semaphore] = {}
         self._queues: dict[Connection, Backlog] = {}
+        self._notices: dict[Connection, deque[Notice]] = {}  # non-blocking events, in order
+        self._invocations: dict[Connection, dict[str, asyncio.Task[None]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self.pending_bytes = 0  # bytes of user events queued or in flight, on this node
         self._throttling = False  # the node's byte cap was hit (logged once per episode)
@@ -171,22 +185,69 @@ class Upstream:
             )
         except UpstreamFailure as exc:
             raise UpstreamRejected(500, f"The connect event handler failed: {exc}") from None
-        return parse_connect_response(response.status_code, response.content, pending.offered)
+        return parse_connect_response(
+            response.status_code, response.content, pending.offered, response.headers
+        )
 
     # -- connected / disconnected (non-blocking) -----------------------------------------
 
     def connected(self, conn: Connection) -> None:
-        handler = self.hub_settings(conn.hub).handler_for("connected", EventKind.CONNECTED)
+        """``connected``, then ``joined`` for the groups the connection started in."""
+        settings = self.hub_settings(conn.hub)
+        handler = settings.handler_for("connected", EventKind.CONNECTED)
         if handler is not None:
-            ctx = self._context(conn)
-            self._spawn(self._notify(handler, ctx, EventKind.CONNECTED, b"{}"))
+            self._notice(conn, handler, EventKind.CONNECTED, b"{}")
+        if conn.groups and settings.wants_presence:
+            for group in sorted(conn.groups):
+                self.presence(conn, group, True)
+
+    def presence(self, conn: Connection, group: str, joined: bool) -> None:
+        """``joined``/``left`` (spec-next 6): a membership of ``conn`` really changed."""
+        kind = EventKind.JOINED if joined else EventKind.LEFT
+        handler = self.hub_settings(conn.hub).handler_for(group, kind)
+        if handler is not None:
+            body = json.dumps({"group": group}, ensure_ascii=False).encode()
+            self._notice(conn, handler, kind, body)
 
     def disconnected(self, conn: Connection, reason: str) -> None:
         self._drop_backlog(conn)
+        for task in self._invocations.pop(conn, {}).values():
+            task.cancel()  # the logical connection ended: abort its invocations
         handler = self.hub_settings(conn.hub).handler_for("disconnected", EventKind.DISCONNECTED)
         if handler is not None:
             body = json.dumps({"reason": reason}).encode()
-            self._spawn(self._notify(handler, self._context(conn), EventKind.DISCONNECTED, body))
+            self._notice(conn, handler, EventKind.DISCONNECTED, body)
+
+    def _notice(
+        self, conn: Connection, handler: EventHandlerSettings, kind: EventKind, body: bytes
+    ) -> None:
+        """Queue a non-blocking event: one connection's go out one at a time, in order
+        (``connected``, ``joined``/``left`` as they happen, ``disconnected`` last), each
+        retried as :meth:`_notify` does. At most ``MAX_NOTICES`` wait per connection;
+        past that, presence events are dropped and logged (``disconnected`` never is)."""
+        item = (handler, self._context(conn), kind, body)
+        chain = self._notices.get(conn)
+        if chain is None:
+            chain = self._notices[conn] = deque([item])
+            self._spawn(self._send_notices(conn, chain))
+        elif len(chain) < MAX_NOTICES or kind is EventKind.DISCONNECTED:
+            chain.append(item)
+        else:
+            log.warning(
+                "%s event for %s dropped: %d events wait for the handler",
+                kind.value,
+                conn.connection_id,
+                len(chain),
+            )
+
+    async def _send_notices(self, conn: Connection, chain: deque[Notice]) -> None:
+        try:
+            while chain:
+                await self._notify(*chain[0])
+                chain.popleft()
+        finally:
+            if self._notices.get(conn) is chain:
+                del self._notices[conn]
 
     async def _notify(
         self, handler: EventHandlerSettings, ctx: EventContext, kind: EventKind, body: bytes
@@ -306,17 +367,34 @@ class Upstream:
                     user_event_content_type(request.data_type),
                     request.data,
                     self.settings.limits.max_message_size,
+                    to_headers(request.metadata),
                 )
             except UpstreamFailure as exc:
                 error = f"The event handler failed: {exc}"
             else:
                 conn.state = updated_state(conn.state, response.headers)
                 if 200 <= response.status_code < 300:
+                    try:
+                        metadata = from_headers(response.headers.multi_items())
+                    except MetadataError as exc:
+                        error = f"The event handler answered invalid metadata: {exc}"
+                        log.info(
+                            "user event %r of %s failed: %s",
+                            request.event,
+                            conn.connection_id,
+                            error,
+                        )
+                        self._event_failed(conn, request, error)
+                        return
                     reply = None
                     if response.status_code == 200:
                         reply = reply_message(
                             response.headers.get("content-type"), response.content
                         )
+                    if metadata is not None:
+                        # An answer with metadata and no body is an empty text message.
+                        reply = reply or Message(b"", DataType.TEXT, Source.SERVER)
+                        reply = replace(reply, metadata=metadata)
                     if reply is not None and not conn.closed:
                         conn.deliver(conn.codec.encode_message(reply))
                     if request.ack_id is not None:
@@ -336,6 +414,94 @@ class Upstream:
                 self.node.ack(conn, request.ack_id, InternalServerError(error))
         except Exception:
             log.exception("could not report the failed event of %s", conn.connection_id)
+
+    # -- invocations (blocking, concurrent per connection) ------------------------------------
+
+    def invoke(self, conn: Connection, request: Invoke | CancelInvocation) -> None:
+        """``invoke``: call the event handler, answer with ``invokeResponse``;
+        ``cancelInvocation``: abort a pending call and answer nothing (spec-next 1.4, 1.5)."""
+        calls = self._invocations.setdefault(conn, {})
+        invocation_id = request.invocation_id
+        if isinstance(request, CancelInvocation):
+            task = calls.pop(invocation_id, None)
+            if task is not None:
+                task.cancel()
+            return
+        if invocation_id in calls:
+            return  # a duplicate of a pending call: an answer would settle the original
+        error: tuple[str, str] | None = None
+        handler = None
+        if request.error is not None:
+            error = ("BadRequest", request.error)
+        elif problem := event_name_problem(request.event):
+            error = ("BadRequest", problem)
+        elif len(calls) >= MAX_INVOCATIONS:
+            error = ("BadRequest", f"Too many concurrent invocations (at most {MAX_INVOCATIONS}).")
+        else:
+            handler = self.hub_settings(conn.hub).handler_for(request.event, EventKind.USER)
+            if handler is None:
+                error = (
+                    "NotFound",
+                    f"No event handler is configured for event '{request.event}'.",
+                )
+        if error is not None or handler is None:
+            conn.send(encode_invoke_response(invocation_id, error=error))
+            return
+        calls[invocation_id] = self._spawn(self._invoke(conn, request, handler, conn.transport))
+
+    async def _invoke(
+        self,
+        conn: Connection,
+        request: Invoke,
+        handler: EventHandlerSettings,
+        transport: object,
+    ) -> None:
+        result: InvokeResult
+        metadata = None
+        try:
+            data_type = request.data_type
+            response = await self._call(
+                handler,
+                self._context(conn),
+                request.event,
+                EventKind.USER,
+                user_event_content_type(data_type) if data_type else "text/plain",
+                request.data,
+                self.settings.limits.max_message_size,
+                to_headers(request.metadata),
+            )
+        except UpstreamFailure as exc:
+            name = "Timeout" if exc.kind == "timeout" else "InternalServerError"
+            result = InvokeResult(error=(name, f"The event handler failed: {exc}"))
+        else:
+            result = invoke_result(
+                response.status_code, response.headers.get("content-type"), response.content
+            )
+            if 200 <= response.status_code < 300:
+                conn.state = updated_state(conn.state, response.headers)
+                try:
+                    metadata = from_headers(response.headers.multi_items())
+                except MetadataError as exc:
+                    result = InvokeResult(error=("InternalServerError", f"Invalid metadata: {exc}"))
+        finally:
+            calls = self._invocations.get(conn)
+            if calls is not None and calls.get(request.invocation_id) is asyncio.current_task():
+                del calls[request.invocation_id]
+        frame = encode_invoke_response(
+            request.invocation_id,
+            data=result.data,
+            data_type=result.data_type,
+            error=result.error,
+            metadata=metadata,
+        )
+        if len(frame) > self.settings.limits.max_message_size + 16:
+            frame = encode_invoke_response(
+                request.invocation_id,
+                error=("InternalServerError", "The event handler's answer is too large."),
+            )
+        # Only to the socket that asked: after a recovery the client has given up the call.
+        if conn.transport is transport:
+            conn.send(frame)
 
     # -- HTTP -------------------------------------------------------------------------------
 
@@ -359,6 +525,7 @@ class Upstream:
         content_type: str,
         body: bytes,
         cap: int | None,
+        extra: list[tuple[str, str]] | None = None,
     ) -> Answer:
         """One event handler call. Every failure, expected or not, is an UpstreamFailure.
 
@@ -378,6 +545,8 @@ class Upstream:
                 content_type=content_type,
             )
             headers.setdefault(*ACCEPT_IDENTITY)
+            if extra:
+                headers.update(extra)
             if handler.auth_header is not None:
                 headers[handler.auth_header[0]] = handler.auth_header[1]
         except Exception as exc:
