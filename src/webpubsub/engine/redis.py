@@ -622,11 +622,12 @@ class RedisEngine:
             try:
                 self._pubsub = self.redis.pubsub()
                 self._confirmed.clear()
-                # Every node is on the control channel, hubs or not: its subscriber count on
-                # the master tells a publisher that every node listens again (see _hold).
-                await self._pubsub.subscribe(CONTROL)
                 if self._channels:
                     await self._subscribe(list(self._channels), raise_errors=True)
+                # Every node is on the control channel, hubs or not: its subscriber count on
+                # the master tells a publisher that every node listens again (see _hold).
+                # Last, so that once Redis counts it, the hub channels before it are taken.
+                await self._pubsub.subscribe(CONTROL)
                 self._subscribed = True
                 self._first_subscription.set()
                 if not self._synced:
@@ -875,6 +876,9 @@ class RedisEngine:
         # Every live node notices within a heartbeat; until then a "not found" is unsure.
         settle = since + self.heartbeat_interval + 1.0 - time.time()
         self._settle_until = max(self._settle_until, time.monotonic() + max(0.0, settle))
+        # Heartbeats lapsed meanwhile (a failover takes seconds): judge nobody dead until
+        # every node had node_ttl to beat again.
+        self._collect_after = max(self._collect_after, self._settle_until + self.node_ttl)
         self._resync_soon()
 
     async def _collect_dead_nodes(self) -> None:
