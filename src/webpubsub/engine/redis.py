@@ -100,6 +100,15 @@ class _Op:
     cancelled: bool = False  # its REST caller gave up: do not retry it
 
 
+@dataclass(slots=True, frozen=True)
+class _Peer:
+    """Another node as its heartbeat shows it."""
+
+    node: str
+    alive: bool
+    report: bytes | None  # its connection counts (JSON), None once expired
+
+
 class RedisEngine:
     """Broker, shared membership and node liveness over one Redis server."""
 
@@ -570,14 +579,9 @@ class RedisEngine:
         log.warning("not every node subscribed again within node_ttl; publishing anyway")
 
     async def _everyone_listens(self) -> bool:
-        nodes = [_text(n) for n in await self.redis.smembers(NODES)]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for node in nodes:
-                pipe.exists(f"wps:node:{node}")
-            pipe.pubsub_numsub(CONTROL)
-            *alive, numsub = await pipe.execute()
-        listening = int(numsub[0][1]) if numsub else 0
-        return listening >= sum(1 for found in alive if found)
+        live = 1 + sum(1 for other in await self._others() if other.alive)  # we listen
+        numsub = await self.redis.pubsub_numsub(CONTROL)
+        return (int(numsub[0][1]) if numsub else 0) >= live
 
     async def _write(self, batch: list[_Op]) -> bytes | None:
         """One pipeline for the batch; returns the boot marker read in the same trip."""
@@ -725,8 +729,9 @@ class RedisEngine:
                 self._set_redis_ok(True)
                 if not self._synced:
                     self._resync_soon()
-                await self._collect_dead_nodes()
-                await self._read_peer_counts()
+                others = await self._others()
+                await self._collect_dead_nodes(others)
+                self._count_peers(others)
             except (RedisError, OSError) as exc:
                 self._set_redis_ok(False, exc)
 
@@ -744,24 +749,35 @@ class RedisEngine:
         hubs = {name: len(hub.connections) for name, hub in self.node.hubs.items()}
         return json.dumps({"total": self.local_connections(), "hubs": hubs}).encode()
 
-    async def _read_peer_counts(self) -> None:
-        others = [
-            n for n in (_text(n) for n in await self.redis.smembers(NODES)) if n != self.node_id
-        ]
-        reports = await self.redis.mget([f"wps:count:{n}" for n in others]) if others else []
+    def _count_peers(self, others: list[_Peer]) -> None:
         total = 0
         hubs: dict[str, int] = {}
-        for report in reports:
-            if not report:
+        for other in others:
+            if not other.report:
                 continue  # a node that is gone (its report expires with its heartbeat)
             try:
-                counts = json.loads(report)
+                counts = json.loads(other.report)
                 total += int(counts["total"])
                 for hub, count in counts["hubs"].items():
                     hubs[hub] = hubs.get(hub, 0) + int(count)
             except (ValueError, KeyError, TypeError, AttributeError):
-                log.warning("ignoring a malformed connection count report")
+                log.warning("ignoring a malformed connection count report from %s", other.node)
         self._peer_connections, self._peer_hub_connections = total, hubs
+
+    async def _others(self) -> list[_Peer]:
+        """The other nodes in one round trip: is their heartbeat alive, what they count."""
+        nodes = [_text(n) for n in await self.redis.smembers(NODES)]
+        others = [n for n in nodes if n != self.node_id]
+        if not others:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for other in others:
+                pipe.exists(f"wps:node:{other}")
+                pipe.get(f"wps:count:{other}")
+            replies = await pipe.execute()
+        return [
+            _Peer(other, bool(replies[2 * i]), replies[2 * i + 1]) for i, other in enumerate(others)
+        ]
 
     async def _ask_sentinels(self) -> None:
         """With Sentinel, ask which master is current (a former master that is still up keeps
@@ -881,23 +897,17 @@ class RedisEngine:
         self._collect_after = max(self._collect_after, self._settle_until + self.node_ttl)
         self._resync_soon()
 
-    async def _collect_dead_nodes(self) -> None:
+    async def _collect_dead_nodes(self, others: list[_Peer]) -> None:
         if time.monotonic() < self._collect_after:
             return
-        nodes = [_text(n) for n in await self.redis.smembers(NODES)]
-        others = [n for n in nodes if n != self.node_id]
-        if not others:
-            return
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for other in others:
-                pipe.exists(f"wps:node:{other}")
-            alive = await pipe.execute()
-        for other, is_alive in zip(others, alive, strict=True):
-            if not is_alive:
-                count = await self._forget_node(other)
+        for other in others:
+            if not other.alive:
+                count = await self._forget_node(other.node)
                 if count >= 0:
                     log.warning(
-                        "node %s stopped answering: removed its %d connection(s)", other, count
+                        "node %s stopped answering: removed its %d connection(s)",
+                        other.node,
+                        count,
                     )
 
     async def _forget_node(self, node_id: str, force: bool = False) -> int:
