@@ -159,9 +159,11 @@ class Connection:
         if frame is not None and not self.closed and self.attached:
             self.transport.send(frame)
 
-    def deliver(self, encoded: bytes) -> bool:
+    def deliver(self, encoded: bytes, expires: float | None = None) -> bool:
         """Send an encoded data message; reliable connections number and buffer it.
 
+        ``expires`` (``time.time()``), for a message with a TTL: it is dropped if not handed
+        to the kernel by then, also when replayed after a recovery (spec-next 4).
         Returns False when the resend buffer overflowed: the connection must be closed as
         unrecoverable (spec 4.7).
         """
@@ -169,34 +171,20 @@ class Connection:
             return True
         recovery = self.recovery
         if recovery is None:
-            self.transport.send(encoded)
-            return True
-        buffer = recovery.buffer
-        sequence_id = buffer.take_id()
-        pieces = self.codec.sequence(encoded, sequence_id)
-        if not buffer.push(sequence_id, pieces):
-            return False
-        if recovery.attached:
+            pieces: tuple[bytes, ...] = (encoded,)
+        else:
+            buffer = recovery.buffer
+            sequence_id = buffer.take_id()
+            pieces = self.codec.sequence(encoded, sequence_id)
+            if not buffer.push(sequence_id, pieces, expires):
+                return False
+            if not recovery.attached:
+                return True
+        if expires is not None:
+            self.transport.send_expiring(pieces, expires)
+        else:
             for piece in pieces:
                 self.transport.send(piece)
-        return True
-
-    def deliver_expiring(self, encoded: bytes, expires: float) -> bool:
-        """:meth:`deliver` for a message with a TTL: it is dropped if not handed to the
-        kernel by ``expires``, also when replayed after a recovery (spec-next 4)."""
-        if self.closed:
-            return True
-        recovery = self.recovery
-        if recovery is None:
-            self.transport.send_expiring((encoded,), expires)
-            return True
-        buffer = recovery.buffer
-        sequence_id = buffer.take_id()
-        pieces = self.codec.sequence(encoded, sequence_id)
-        if not buffer.push(sequence_id, pieces, expires):
-            return False
-        if recovery.attached:
-            self.transport.send_expiring(pieces, expires)
         return True
 
     def close(self, code: int, reason: str) -> None:

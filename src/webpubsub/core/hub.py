@@ -136,8 +136,9 @@ class Hub:
         connections add only their sequence id. Returns the connections whose resend buffer
         overflowed, which the caller must close.
         """
-        if message.expires is not None:
-            return self._deliver_expiring(message, message.expires, conns)
+        expires = message.expires
+        if expires is not None and time.time() >= expires:
+            return []  # its TTL ran out: it goes nowhere, and takes no sequence id
         frames = message.frames
         overflowed: list[Connection] = []
         for conn in conns:
@@ -145,29 +146,11 @@ class Hub:
             frame = frames.get(codec)
             if frame is None:
                 frame = frames[codec] = codec.encode_message(message)
-            if conn.recovery is None:
+            if conn.recovery is None and expires is None:
                 # Hot path: a non-reliable connection just queues the shared bytes.
                 if not conn.closed:
                     conn.transport.send(frame)
-            elif not conn.deliver(frame):
-                overflowed.append(conn)
-        return overflowed
-
-    def _deliver_expiring(
-        self, message: Message, expires: float, conns: Iterable[Connection]
-    ) -> list[Connection]:
-        """:meth:`deliver` for a message with a TTL (kept apart: the common path pays
-        nothing for it). Already expired, it goes nowhere, and takes no sequence id."""
-        if time.time() >= expires:
-            return []
-        frames = message.frames
-        overflowed: list[Connection] = []
-        for conn in conns:
-            codec = conn.codec
-            frame = frames.get(codec)
-            if frame is None:
-                frame = frames[codec] = codec.encode_message(message)
-            if not conn.deliver_expiring(frame, expires):
+            elif not conn.deliver(frame, expires):
                 overflowed.append(conn)
         return overflowed
 
