@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -16,8 +17,9 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -79,11 +81,14 @@ class RedisServer:
 
 @dataclass
 class Node:
+    """One ``webpubsub serve --redis`` process on a fixed port (one worker: a kill -9 kills
+    the whole node). With ``log_path`` its output is kept there at info level."""
+
     port: int
     config: Path
     redis_url: str
+    log_path: Path | None = None
     process: subprocess.Popen[bytes] | None = None
-    log: list[str] = field(default_factory=list)
 
     @property
     def endpoint(self) -> str:
@@ -94,44 +99,42 @@ class Node:
         return f"Endpoint={self.endpoint};AccessKey={ACCESS_KEY};Version=1.0;"
 
     def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "webpubsub",
-                "serve",
-                "--port",
-                str(self.port),
-                "--access-key",
-                ACCESS_KEY,
-                "--redis",
-                self.redis_url,
-                "--workers",
-                "1",  # one process per node (the default with --redis is one per core)
-                "--config",
-                str(self.config),
-                "--log-level",
-                "warning",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
+        env.pop("WEBPUBSUB_CONFIG", None)
+        command = [sys.executable, "-m", "webpubsub", "serve", "--port", str(self.port)]
+        command += ["--access-key", ACCESS_KEY, "--redis", self.redis_url, "--workers", "1"]
+        command += ["--config", str(self.config)]
+        command += ["--log-level", "warning" if self.log_path is None else "info"]
+        with contextlib.ExitStack() as stack:
+            out: Any = subprocess.DEVNULL
+            if self.log_path is not None:
+                out = stack.enter_context(self.log_path.open("ab"))
+            self.process = subprocess.Popen(command, stdout=out, stderr=out, env=env)
         wait_for_port(self.port)
+
+    def signal(self, sig: signal.Signals) -> None:
+        assert self.process is not None
+        self.process.send_signal(sig)
 
     def kill(self) -> None:
         if self.process is not None:
-            self.process.send_signal(signal.SIGKILL)
+            self.process.kill()
             self.process.wait(timeout=10)
             self.process = None
 
     def stop(self) -> None:
         if self.process is not None:
+            self.process.send_signal(signal.SIGCONT)  # a node a test stopped must hear TERM
             self.process.terminate()
             try:
                 self.process.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 self.process.kill()
             self.process = None
+
+    def log(self) -> str:
+        assert self.log_path is not None, "started without a log file"
+        return self.log_path.read_text(errors="replace")
 
 
 def require_redis_server() -> None:

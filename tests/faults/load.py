@@ -14,9 +14,8 @@ import httpx
 import websockets
 from websockets.asyncio.client import ClientConnection
 
+from tests.cluster.conftest import ACCESS_KEY, Node
 from webpubsub.auth.tokens import client_audience, mint_client_token, mint_rest_token
-
-from .conftest import ACCESS_KEY, NodeProcess
 
 API = "api-version=2024-12-01"
 
@@ -25,7 +24,7 @@ API = "api-version=2024-12-01"
 class Receiver:
     """A JSON-subprotocol client that records the ``i`` of every data message it gets."""
 
-    node: NodeProcess
+    node: Node
     ws: ClientConnection
     connection_id: str
     got: Counter[int] = field(default_factory=Counter)
@@ -53,7 +52,7 @@ class Receiver:
 
 
 async def receiver(
-    node: NodeProcess, hub: str, user: str, protocol: str = "json.webpubsub.azure.v1"
+    node: Node, hub: str, user: str, protocol: str = "json.webpubsub.azure.v1"
 ) -> Receiver:
     token = mint_client_token(ACCESS_KEY, client_audience(node.endpoint, hub), user_id=user)
     url = f"ws://127.0.0.1:{node.port}/client/hubs/{hub}?access_token={token}"
@@ -66,7 +65,7 @@ async def receiver(
 
 
 async def rest(
-    http: httpx.AsyncClient, node: NodeProcess, method: str, path: str, **kwargs: Any
+    http: httpx.AsyncClient, node: Node, method: str, path: str, **kwargs: Any
 ) -> httpx.Response:
     """One REST call to a node, signed for its path."""
     url = f"{node.endpoint}{path}"
@@ -82,7 +81,7 @@ class Load:
     """Numbered sends to a hub through several nodes, each answer recorded."""
 
     hub: str
-    nodes: list[NodeProcess]
+    nodes: list[Node]
     accepted: set[int] = field(default_factory=set)
     refused: Counter[int] = field(default_factory=Counter)  # status -> count
     unknown: int = 0  # no answer (timeout, connection error)
@@ -100,7 +99,7 @@ class Load:
         self._stop.set()
         await asyncio.gather(*self._tasks)
 
-    async def _send(self, node: NodeProcess) -> None:
+    async def _send(self, node: Node) -> None:
         async with httpx.AsyncClient(timeout=10) as http:
             while not self._stop.is_set():
                 self.next_id += 1

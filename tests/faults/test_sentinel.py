@@ -24,9 +24,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster.conftest import free_port, wait_for_port
+from tests.cluster.conftest import ACCESS_KEY, Node, free_port, wait_for_port
 
-from .conftest import ACCESS_KEY, CONFIG, NodeProcess
+from .conftest import CONFIG
 from .load import Load, receiver
 from .test_faults import check_delivery, close
 
@@ -91,7 +91,7 @@ class Deployment:
     replica_port: int
     sentinel_ports: list[int]
     processes: list[subprocess.Popen[bytes]]
-    nodes: list[NodeProcess]
+    nodes: list[Node]
 
     @property
     def url(self) -> str:
@@ -137,7 +137,7 @@ def deployment() -> Iterator[Deployment]:
             pytest.fail("redis-server/redis-sentinel is not installed (.ci/run must install it)")
         pytest.skip("redis-server is not installed")
     processes: list[subprocess.Popen[bytes]] = []
-    nodes: list[NodeProcess] = []
+    nodes: list[Node] = []
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         try:
@@ -189,7 +189,7 @@ def deployment() -> Iterator[Deployment]:
             config.write_text(CONFIG)
             found = Deployment(master, master_port, replica_port, sentinel_ports, processes, [])
             for i in range(3):
-                node = NodeProcess(free_port(), config, found.url, workdir / f"node{i}.log")
+                node = Node(free_port(), config, found.url, workdir / f"node{i}.log")
                 nodes.append(node)
                 node.start()
             found.nodes = nodes
