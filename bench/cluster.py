@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from . import run
+from .redis_probe import ask, reply_field, sentinel_command
 from .run import BUILD, BURST, STEADY, LoadGen, Server, build_loadgen, free_port, log
 
 RESULTS = run.BENCH / "results" / "cluster.json"
@@ -335,33 +336,6 @@ def wait_for_file(path: Path, prefix: str, timeout: float) -> bool:
     return False
 
 
-def ask(port: int, *command: str) -> list[str]:
-    """One command to a Redis or a sentinel on 127.0.0.1 (RESP), the reply as lines."""
-    request = f"*{len(command)}\r\n" + "".join(f"${len(a)}\r\n{a}\r\n" for a in command)
-    with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
-        sock.sendall(request.encode())
-        sock.settimeout(0.3)
-        data = b""
-        while True:
-            try:
-                chunk = sock.recv(65536)
-            except TimeoutError:
-                break
-            if not chunk:
-                break
-            data += chunk
-    return data.decode(errors="replace").split("\r\n")
-
-
-def reply_field(lines: list[str], name: str) -> str | None:
-    for i, line in enumerate(lines):
-        if line == name and i + 2 < len(lines):
-            return lines[i + 2]
-        if line.startswith(name + ":"):
-            return line.split(":", 1)[1]
-    return None
-
-
 def wait_until(check: Any, what: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -377,9 +351,7 @@ def wait_until(check: Any, what: str, timeout: float = 30.0) -> None:
 def sentinel_failover(args: argparse.Namespace) -> int:
     """Seconds of 503 while Sentinel promotes the replica of a killed master."""
     service, down_after = "benchmaster", 1000
-    sentinel_cmd = (
-        ["redis-sentinel"] if shutil.which("redis-sentinel") else ["redis-server", "--sentinel"]
-    )
+    sentinel_cmd = sentinel_command() or ["redis-server", "--sentinel"]
     logs = run.BENCH / "results" / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     work = BUILD / "cluster-sentinel"

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from bench.redis_probe import ask, reply_field, sentinel_command
 
 from tests.cluster.conftest import ACCESS_KEY, Node, free_port, wait_for_port
 
@@ -33,43 +32,6 @@ from .test_faults import check_delivery, close
 HUB = "failover"
 SERVICE = "wpsmaster"
 DOWN_AFTER_MS = 1000
-
-
-def sentinel_command() -> list[str] | None:
-    """Debian's redis-sentinel, or redis-server in sentinel mode."""
-    if shutil.which("redis-sentinel"):
-        return ["redis-sentinel"]
-    if shutil.which("redis-server"):
-        return ["redis-server", "--sentinel"]
-    return None
-
-
-def ask(port: int, *command: str, timeout: float = 2.0) -> list[str]:
-    """One command to a Redis or a sentinel on 127.0.0.1 (RESP), the reply as lines."""
-    request = f"*{len(command)}\r\n" + "".join(f"${len(a)}\r\n{a}\r\n" for a in command)
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        sock.sendall(request.encode())
-        sock.settimeout(0.3)
-        data = b""
-        while True:
-            try:
-                chunk = sock.recv(65536)
-            except TimeoutError:
-                break
-            if not chunk:
-                break
-            data += chunk
-    return data.decode(errors="replace").split("\r\n")
-
-
-def field(lines: list[str], name: str) -> str | None:
-    """A field of a flat reply (SENTINEL MASTER: name, value, ...; INFO: name:value)."""
-    for i, line in enumerate(lines):
-        if line == name and i + 2 < len(lines):
-            return lines[i + 2]
-        if line.startswith(name + ":"):
-            return line.split(":", 1)[1]
-    return None
 
 
 def wait_until(check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
@@ -153,7 +115,8 @@ def deployment() -> Iterator[Deployment]:
             )
             wait_until(
                 lambda: (
-                    field(ask(replica_port, "INFO", "replication"), "master_link_status") == "up"
+                    reply_field(ask(replica_port, "INFO", "replication"), "master_link_status")
+                    == "up"
                 ),
                 "the replica to sync",
             )
@@ -179,9 +142,10 @@ def deployment() -> Iterator[Deployment]:
                 # Each sentinel knows the replica and the two other sentinels: ready to vote.
                 wait_until(
                     lambda port=port: (
-                        field(ask(port, "SENTINEL", "MASTER", SERVICE), "num-other-sentinels")
+                        reply_field(ask(port, "SENTINEL", "MASTER", SERVICE), "num-other-sentinels")
                         == "2"
-                        and field(ask(port, "SENTINEL", "MASTER", SERVICE), "num-slaves") == "1"
+                        and reply_field(ask(port, "SENTINEL", "MASTER", SERVICE), "num-slaves")
+                        == "1"
                     ),
                     f"sentinel {port} to see its peers and the replica",
                 )
