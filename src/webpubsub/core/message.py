@@ -7,6 +7,7 @@ encodes each variant once whatever the number of recipients.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -99,15 +100,7 @@ class Message:
 
     def with_source(self, source: Source, group: str | None) -> Message:
         """The same payload addressed from another source (frames are not shared)."""
-        return Message(
-            self.data,
-            self.data_type,
-            source,
-            group,
-            self.from_user_id,
-            self.metadata,
-            self.expires,
-        )
+        return dataclasses.replace(self, source=source, group=group, frames={})
 
 
 def check_json(body: bytes) -> None:
