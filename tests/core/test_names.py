@@ -74,6 +74,16 @@ def test_a_connect_answer_with_a_hostile_name_is_a_handler_failure(
     with pytest.raises(UpstreamRejected) as refused:
         parse_connect_response(200, json.dumps(answer).encode(), [])
     assert refused.value.status == 500
+    # The handler's author is told which member and what is wrong with it.
+    (member,) = answer
+    assert f"'{member}' in the connect response: " in refused.value.message
+    assert "surrogate" in refused.value.message or "NUL" in refused.value.message
+
+
+@pytest.mark.parametrize("member", ["groups", "roles"])
+def test_a_connect_answer_with_names_not_in_a_list_says_so(member: str) -> None:
+    with pytest.raises(UpstreamRejected, match=f"'{member}' .* must be a list"):
+        parse_connect_response(200, json.dumps({member: "g1"}).encode(), [])
 
 
 def test_a_connect_answer_with_unicode_names_is_taken() -> None:

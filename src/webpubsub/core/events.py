@@ -9,7 +9,7 @@ import base64
 import hashlib
 import hmac
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -309,14 +309,10 @@ def _parse_connect_body(status: int, body: bytes, offered: Sequence[str]) -> Con
         result.user_id = user_id or None
     groups = data.get("groups")
     if groups is not None:
-        if not isinstance(groups, list) or any(group_name_problem(g) for g in groups):
-            raise UpstreamRejected(500, "'groups' in the connect response must be group names.")
-        result.groups = list(groups)
+        result.groups = _names(groups, "groups", group_name_problem)
     roles = data.get("roles")
     if roles is not None:
-        if not isinstance(roles, list) or any(role_problem(r) for r in roles):
-            raise UpstreamRejected(500, "'roles' in the connect response must be role names.")
-        result.roles = list(roles)
+        result.roles = _names(roles, "roles", role_problem)
     subprotocol = data.get("subprotocol")
     if subprotocol:
         if not isinstance(subprotocol, str) or subprotocol not in offered:
@@ -325,6 +321,17 @@ def _parse_connect_body(status: int, body: bytes, offered: Sequence[str]) -> Con
             )
         result.subprotocol = subprotocol
     return result
+
+
+def _names(value: object, member: str, problem_of: Callable[[object], str | None]) -> list[str]:
+    """A list of names in a connect answer, or the first problem with it (a 500 refusal)."""
+    if not isinstance(value, list):
+        raise UpstreamRejected(500, f"'{member}' in the connect response must be a list.")
+    for name in value:
+        problem = problem_of(name)
+        if problem:
+            raise UpstreamRejected(500, f"'{member}' in the connect response: {problem}")
+    return list(value)
 
 
 def user_event_content_type(data_type: DataType) -> str:

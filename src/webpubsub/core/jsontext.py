@@ -206,12 +206,7 @@ def members(text: str, keep: str) -> tuple[dict[str, Any], tuple[int, int] | Non
                 if text[index] in _WHITESPACE:
                     index = _skip(text, index).end()
                 start = index
-                try:
-                    found[key], index = _scan(text, index)
-                except RecursionError:
-                    found[key], index = _scan_deep(text, index)
-                if index - start > 2 * MAX_DEPTH:
-                    _check_depth(text, start, index)
+                found[key], index = scan(text, index)
                 if key == keep:
                     span = (start, index)
                 char = text[index]
@@ -265,10 +260,8 @@ __all__ = [
     "MAX_DEPTH",
     "Refused",
     "check",
-    "check_escapes",
     "depth",
     "lenient_members",
     "members",
-    "scan",
     "value",
 ]
