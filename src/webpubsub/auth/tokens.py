@@ -6,9 +6,15 @@ token signed by any configured key (primary and secondary, for rotation without 
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
+import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -50,7 +56,21 @@ class Origin:
 
     @classmethod
     def from_host_header(cls, scheme: str, host: str) -> Origin | None:
-        return cls.parse(f"{scheme}://{host}")
+        return _host_origin(scheme, host)
+
+
+# Per handshake, the parsing of URLs that repeat (the Host header, a token's ``aud``) was a
+# tenth of the handshake's time. The caches are bounded; ``aud`` values are only parsed once
+# a token's signature checked out.
+@lru_cache(maxsize=256)
+def _host_origin(scheme: str, host: str) -> Origin | None:
+    return Origin.parse(f"{scheme}://{host}")
+
+
+@lru_cache(maxsize=1024)
+def _audience_parts(audience: str) -> tuple[Origin | None, list[str]]:
+    origin = Origin.parse(audience)
+    return origin, _segments(urlsplit(audience).path) if origin is not None else []
 
 
 def _segments(path: str) -> list[str]:
@@ -88,6 +108,7 @@ class TokenValidator:
     def __post_init__(self) -> None:
         self._origin = Origin.parse(self.public_endpoint)
         self._prefix = _segments(urlsplit(self.public_endpoint).path)
+        self._macs = [hmac.new(key.encode("utf-8"), digestmod=hashlib.sha256) for key in self.keys]
 
     def decode(self, token: str) -> dict[str, Any]:
         """Verify signature and lifetime (``exp`` required, ``nbf`` honoured, 5 min skew)."""
@@ -95,6 +116,13 @@ class TokenValidator:
             raise Unauthorized("The access token is empty.", code="Error.Unauthorized.NoToken")
         if len(token) > MAX_TOKEN_LENGTH:
             raise Unauthorized("The access token is too long.", code="Error.Unauthorized.Invalid")
+        claims = _plain_hs256(token, self._macs)
+        if claims is not None:
+            return claims
+        return self._decode_with_pyjwt(token)
+
+    def _decode_with_pyjwt(self, token: str) -> dict[str, Any]:
+        """Every token the fast path does not accept: PyJWT decides, and names the problem."""
         last_error = "the signature does not match any access key"
         for key in self.keys:
             try:
@@ -148,7 +176,7 @@ class TokenValidator:
         actual = _segments(path)
         origins = {self._origin}
         if host:
-            origins.add(Origin.from_host_header(scheme, host))
+            origins.add(_host_origin(scheme, host))
         for audience in audiences:
             if isinstance(audience, str) and self._audience_matches(audience, actual, origins):
                 return
@@ -162,10 +190,9 @@ class TokenValidator:
     def _audience_matches(
         self, audience: str, actual: list[str], origins: set[Origin | None]
     ) -> bool:
-        origin = Origin.parse(audience)
+        origin, aud_path = _audience_parts(audience)
         if origin is None or origin not in origins:
             return False
-        aud_path = _segments(urlsplit(audience).path)
         if aud_path == self._prefix or not aud_path:
             return True  # the bare endpoint (some third-party clients sign that)
         hub_index = _hub_index(aud_path)
@@ -180,6 +207,74 @@ class TokenValidator:
         claims = self.decode(token)
         self.check_audience(claims, path, host, scheme)
         return claims
+
+
+# The header every SDK writes; another still goes through the fast path once decoded.
+_PLAIN_HEADERS = {"alg": "HS256"}, {"alg": "HS256", "typ": "JWT"}
+_header_cache: dict[str, bool] = {}
+_HEADER_CACHE_SIZE = 64
+
+
+def _plain_hs256(token: str, macs: Sequence[hmac.HMAC]) -> dict[str, Any] | None:
+    """The claims of a well-formed, valid HS256 token, or None to let PyJWT decide.
+
+    PyJWT's general path (key checks on every call, algorithm objects, exception-driven
+    claim checks) was a fifth of a handshake. This path accepts a subset of what PyJWT
+    accepts: a plain header, a signature by one of the keys (constant-time comparison),
+    a JSON object payload with a numeric ``exp`` in the future (5 min skew), ``nbf`` and
+    ``iat`` numeric and not in the future, ``sub`` and ``jti`` strings. Anything else,
+    including every invalid token, returns None and gets PyJWT's verdict and message.
+    """
+    if token.count(".") != 2 or not token.isascii():
+        return None
+    signing_input, _, signature = token.rpartition(".")
+    header, _, payload = signing_input.partition(".")
+    known = _header_cache.get(header)
+    if known is None:
+        known = _decode_segment(header) in _PLAIN_HEADERS
+        if len(_header_cache) < _HEADER_CACHE_SIZE:
+            _header_cache[header] = known
+    if not known:
+        return None
+    try:
+        expected = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
+    except ValueError:
+        return None
+    message = signing_input.encode("ascii")
+    for mac in macs:
+        signer = mac.copy()
+        signer.update(message)
+        if hmac.compare_digest(signer.digest(), expected):
+            break
+    else:
+        return None
+    claims = _decode_segment(payload)
+    if not isinstance(claims, dict) or not _plain_claims(claims, time.time()):
+        return None
+    return claims
+
+
+def _decode_segment(segment: str) -> Any:
+    try:
+        return json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    except (ValueError, RecursionError):
+        return None
+
+
+def _number(value: Any) -> bool:
+    return type(value) is int or (type(value) is float and math.isfinite(value))
+
+
+def _plain_claims(claims: dict[str, Any], now: float) -> bool:
+    exp = claims.get("exp")
+    if exp is None or not _number(exp) or int(exp) <= now - CLOCK_SKEW_SECONDS:
+        return False
+    for name in ("nbf", "iat"):
+        if name in claims:
+            value = claims[name]
+            if not _number(value) or int(value) > now + CLOCK_SKEW_SECONDS:
+                return False
+    return all(isinstance(claims.get(name, ""), str) for name in ("sub", "jti"))
 
 
 def bearer_token(authorization: str | None) -> str | None:
