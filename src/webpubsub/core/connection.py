@@ -144,6 +144,10 @@ class Connection:
             del self._ack_ids[next(iter(self._ack_ids))]
         return False
 
+    def ack_ids(self) -> tuple[int, ...]:
+        """The ackIds recorded, oldest first (they move with the connection)."""
+        return tuple(self._ack_ids)
+
     def forget_ack(self, ack_id: int) -> None:
         """Unrecord ``ack_id``: its request was refused unexecuted (``Throttled``) and may be
         sent again with the same id."""

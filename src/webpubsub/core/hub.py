@@ -50,11 +50,13 @@ class Hub:
         if conn.user_id is not None:
             self.users.setdefault(conn.user_id, {})[conn.connection_id] = conn
 
-    def remove(self, conn: Connection) -> bool:
-        """Forget a connection and its memberships; False when it was not here."""
+    def remove(self, conn: Connection, *, announce: bool = True) -> bool:
+        """Forget a connection and its memberships; False when it was not here.
+
+        ``announce`` False: no ``left`` events (the connection moves to another node)."""
         if self.connections.pop(conn.connection_id, None) is None:
             return False
-        presence = self.presence
+        presence = self.presence if announce else None
         for group in conn.groups:
             self._drop_member(group, conn)
             if presence is not None:

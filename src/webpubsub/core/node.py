@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from . import commands as c
-from .connection import CloseCode, Connection, Transport
+from .connection import CloseCode, Codec, Connection, Transport
 from .errors import (
     ClientError,
     Duplicate,
@@ -25,6 +25,7 @@ from .errors import (
     ProtocolViolation,
     Throttled,
 )
+from .handover import Snapshot, restore, take
 from .hub import BUFFER_FULL, Hub, PresenceHook
 from .message import Message, Source
 from .names import MAX_GROUP_NAME, event_name_problem, group_name_problem
@@ -125,14 +126,18 @@ class Node:
         """The hub with this key (lower-case name), or None when it has no connection here."""
         return self.hubs.get(key)
 
-    def connect(self, conn: Connection, groups: Iterable[str] = ()) -> None:
-        """Register an accepted connection, join its initial groups, greet it (spec 4.1)."""
-        hub = self.hubs.get(conn.hub)
+    def _hub_for(self, key: str) -> Hub:
+        hub = self.hubs.get(key)
         if hub is None:
-            hub = self.hubs[conn.hub] = Hub(conn.hub)
+            hub = self.hubs[key] = Hub(key)
             hub.presence = self.on_presence
             if self.engine is not None:
-                self.engine.hub_added(conn.hub)
+                self.engine.hub_added(key)
+        return hub
+
+    def connect(self, conn: Connection, groups: Iterable[str] = ()) -> None:
+        """Register an accepted connection, join its initial groups, greet it (spec 4.1)."""
+        hub = self._hub_for(conn.hub)
         hub.add(conn)
         groups = list(groups)
         for group in groups:
@@ -185,6 +190,68 @@ class Node:
                     transport.send(piece)
             else:
                 transport.send_expiring(pieces, expires)  # dropped if its TTL has passed
+        return conn
+
+    def release(self, conn: Connection, now: float) -> Snapshot:
+        """Let another node adopt a reliable connection: its snapshot, and this node forgets
+        it without an event (the connection goes on there; see ``core/handover.py``)."""
+        snapshot = take(conn, now, self.recovery_window)
+        self.recovering.discard(conn)
+        if conn.attached:
+            conn.transport.close(CloseCode.POLICY_VIOLATION, "Replaced by a recovered socket.")
+        conn.closed = True
+        hub = self.hubs.get(conn.hub)
+        if hub is not None and hub.remove(conn, announce=False):
+            self._forget_hub_if_empty(hub)
+        self.observer.connection_closed(conn, "Recovered through another node.")
+        return snapshot
+
+    def adopt(
+        self,
+        snapshot: Snapshot,
+        codec: Codec,
+        transport: Transport,
+        now: float,
+        later: Iterable[c.Command] = (),
+    ) -> Connection:
+        """Take over a connection another node released, on ``transport``: greet it, replay
+        what it has not acknowledged, then apply ``later`` (the commands its snapshot does
+        not reflect, in order) to it alone, and register it."""
+        conn = restore(snapshot, codec, transport)
+        conn.send(codec.encode_connected(conn.connection_id, conn.user_id, snapshot.token))
+        for _, data, expires in snapshot.messages:
+            if expires is None:
+                transport.send(data)
+            else:
+                transport.send_expiring((data,), expires)
+        # The later commands see this connection alone: the others here had them already.
+        alone = Hub(snapshot.hub)
+        alone.presence = self.on_presence
+        alone.add(conn)
+        for group in snapshot.groups:
+            alone.join(conn, group, announce=False)
+        for command in later:
+            applied = alone.apply(command)
+            if applied.closed:
+                reason = command.reason if isinstance(command, c.CloseConnections) else BUFFER_FULL
+                self.observer.connection_opened(conn, getattr(transport, "peer", ""))
+                self._disconnected(conn, reason)
+                return conn
+            if self.engine is not None and isinstance(command, c.AddToGroups | c.RemoveFromGroups):
+                many = c.AddToGroup if isinstance(command, c.AddToGroups) else c.RemoveFromGroup
+                for group in command.groups if applied.targets else ():
+                    self.engine.record_soon(
+                        snapshot.hub, many(c.ToConnection(conn.connection_id), group)
+                    )
+        groups = sorted(conn.groups)
+        conn.groups.clear()
+        hub = self._hub_for(snapshot.hub)
+        hub.add(conn)
+        for group in groups:
+            hub.join(conn, group, announce=False)
+        if self.engine is not None:
+            self.engine.connection_added(conn, groups)
+        self.observer.connection_opened(conn, getattr(transport, "peer", ""))
         return conn
 
     def expire(self, now: float) -> None:

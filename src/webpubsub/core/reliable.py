@@ -58,6 +58,11 @@ class ResendBuffer:
         for _, pieces, _, expires in self._entries:
             yield pieces, expires
 
+    def entries(self) -> Iterator[tuple[int, Pieces, float | None]]:
+        """Unacknowledged messages with their sequence ids, in order."""
+        for sequence_id, pieces, _, expires in self._entries:
+            yield sequence_id, pieces, expires
+
     def __len__(self) -> int:
         return len(self._entries)
 

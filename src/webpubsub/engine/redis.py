@@ -60,9 +60,21 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from ..core import commands as c
 from ..core.connection import Connection
 from ..core.errors import ServiceUnavailable
-from ..core.node import Node
+from ..core.handover import HandoverError, from_fields, to_fields
+from ..core.node import Node, RecoveryRefused
 from ..core.roles import Permission, has_permission
 from .codec import CodecError, decode_command, encode_command
+from .handover import (
+    MOVE_PREFIX,
+    REQUEST,
+    SNAPSHOT_TTL,
+    Adoption,
+    MoveAnswer,
+    MoveRequest,
+    PendingMove,
+    decode_move,
+    snapshot_key,
+)
 from .redis_url import is_sentinel_url, parse_sentinel_url
 from .scripts import CLOSE, FORGET_NODE, MEMBERSHIP, REGISTER, ROLES, UNREGISTER
 
@@ -145,6 +157,8 @@ class RedisEngine:
         self._sender = self.node_id.encode()
         self._sequence = 0  # of our publishes; receivers drop what they already applied
         self._seen: dict[bytes, int] = {}  # the last sequence applied, by sender node
+        # Reliable connections on their way here from another node, by hub and id.
+        self._moves: dict[str, dict[str, PendingMove]] = {}
         self._ops: list[_Op] = []
         self._wake = asyncio.Event()
         self._channels: set[str] = set()  # hub channels we want
@@ -272,12 +286,18 @@ class RedisEngine:
 
     def publish(self, hub: str, command: c.Command) -> None:
         self._queue(self._publish_op(hub, command))
+        moves = self._moves.get(hub)
+        if moves:
+            for move in moves.values():
+                move.own(self._sender, self._sequence, command)
 
     def _publish_op(self, hub: str, command: c.Command) -> _Op:
+        return self._publish_body(hub, encode_command(command))
+
+    def _publish_body(self, hub: str, body: bytes) -> _Op:
         self._sequence += 1
         head = self._sender + b" " + str(self._sequence).encode() + b"\n"
-        payload = head + encode_command(command)
-        return _Op("spublish" if self._sharded else "publish", [channel(hub)], [payload])
+        return _Op("spublish" if self._sharded else "publish", [channel(hub)], [head + body])
 
     def record_soon(self, hub: str, command: c.Command) -> None:
         for op in self._record_ops(hub, command):
@@ -595,6 +615,10 @@ class RedisEngine:
                     await script(keys=op.keys, args=op.args, client=pipe)
                 elif op.name == "ping":
                     pipe.ping()
+                elif op.name == "hsetall":
+                    pipe.hset(
+                        op.keys[0], mapping=dict(zip(op.args[::2], op.args[1::2], strict=True))
+                    )
                 else:
                     getattr(pipe, op.name)(*op.keys, *op.args)
             results = await pipe.execute()
@@ -665,12 +689,14 @@ class RedisEngine:
             return
         head, _, body = data.partition(b"\n")
         sender, _, raw_sequence = head.partition(b" ")
-        if sender == self._sender:
-            return  # our own command: already applied locally
         raw_channel = message.get("channel", b"")
         name = raw_channel.decode("utf-8", "replace") if isinstance(raw_channel, bytes) else ""
         if not (name.startswith("wps:{") and name.endswith("}:commands")):
             return
+        if sender == self._sender:
+            if self._moves and body.startswith(REQUEST):
+                self._request_echoed(name[len("wps:{") : -len("}:commands")], body)
+            return  # our own command: already applied locally
         try:
             sequence = int(raw_sequence)
         except ValueError:
@@ -682,6 +708,9 @@ class RedisEngine:
             del self._seen[next(iter(self._seen))]  # the oldest node seen: long gone
         self._seen[sender] = sequence
         hub = name[len("wps:{") : -len("}:commands")]
+        if body.startswith(MOVE_PREFIX):
+            self._move_message(hub, sender, body)
+            return
         try:
             command = decode_command(body)
         except CodecError as exc:
@@ -692,6 +721,120 @@ class RedisEngine:
         except Exception:
             # One command this node cannot apply must not cut it off from the others.
             log.exception("could not apply a command from node %s on %s", sender.decode(), name)
+        moves = self._moves.get(hub)
+        if moves:
+            for move in moves.values():
+                move.remote(sender, sequence, command)
+
+    # -- moving a reliable connection here from the node that holds it (handover.py) -----
+
+    async def take_over(
+        self, hub: str, connection_id: str, token: str, subprotocol: str
+    ) -> Adoption:
+        """Ask the node holding a detached reliable connection to hand it over.
+
+        Raises RecoveryRefused (the client must stop) or ServiceUnavailable (it may retry).
+        Once this returns, call :meth:`finish_move` and adopt in the same step.
+        """
+        waiter = self.listening(hub)
+        if waiter is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(waiter), self.publish_timeout)
+            except TimeoutError:
+                raise ServiceUnavailable("The cluster did not answer in time.") from None
+        prefix = hub_prefix(hub)
+        holder = await self._query("hget", prefix + "c:" + connection_id, "node")
+        if holder is None or holder.decode() == self.node_id:
+            raise RecoveryRefused("The connection cannot be recovered: it no longer exists.")
+        moves = self._moves.setdefault(hub, {})
+        if connection_id in moves:
+            raise ServiceUnavailable("The connection is being recovered already.")
+        request = MoveRequest(connection_id, token, subprotocol, holder.decode(), self.node_id)
+        answered: asyncio.Future[MoveAnswer] = asyncio.get_running_loop().create_future()
+        move = PendingMove(hub, request, holder, answer=answered)
+        moves[connection_id] = move
+        try:
+            self._queue(self._publish_body(hub, request.encode()))
+            try:
+                answer = await asyncio.wait_for(asyncio.shield(answered), self.publish_timeout)
+            except TimeoutError:
+                raise ServiceUnavailable(
+                    "The node holding the connection did not answer in time."
+                ) from None
+            if not answer.ok:
+                raise RecoveryRefused(f"The connection cannot be recovered: {answer.reason}.")
+            key = snapshot_key(prefix, connection_id)
+            fields = await self._query("hgetall", key)
+            self._queue(_Op("delete", [key]))
+            try:
+                snapshot = from_fields(fields)
+            except HandoverError as exc:
+                log.error("could not read the snapshot of %s: %s", connection_id, exc)
+                raise RecoveryRefused("The connection cannot be recovered: it was lost.") from None
+            return Adoption(snapshot, move, answer.mark)
+        except BaseException:
+            self._drop_move(hub, connection_id)
+            raise
+
+    def finish_move(self, adoption: Adoption) -> list[c.Command]:
+        """The commands the adopted snapshot lacks; from here on the connection is ours."""
+        self._drop_move(adoption.pending.hub, adoption.snapshot.connection_id)
+        return adoption.commands()
+
+    def _drop_move(self, hub: str, connection_id: str) -> None:
+        moves = self._moves.get(hub)
+        if moves is not None:
+            moves.pop(connection_id, None)
+            if not moves:
+                del self._moves[hub]
+
+    def _request_echoed(self, hub: str, body: bytes) -> None:
+        request = decode_move(body)
+        move = self._moves.get(hub, {}).get(request.connection_id) if request else None
+        if move is not None and move.request == request:
+            move.echoed = True
+
+    def _move_message(self, hub: str, sender: bytes, body: bytes) -> None:
+        message = decode_move(body)
+        if isinstance(message, MoveRequest) and message.holder == self.node_id:
+            self._hand_over(hub, message)
+        elif isinstance(message, MoveAnswer) and message.requester == self.node_id:
+            move = self._moves.get(hub, {}).get(message.connection_id)
+            if move is not None and move.answer is not None and not move.answer.done():
+                move.answer.set_result(message)
+            elif message.ok:
+                log.warning(
+                    "connection %s was handed over after its recovery here gave up; it is lost",
+                    message.connection_id,
+                )
+
+    def _hand_over(self, hub: str, request: MoveRequest) -> None:
+        """Another node's client came back for a connection held here: write its snapshot
+        and let go of it, or say why not."""
+        conn = self.node.find_connection(hub, request.connection_id)
+        reason = ""
+        if conn is None or conn.recovery is None or conn.closed:
+            reason = "it no longer exists"
+        elif not conn.recovery.check_token(request.token):
+            reason = "the reconnection token is invalid"
+        elif conn.codec.subprotocol != request.subprotocol:
+            reason = "the subprotocol differs from the connection's"
+        if conn is None or reason:
+            answer = MoveAnswer(request.connection_id, request.requester, False, reason)
+            self._queue(self._publish_body(hub, answer.encode()))
+            return
+        snapshot = self.node.release(conn, asyncio.get_running_loop().time())
+        mark = self._sequence  # our publishes up to here were applied to it already
+        key = snapshot_key(hub_prefix(hub), request.connection_id)
+        fields: list[Any] = []
+        for name, value in to_fields(snapshot).items():
+            fields += [name, value]
+        self._queue(_Op("hsetall", [key], fields))
+        self._queue(_Op("expire", [key], [SNAPSHOT_TTL]))
+        self._queue(_Op("srem", [f"wps:n:{self.node_id}"], [f"{hub}\0{request.connection_id}"]))
+        answer = MoveAnswer(request.connection_id, request.requester, True, mark=mark)
+        self._queue(self._publish_body(hub, answer.encode()))
+        log.info("handing connection %s over to node %s", conn.connection_id, request.requester)
 
     async def _subscribe(self, channels: list[str], raise_errors: bool = False) -> None:
         if self._pubsub is None:

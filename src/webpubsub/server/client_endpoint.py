@@ -17,9 +17,11 @@ from websockets.http11 import Request
 from websockets.server import ServerProtocol
 
 from ..auth.tokens import TokenValidator, bearer_token, claim_list
-from ..core.connection import Connection, Transport, new_connection_id
+from ..core.commands import Command
+from ..core.connection import Codec, Connection, Transport, new_connection_id
 from ..core.errors import BadRequest, RequestError, TooManyRequests, Unauthorized
 from ..core.events import ConnectResult, EventHandlerSettings, EventKind, HubSettings
+from ..core.handover import Snapshot
 from ..core.names import check_hub, role_problem, user_id_problem
 from ..core.roles import Permission, is_allowed
 from ..protocols import CODECS, RAW, select_codec
@@ -46,6 +48,10 @@ class Accepted:
     groups: list[str] = field(default_factory=list)
     resume: tuple[str, str, str] | None = None  # hub, connection id, reconnection token
     refusal: str | None = None
+    # A recovery of a connection another node of the cluster holds: the codec it speaks.
+    moving: Codec | None = None
+    adopted: tuple[Snapshot, list[Command]] | None = None  # what the move brought
+    retry: bool = False  # a refusal the client may retry (1013), not 1008
 
 
 @dataclass
@@ -228,6 +234,9 @@ class ClientEndpoint:
         if isinstance(ws, HttpResponse):
             return ws
         conn = self.node.find_connection(hub, connection_id)
+        engine = self.node.engine
+        if conn is None and engine is not None and codec is not None and codec.is_reliable:
+            return Accepted(ws, resume=resume, moving=codec)  # another node may hold it
         if conn is None or conn.codec is not codec:
             return Accepted(ws, refusal="The connection cannot be recovered.")
         return Accepted(ws, resume=resume)

@@ -20,10 +20,13 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from ..core.connection import CloseCode, Connection
-from ..core.errors import PayloadTooLarge, RequestError
+from ..core.errors import PayloadTooLarge, RequestError, ServiceUnavailable
 from ..core.events import UpstreamRejected
+from ..core.handover import Gone
 from ..core.node import RecoveryRefused
 from ..core.ratelimit import MessageRate
+from ..engine.handover import Adoption
+from ..protocols import CODECS
 from .client_endpoint import Accepted, Pending
 from .http import HttpRequest, HttpResponse, origin_form
 
@@ -428,6 +431,11 @@ class ServiceProtocol(asyncio.Protocol):
         before, a send to its group through another node would be accepted and never reach
         it."""
         engine = self.service.engine
+        if engine is not None and isinstance(result, Accepted) and result.moving is not None:
+            self._refused = True
+            self._held = rest
+            self._connecting = self._loop.create_task(self._accept_when_moved(result))
+            return
         if engine is not None and isinstance(result, Accepted) and result.conn is not None:
             waiter = engine.listening(result.conn.hub)
             if waiter is not None:
@@ -456,6 +464,62 @@ class ServiceProtocol(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.resume_reading()
             self._accept(result, held)
+
+    async def _accept_when_moved(self, result: Accepted) -> None:
+        """A reliable client came back here for a connection another node holds: have it
+        handed over (engine/handover.py), then resume it on this socket.
+
+        The move runs in its own task: a client that leaves meanwhile must not cancel it
+        half-way (the other node may have let go already); it is then adopted detached."""
+        engine = self.service.engine
+        codec = result.moving
+        assert engine is not None and codec is not None and result.resume is not None
+        hub, connection_id, token = result.resume
+        move = self._loop.create_task(
+            engine.take_over(hub, connection_id, token, codec.subprotocol or "")
+        )
+        move.add_done_callback(self._adopt_if_gone)
+        try:
+            adoption = await asyncio.shield(move)
+        except asyncio.CancelledError:
+            if move.done():
+                self._adopt_if_gone(move)  # it finished just as the client left
+            raise
+        except RecoveryRefused as exc:
+            result.refusal = str(exc)
+            adoption = None
+        except ServiceUnavailable as exc:
+            # Not a refusal: the client may try again (1013), it keeps its recovery window.
+            result.refusal, result.retry, adoption = exc.message, True, None
+        except Exception:
+            log.exception("recovering %s through another node failed", connection_id)
+            result.refusal, result.retry, adoption = "The recovery failed.", True, None
+        self._connecting = None
+        self._refused = False
+        held, self._held = self._held, b""
+        if adoption is not None:
+            result.adopted = (adoption.snapshot, engine.finish_move(adoption))
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+        self._accept(result, held)
+
+    def _adopt_if_gone(self, move: asyncio.Task[Adoption]) -> None:
+        """The client left while its connection moved here: keep it, detached."""
+        if self._connecting is not None or move.cancelled() or move.exception() is not None:
+            return  # still waited for (or nothing to adopt)
+        if self.ws is not None:
+            return  # accepted
+        engine = self.service.engine
+        assert engine is not None
+        adoption = move.result()
+        if adoption.done:
+            return
+        node = self.service.node
+        codec = CODECS[adoption.snapshot.subprotocol]
+        gone = Gone()
+        now = self._loop.time()
+        conn = node.adopt(adoption.snapshot, codec, gone, now, engine.finish_move(adoption))
+        node.connection_lost(conn, gone, now)
 
     def _hold(self, data: bytes) -> None:
         """Keep what a client sends before its upgrade is answered (it should send nothing);
@@ -532,7 +596,10 @@ class ServiceProtocol(asyncio.Protocol):
         now = self._loop.time()
         self.last_received = now
         self.rate = node.new_rate(now)
-        if result.resume is not None:
+        if result.adopted is not None and result.moving is not None:
+            snapshot, later = result.adopted
+            self.conn = node.adopt(snapshot, result.moving, self, now, later)
+        elif result.resume is not None and result.refusal is None:
             hub, connection_id, token = result.resume
             try:
                 self.conn = node.resume(hub, connection_id, token, self, now)
@@ -544,7 +611,8 @@ class ServiceProtocol(asyncio.Protocol):
             self.service.upstream.connected(result.conn)
         if result.refusal is not None:
             log.info("refused recovery from %s: %s", self.peer, result.refusal)
-            self.close(CloseCode.POLICY_VIOLATION, result.refusal)
+            code = CloseCode.TRY_AGAIN_LATER if result.retry else CloseCode.POLICY_VIOLATION
+            self.close(code, result.refusal)
             return
         if rest:
             self._ws_received(rest)
