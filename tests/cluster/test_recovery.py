@@ -9,91 +9,17 @@ user, groups, roles and ackId history.
 from __future__ import annotations
 
 import asyncio
-import json
-from typing import Any
+import time
+from pathlib import Path
 
 import pytest
 import websockets
-from websockets.asyncio.client import ClientConnection
 
-from webpubsub.auth.tokens import client_audience, mint_client_token
+from webpubsub.auth.tokens import client_audience
 
-from .conftest import ACCESS_KEY, Cluster, Node
-from .test_cluster import call, receive, sdk, until
-
-RELIABLE = "json.reliable.webpubsub.azure.v1"
-ROLES = ["webpubsub.joinLeaveGroup", "webpubsub.sendToGroup"]
-
-
-class Reliable:
-    """A reliable JSON client on raw sockets: it acks what it gets and can drop and come
-    back through any node with its reconnection token."""
-
-    def __init__(self, hub: str, user_id: str) -> None:
-        self.hub = hub
-        self.user_id = user_id
-        self.ws: ClientConnection | None = None
-        self.connection_id = ""
-        self.token = ""
-        self.last_sequence = 0
-        self.data: list[Any] = []  # the data of every message received, in order
-
-    async def connect(self, node: Node) -> dict[str, Any]:
-        audience = client_audience(node.endpoint, self.hub)
-        access = mint_client_token(ACCESS_KEY, audience, user_id=self.user_id, roles=ROLES)
-        url = audience.replace("http://", "ws://") + f"?access_token={access}"
-        return await self._open(url)
-
-    async def recover(self, node: Node) -> dict[str, Any]:
-        url = client_audience(node.endpoint, self.hub).replace("http://", "ws://")
-        url += f"?awps_connection_id={self.connection_id}&awps_reconnection_token={self.token}"
-        return await self._open(url)
-
-    async def _open(self, url: str) -> dict[str, Any]:
-        self.ws = await websockets.connect(url, subprotocols=[RELIABLE])  # type: ignore[list-item]
-        connected: dict[str, Any] = await receive(self.ws)
-        assert connected["event"] == "connected", connected
-        self.connection_id = connected["connectionId"]
-        self.token = connected["reconnectionToken"]
-        return connected
-
-    def drop(self) -> None:
-        """The network fails: no close frame."""
-        assert self.ws is not None
-        self.ws.transport.abort()
-
-    async def read(self, count: int, timeout: float = 10.0) -> list[Any]:
-        """Read until ``count`` more data messages arrived (acking them); the replies
-        (acks) met on the way are returned."""
-        assert self.ws is not None
-        replies: list[Any] = []
-        target = len(self.data) + count
-        while len(self.data) < target:
-            frame = await receive(self.ws, timeout)
-            if frame.get("type") == "message":
-                await self._take(frame)
-            else:
-                replies.append(frame)
-        return replies
-
-    async def _take(self, frame: dict[str, Any]) -> None:
-        assert self.ws is not None
-        sequence = frame["sequenceId"]
-        if sequence <= self.last_sequence:
-            return  # a resend of what we had: the official clients drop these too
-        self.last_sequence = sequence
-        self.data.append(frame["data"])
-        await self.ws.send(json.dumps({"type": "sequenceAck", "sequenceId": sequence}))
-
-    async def request(self, message: dict[str, Any]) -> dict[str, Any]:
-        assert self.ws is not None
-        await self.ws.send(json.dumps(message))
-        while True:
-            frame = await receive(self.ws)
-            if frame.get("type") == "ack":
-                return frame
-            if frame.get("type") == "message":
-                await self._take(frame)
+from .conftest import Cluster, Node, RedisServer, free_port, require_redis_server
+from .reliable import RELIABLE, Reliable
+from .test_cluster import call, sdk, until
 
 
 class TestRecoveryOnAnyNode:
@@ -218,3 +144,35 @@ class TestRecoveryOnAnyNode:
         await until(lambda: call(rest.connection_exists, client.connection_id))
         assert client.ws is not None
         await client.ws.close()
+
+
+async def test_the_holder_killed_means_a_clear_refusal(tmp_path: Path) -> None:
+    """kill -9 of the node holding a detached connection: its state is gone, and a recovery
+    through another node is refused with 1008 (the client starts afresh), not left hanging."""
+    require_redis_server()
+    config = tmp_path / "node.toml"
+    config.write_text("[cluster]\nnode_ttl = 2.0\nheartbeat_interval = 0.5\nredis_timeout = 1.0\n")
+    redis = RedisServer(free_port(), tmp_path)
+    redis.start()
+    a, b = (Node(free_port(), config, redis.url) for _ in range(2))
+    try:
+        a.start()
+        b.start()
+        client = Reliable("orphans", "eve")
+        await client.connect(a)
+        client.drop()
+        await until(lambda: call(sdk(b, "orphans").connection_exists, client.connection_id))
+        a.kill()
+        closes: list[int] = []
+        deadline = time.monotonic() + 20
+        while not closes or closes[-1] != 1008:
+            assert time.monotonic() < deadline, f"no clear refusal: {closes}"
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await client.recover(b)
+            assert closed.value.rcvd is not None
+            closes.append(closed.value.rcvd.code)
+        assert set(closes) <= {1008, 1013}  # 1013 (try again) only while a's heartbeat lasts
+    finally:
+        b.stop()
+        a.stop()
+        redis.stop()

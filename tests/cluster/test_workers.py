@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 from tests.cluster.conftest import RedisServer, running_redis
+from tests.cluster.reliable import Reliable
 from tests.conftest import ACCESS_KEY
 from tests.hardening.process import ServiceProcess
 from tests.server.helpers import TIMEOUT, JsonClient, open_json_url
@@ -355,3 +356,31 @@ def _zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return True
+
+
+async def test_reliable_clients_recover_on_whichever_worker(
+    redis: RedisServer, config: Path
+) -> None:
+    """A reconnect lands on whichever worker the kernel picks; the connection follows it,
+    with every message sent meanwhile, until it has been held by both workers."""
+    process = start_workers(redis, config)
+    client = Reliable(HUB, "rel", key=ACCESS_KEY)
+    try:
+        await client.connect(process)
+        first = client.connection_id
+        holders: set[str] = set()
+        for n in range(40):
+            holders |= {w for w, count in per_worker(await metrics(process)).items() if count}
+            if len(holders) == 2 and n >= 4:
+                break
+            client.drop()
+            assert await rest(process, "POST", "/users/rel/:send", str(n).encode()) == 202
+            connected = await client.recover(process)
+            assert connected["connectionId"] == first
+            await client.read(1)
+        assert holders == {"0", "1"}, "every recovery landed on the same worker"
+        assert client.data == [str(n) for n in range(len(client.data))]
+    finally:
+        if client.ws is not None:
+            await client.ws.close()
+        shutdown(process)

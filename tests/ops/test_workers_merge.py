@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -62,10 +64,10 @@ def test_workers_setting_is_checked(env: dict[str, str], message: str) -> None:
         load_settings(env=env)
 
 
-def test_workers_default_to_one_until_recovery_works_on_any_worker() -> None:
+def test_workers_default_to_one_per_core_with_redis() -> None:
     assert load_settings(env={}).worker_count == 1
     clustered = load_settings(env={"WEBPUBSUB_REDIS_URL": "redis://127.0.0.1:6379/0"})
-    assert clustered.worker_count == 1
+    assert clustered.worker_count == (os.cpu_count() or 1)
     assert (
         load_settings(
             env={"WEBPUBSUB_REDIS_URL": "redis://x/0", "WEBPUBSUB_WORKERS": "3"}

@@ -746,6 +746,9 @@ class RedisEngine:
         holder = await self._query("hget", prefix + "c:" + connection_id, "node")
         if holder is None or holder.decode() == self.node_id:
             raise RecoveryRefused("The connection cannot be recovered: it no longer exists.")
+        if not await self._query("exists", f"wps:node:{holder.decode()}"):
+            # Its node died: what it held is gone (its entries are being removed).
+            raise RecoveryRefused("The connection cannot be recovered: its node stopped.")
         moves = self._moves.setdefault(hub, {})
         if connection_id in moves:
             raise ServiceUnavailable("The connection is being recovered already.")

@@ -97,7 +97,7 @@ class Settings:
     # Hub settings by lower-case hub name; "*" applies to every hub without its own entry.
     hubs: dict[str, HubSettings] = field(default_factory=dict)
     generated_key: bool = False
-    # Worker processes on this machine sharing the port (None: 1, see worker_count).
+    # Worker processes on this machine sharing the port (None: see worker_count).
     workers: int | None = None
 
     def hub(self, key: str) -> HubSettings:
@@ -122,12 +122,12 @@ class Settings:
 
     @property
     def worker_count(self) -> int:
-        """How many worker processes ``serve`` starts: as set, else one.
-
-        Not one per core by default yet: a reliable client's reconnect lands on whichever
-        worker the kernel picks, and recovery works only on the worker that holds it.
+        """How many worker processes ``serve`` starts: as set; else one per core with Redis
+        (a reliable client recovers on whichever worker its reconnect lands on), one without.
         """
-        return self.workers if self.workers is not None else 1
+        if self.workers is not None:
+            return self.workers
+        return (os.cpu_count() or 1) if self.redis_url else 1
 
     def ensure_key(self) -> None:
         """Generate a random access key when none was configured."""
