@@ -12,6 +12,7 @@ import asyncio
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 import websockets
 
@@ -20,6 +21,17 @@ from webpubsub.auth.tokens import client_audience
 from .conftest import Cluster, Node, RedisServer, free_port, require_redis_server
 from .reliable import RELIABLE, Reliable
 from .test_cluster import call, sdk, until
+
+
+async def moved(node: Node, hub: str, direction: str) -> float:
+    async with httpx.AsyncClient(timeout=10) as http:
+        text = (await http.get(f"{node.endpoint}/metrics")).text
+    name = f'webpubsub_connections_moved_total{{direction="{direction}",hub="{hub}"}}'
+    name2 = f'webpubsub_connections_moved_total{{hub="{hub}",direction="{direction}"}}'
+    for line in text.splitlines():
+        if line.startswith((name + " ", name2 + " ")):
+            return float(line.rpartition(" ")[2])
+    return 0.0
 
 
 class TestRecoveryOnAnyNode:
@@ -67,6 +79,9 @@ class TestRecoveryOnAnyNode:
         assert sent["success"] is True
         await client.read(9 - len(client.data))  # (it may have come before the ack)
         assert client.data[-1] == {"n": 8}
+        # Operators see a move, not a close and an open.
+        assert await moved(a, hub, "out") == 1 and await moved(b, hub, "in") == 1
+        assert await moved(a, hub, "in") == 0
         assert client.ws is not None
         await client.ws.close()
 

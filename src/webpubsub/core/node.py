@@ -203,7 +203,7 @@ class Node:
         hub = self.hubs.get(conn.hub)
         if hub is not None and hub.remove(conn, announce=False):
             self._forget_hub_if_empty(hub)
-        self.observer.connection_closed(conn, "Recovered through another node.")
+        self.observer.connection_moved(conn, arrived=False)
         return snapshot
 
     def adopt(
@@ -234,7 +234,7 @@ class Node:
             applied = alone.apply(command)
             if applied.closed:
                 reason = command.reason if isinstance(command, c.CloseConnections) else BUFFER_FULL
-                self.observer.connection_opened(conn, getattr(transport, "peer", ""))
+                self.observer.connection_moved(conn, arrived=True)
                 self._disconnected(conn, reason)
                 return conn
             if self.engine is not None and isinstance(command, c.AddToGroups | c.RemoveFromGroups):
@@ -251,7 +251,7 @@ class Node:
             hub.join(conn, group, announce=False)
         if self.engine is not None:
             self.engine.connection_added(conn, groups)
-        self.observer.connection_opened(conn, getattr(transport, "peer", ""))
+        self.observer.connection_moved(conn, arrived=True)
         return conn
 
     def expire(self, now: float) -> None:

@@ -25,6 +25,10 @@ class Observer:
     def connection_closed(self, conn: Connection, reason: str) -> None:
         """A logical connection ended (for reliable ones: after recovery gave up)."""
 
+    def connection_moved(self, conn: Connection, arrived: bool) -> None:
+        """A reliable connection went on through another node (``arrived`` False: it left
+        this one; True: it came here). Neither opened nor closed: the same connection."""
+
     def request_received(self, conn: Connection, request: ClientRequest, size: int) -> None:
         """A client sent a message of ``size`` bytes that decoded to ``request``."""
 
@@ -69,6 +73,10 @@ class Observers(Observer):
     def connection_closed(self, conn: Connection, reason: str) -> None:
         for observer in self._observers:
             observer.connection_closed(conn, reason)
+
+    def connection_moved(self, conn: Connection, arrived: bool) -> None:
+        for observer in self._observers:
+            observer.connection_moved(conn, arrived)
 
     def request_received(self, conn: Connection, request: ClientRequest, size: int) -> None:
         for observer in self._observers:

@@ -81,6 +81,14 @@ class ConnectionLog(Observer):
         fields["reason"] = reason
         self.log.info("connection closed %s", _pairs(fields), extra=fields)
 
+    def connection_moved(self, conn: Connection, arrived: bool) -> None:
+        if not self.log.isEnabledFor(logging.INFO):
+            return
+        fields = _fields(conn)
+        fields["direction"] = "in" if arrived else "out"
+        what = "recovered here from another node" if arrived else "recovered through another node"
+        self.log.info("connection %s %s", what, _pairs(fields), extra=fields)
+
 
 def _fields(conn: Connection) -> dict[str, Any]:
     return {

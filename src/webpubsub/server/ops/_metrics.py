@@ -99,6 +99,13 @@ class Metrics(Observer):
             ["hub", "subprotocol"],
             registry=registry,
         )
+        self.connections_moved = Counter(
+            "webpubsub_connections_moved",
+            "Reliable connections that recovered through another node: direction out (from "
+            "this node) or in (to it).",
+            ["hub", "direction"],
+            registry=registry,
+        )
         self.messages_in = Counter(
             "webpubsub_messages_received",
             "Messages received from clients, by client message type.",
@@ -203,6 +210,10 @@ class Metrics(Observer):
     def connection_closed(self, conn: Connection, reason: str) -> None:
         hub = self._hub(conn.hub)
         self._counter(self.connections_closed, hub, conn.subprotocol or "none").inc()
+
+    def connection_moved(self, conn: Connection, arrived: bool) -> None:
+        hub = self._hub(conn.hub)
+        self._counter(self.connections_moved, hub, "in" if arrived else "out").inc()
 
     def request_received(self, conn: Connection, request: ClientRequest, size: int) -> None:
         hub = self._hub(conn.hub)

@@ -230,6 +230,16 @@ class LiveTrace(Observer):
             record["reason"] = reason
         self._publish(record)
 
+    def connection_moved(self, conn: Connection, arrived: bool) -> None:
+        record = _connection_record(conn, "ConnectionMoved", Level.INFO)
+        record["message"] = (
+            "Connection recovered here from another node."
+            if arrived
+            else "Connection recovered through another node."
+        )
+        record["direction"] = "in" if arrived else "out"
+        self._publish(record)
+
     def slow_consumer(self, conn: Connection, buffered: int) -> None:
         record = _connection_record(conn, "ConnectionAborted", Level.WARNING)
         reason = f"Slow consumer: {buffered} bytes were waiting to be written."
