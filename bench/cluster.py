@@ -5,6 +5,7 @@
     python3 -m bench.cluster --clients 1500 --runs 1
     python3 -m bench.cluster --no-workers # skip the --workers 2 scenario
     python3 -m bench.cluster --sentinel   # only: seconds of 503 in a Sentinel failover
+    python3 -m bench.cluster --recovery   # only: recovery across nodes (~15 s)
 
 Starts a redis-server on a free 127.0.0.1 port, then measures REST broadcast deliveries/s
 (bench/run.py's steady and burst shapes, counted at the receivers by bench/loadgen.c):
@@ -21,7 +22,13 @@ Prints a table (1 node, 3 nodes, --workers 2, ratios) and writes ``bench/results
 sentinels (``down-after-milliseconds`` 1000), two nodes with the default ``[cluster]``
 settings on a ``redis+sentinel://`` URL, REST sends through both; the master is killed
 (``kill -9``) and the seconds of 503 until the nodes work on the promoted replica are
-printed (``bench/results/cluster-sentinel.json``). Only
+printed (``bench/results/cluster-sentinel.json``).
+
+Recovery across nodes (part of the default run, or alone with ``--recovery``): two nodes, 500
+reliable clients on the first in one group, a steady broadcast (100 messages/s) through the
+second; every client's socket is cut at once and each recovers through the second node
+(``bench/recovery.py``). Prints the seconds until all were back, the messages lost and
+duplicated (must be 0) and the broadcast's p99 meanwhile. Only
 127.0.0.1 is used; every phase, wait and subprocess is bounded in time, and every process
 started here is stopped on the way out.
 """
@@ -498,6 +505,41 @@ def sentinel_failover(args: argparse.Namespace) -> int:
     return 0
 
 
+def recovery_across_nodes(redis: Redis, logs: Path, clients: int) -> dict[str, Any]:
+    """Two nodes, clients dropped on one and recovered through the other (bench/recovery.py)."""
+    key = secrets.token_urlsafe(32)
+    env = dict(os.environ, WEBPUBSUB_REDIS_URL=redis.url, WEBPUBSUB_WORKERS="1")
+    servers = [
+        Server("webpubsub", free_port(), key, None, logs / f"recovery.node{i}.log", env)
+        for i in range(2)
+    ]
+    try:
+        for server in servers:
+            server.start()
+        command = [str(run.VENV / "bin" / "python"), "-m", "bench.recovery"]
+        command += ["--from", str(servers[0].port), "--to", str(servers[1].port)]
+        command += [f"--key={key}", "--clients", str(clients)]  # a key may start with "-"
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=120, cwd=run.BENCH.parent
+        )
+        lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+        if not lines:
+            raise RuntimeError(f"bench.recovery failed: {done.stderr[-2000:]}")
+        result: dict[str, Any] = json.loads(lines[-1])
+    finally:
+        for server in servers:
+            server.stop()
+    verdict = "none lost" if result["lost"] == 0 and result["duplicated"] == 0 else "LOST"
+    log(
+        f"  recovery across nodes: {result['clients']:,} clients cut on node 0, all back "
+        f"through node 1 in {result['recovered_all_s']:.2f} s (median "
+        f"{result['recovered_median_s']:.2f} s); {result['messages']:,} messages, lost "
+        f"{result['lost']}, duplicated {result['duplicated']} [{verdict}]; broadcast p99 "
+        f"meanwhile {result['latency_ms_p99_while_recovering']} ms"
+    )
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python3 -m bench.cluster", description=__doc__.split("\n")[0])
     p.add_argument("--clients", type=int, default=3000)
@@ -512,6 +554,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--sentinel", action="store_true", help="only the Sentinel failover scenario (~20 s)"
     )
+    p.add_argument(
+        "--recovery", action="store_true", help="only the recovery across nodes scenario (~15 s)"
+    )
+    p.add_argument("--no-recovery", action="store_true", help="skip the recovery scenario")
+    p.add_argument("--recovery-clients", type=int, default=500)
     args = p.parse_args(argv)
     if shutil.which("redis-server") is None:
         raise SystemExit("bench.cluster: redis-server is needed (apt-get install redis-server)")
@@ -519,6 +566,18 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("bench.cluster: run `python3 -m bench --quick` once to set up .venv")
     if args.sentinel:
         return sentinel_failover(args)
+    if args.recovery:
+        logs = run.BENCH / "results" / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        redis = Redis(BUILD / "cluster-redis", logs / "cluster.redis.log")
+        try:
+            result = recovery_across_nodes(redis, logs, args.recovery_clients)
+        finally:
+            redis.stop()
+        out = run.BENCH / "results" / "cluster-recovery.json"
+        out.write_text(json.dumps({"machine": run.machine_info(), **result}, indent=2) + "\n")
+        log(f"  wrote {run.shown(out)}")
+        return 0 if result["lost"] == 0 and result["duplicated"] == 0 else 1
     if args.wait_for and not wait_for_file(Path(args.wait_for), "exit=", args.wait_max):
         raise SystemExit(f"bench.cluster: {args.wait_for} did not finish in time")
     run.raise_fd_limit(args.clients + 1000)
@@ -540,6 +599,9 @@ def main(argv: list[str] | None = None) -> int:
             if time.monotonic() - started > DEADLINE:
                 raise SystemExit("bench.cluster: out of time")
             workers = measure(1, args, redis, loadgen, logs, workers=2)
+        recovery = None
+        if not args.no_recovery:
+            recovery = recovery_across_nodes(redis, logs, args.recovery_clients)
     finally:
         redis.stop()
     table = {}
@@ -560,6 +622,7 @@ def main(argv: list[str] | None = None) -> int:
         "one_node": one,
         "three_nodes": three,
         "workers_2": workers,
+        "recovery_across_nodes": recovery,
         "table": table,
         "projection": projection(one, three, args.clients),
         "elapsed_s": round(time.monotonic() - started, 1),

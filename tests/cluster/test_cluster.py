@@ -19,7 +19,7 @@ from azure.core.exceptions import HttpResponseError
 from azure.messaging.webpubsubservice import WebPubSubServiceClient
 from websockets.asyncio.client import ClientConnection
 
-from webpubsub.auth.tokens import client_audience, mint_client_token
+from webpubsub.auth.tokens import client_audience, mint_client_token, mint_rest_token
 
 from .conftest import ACCESS_KEY, Cluster, Node
 
@@ -283,3 +283,28 @@ class TestFailures:
             while message["data"] == {"during": "outage"}:  # accepted before the node noticed
                 message = await receive(ws_a)
             assert message["data"] == {"after": "restart"}
+
+
+async def test_a_storm_of_reads_does_not_starve_the_node(cluster: Cluster) -> None:
+    """More concurrent REST reads than Redis connections in the pool: they wait their turn
+    (redis-py's pool refuses at once when empty, which cost the writer its connection and
+    made the node report Redis lost)."""
+    node = cluster.nodes[0]
+    hub = "readstorm"
+    url = f"{node.endpoint}/api/hubs/{hub}/connections/nobody"
+    token = mint_rest_token(ACCESS_KEY, url)
+    limits = httpx.Limits(max_connections=400, max_keepalive_connections=400)
+    async with httpx.AsyncClient(timeout=30, limits=limits) as http:
+
+        async def head() -> int:
+            response = await http.head(
+                url,
+                params={"api-version": "2024-12-01"},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            return response.status_code
+
+        statuses = await asyncio.gather(*(head() for _ in range(400)))
+        assert set(statuses) == {404}, sorted(set(statuses))
+        ready = await http.get(f"{node.endpoint}/readyz")
+        assert ready.status_code == 200, ready.text

@@ -90,6 +90,11 @@ RETRY_DELAYS = (0.05, 0.1, 0.2, 0.5)  # between attempts at a failed batch
 PROBE_INTERVAL = 0.2  # how often an unhealthy node tries Redis again
 READER_POLL = 0.25  # how soon the reader notices it must reconnect
 MAX_RECENT = 100_000
+# Connections to Redis: reads (REST queries, recoveries) take at most MAX_READS at once and
+# wait for one beyond that, so that a storm of them cannot starve the writer, the reader and
+# the heartbeat (redis-py's pool refuses at once when it is out of connections).
+POOL_SIZE = 100
+MAX_READS = 64
 
 
 def hub_prefix(hub: str) -> str:
@@ -159,6 +164,7 @@ class RedisEngine:
         self._seen: dict[bytes, int] = {}  # the last sequence applied, by sender node
         # Reliable connections on their way here from another node, by hub and id.
         self._moves: dict[str, dict[str, PendingMove]] = {}
+        self._reads = asyncio.Semaphore(MAX_READS)
         self._ops: list[_Op] = []
         self._wake = asyncio.Event()
         self._channels: set[str] = set()  # hub channels we want
@@ -426,7 +432,7 @@ class RedisEngine:
         if not ids:
             return []
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
+            async with self._reads, self.redis.pipeline(transaction=False) as pipe:
                 for raw in ids:
                     pipe.hget(prefix + "c:" + raw.decode(), "user")
                 users = await pipe.execute()
@@ -454,7 +460,7 @@ class RedisEngine:
         """One read, with the boot marker in the same round trip (data loss is noticed)."""
         self.check_ready()
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
+            async with self._reads, self.redis.pipeline(transaction=False) as pipe:
                 pipe.set(BOOT, _boot_value(), nx=True)
                 pipe.get(BOOT)
                 getattr(pipe, name)(*args, **kwargs)
@@ -1137,6 +1143,7 @@ def _client(url: str, timeout: float) -> tuple[aioredis.Redis, Sentinel | None]:
             socket_connect_timeout=timeout,
             decode_responses=False,
             retry=retry,
+            max_connections=POOL_SIZE,
         )
         return client, None
     target = parse_sentinel_url(url)
@@ -1165,6 +1172,7 @@ def _client(url: str, timeout: float) -> tuple[aioredis.Redis, Sentinel | None]:
         socket_connect_timeout=timeout,
         decode_responses=False,
         retry=retry,
+        max_connections=POOL_SIZE,
     )
     return client, sentinel
 
