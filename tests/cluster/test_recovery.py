@@ -144,6 +144,18 @@ class TestRecoveryOnAnyNode:
         assert client.ws is not None
         await client.ws.close()
 
+    async def test_ids_no_node_hands_out_are_refused_before_redis(self, cluster: Cluster) -> None:
+        _, b, _ = cluster.nodes
+        url = client_audience(b.endpoint, "moves_bad").replace("http://", "ws://")
+        for bad in ("%00", "a%20b", "x" * 200, "%C3%A9", "%F0%9F%98%80", "a%0Ab"):
+            query = f"?awps_connection_id={bad}&awps_reconnection_token=t"
+            ws = await websockets.connect(url + query, subprotocols=[RELIABLE])  # type: ignore[list-item]
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await asyncio.wait_for(ws.recv(), 10)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008, bad
+        async with httpx.AsyncClient(timeout=10) as http:
+            assert (await http.get(f"{b.endpoint}/readyz")).status_code == 200
+
     async def test_it_can_move_again(self, cluster: Cluster) -> None:
         hub = "moves_twice"
         a, b, c = cluster.nodes

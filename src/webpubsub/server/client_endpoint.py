@@ -233,6 +233,9 @@ class ClientEndpoint:
         ws = self._upgrade(request, chosen)
         if isinstance(ws, HttpResponse):
             return ws
+        if not _plausible_id(connection_id):
+            # Not an id this service hands out (NUL, spaces, a megabyte...): nobody holds it.
+            return Accepted(ws, refusal="The connection cannot be recovered.")
         conn = self.node.find_connection(hub, connection_id)
         engine = self.node.engine
         if conn is None and engine is not None and codec is not None and codec.is_reliable:
@@ -340,3 +343,11 @@ def _query_suffix(request: HttpRequest) -> str:
 
 def _not_found(path: str) -> RequestError:
     return RequestError(f"No endpoint at {path[:200]}.", code="Error.NotFound", status=404)
+
+
+_ID_CHARACTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def _plausible_id(connection_id: str) -> bool:
+    """Whether a recovery names a connection id of the shape ``new_connection_id`` makes."""
+    return 0 < len(connection_id) <= 128 and _ID_CHARACTERS.issuperset(connection_id)
