@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 
 import pytest
 
-from webpubsub.core.connection import Connection
+from webpubsub.core.connection import Connection, new_connection_id
 from webpubsub.core.node import Node
 from webpubsub.protocols import RAW
 
@@ -178,3 +180,17 @@ class TestRequests:
             "dataType": "binary",
             "data": "AQI=",
         }
+
+
+def test_connection_ids_are_unique_and_url_safe_even_across_a_fork() -> None:
+    ids = [new_connection_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]{32}", i) for i in ids)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next id must not be the parent's next one
+        os.write(write, new_connection_id().encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, 64).decode()
+    assert child != new_connection_id()

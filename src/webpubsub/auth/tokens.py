@@ -108,7 +108,8 @@ class TokenValidator:
     def __post_init__(self) -> None:
         self._origin = Origin.parse(self.public_endpoint)
         self._prefix = _segments(urlsplit(self.public_endpoint).path)
-        self._macs = [hmac.new(key.encode("utf-8"), digestmod=hashlib.sha256) for key in self.keys]
+        self._mac_keys: tuple[str, ...] = ()
+        self._macs: list[hmac.HMAC] = []
 
     def decode(self, token: str) -> dict[str, Any]:
         """Verify signature and lifetime (``exp`` required, ``nbf`` honoured, 5 min skew)."""
@@ -116,10 +117,18 @@ class TokenValidator:
             raise Unauthorized("The access token is empty.", code="Error.Unauthorized.NoToken")
         if len(token) > MAX_TOKEN_LENGTH:
             raise Unauthorized("The access token is too long.", code="Error.Unauthorized.Invalid")
-        claims = _plain_hs256(token, self._macs)
+        claims = _plain_hs256(token, self._current_macs())
         if claims is not None:
             return claims
         return self._decode_with_pyjwt(token)
+
+    def _current_macs(self) -> list[hmac.HMAC]:
+        """HMAC states keyed once per key; the keys are reloadable in place (SIGHUP)."""
+        keys = tuple(self.keys)
+        if keys != self._mac_keys:
+            self._macs = [hmac.new(k.encode("utf-8"), digestmod=hashlib.sha256) for k in keys]
+            self._mac_keys = keys
+        return self._macs
 
     def _decode_with_pyjwt(self, token: str) -> dict[str, Any]:
         """Every token the fast path does not accept: PyJWT decides, and names the problem."""

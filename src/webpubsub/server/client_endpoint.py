@@ -6,7 +6,13 @@ websockets handshake. Failures are HTTP statuses with an ``ErrorDetail`` body, n
 
 from __future__ import annotations
 
+import base64
+import binascii
+import email.utils
+import hashlib
 import logging
+import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -14,6 +20,7 @@ from urllib.parse import unquote
 
 from websockets.datastructures import Headers
 from websockets.http11 import Request
+from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from ..auth.tokens import TokenValidator, bearer_token, claim_list
@@ -246,6 +253,16 @@ class ClientEndpoint:
 
     def _upgrade(self, request: HttpRequest, chosen: str | None) -> ServerProtocol | HttpResponse:
         """Run the websockets handshake; returns the open protocol or the refusal."""
+        head = switching_protocols(request, chosen)
+        if head is not None:
+            # A plain, valid upgrade (every SDK's): the 101 is written by hand, as websockets
+            # would write it, and the protocol starts open. Anything else is websockets' to
+            # judge and answer (its objects were a sixth of a handshake).
+            ws = ServerProtocol(
+                state=State.OPEN, max_size=self.limits.max_message_size, logger=ws_log
+            )
+            ws.writes.append(head)
+            return ws
         ws = ServerProtocol(
             subprotocols=[chosen] if chosen else None,  # type: ignore[list-item]
             select_subprotocol=(lambda _p, _o: chosen) if chosen else None,  # type: ignore[arg-type,return-value]
@@ -351,3 +368,60 @@ _ID_CHARACTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz
 def _plausible_id(connection_id: str) -> bool:
     """Whether a recovery names a connection id of the shape ``new_connection_id`` makes."""
     return 0 < len(connection_id) <= 128 and _ID_CHARACTERS.issuperset(connection_id)
+
+
+# -- the 101 of a plain upgrade (RFC 6455 4.2.2) ------------------------------------------
+
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")  # RFC 9110 5.6.2
+_date: tuple[int, bytes] = (0, b"")
+
+
+def switching_protocols(request: HttpRequest, chosen: str | None) -> bytes | None:
+    """The 101 response to a valid upgrade with nothing unusual, byte for byte what
+    websockets' ``ServerProtocol.accept`` writes; None: let websockets decide (and refuse).
+
+    It checks what websockets checks (RFC 6455 4.2.1): one ``Upgrade: websocket``, an
+    ``upgrade`` token in ``Connection``, one ``Sec-WebSocket-Key`` of 16 bytes in base64,
+    one ``Sec-WebSocket-Version: 13``. Extensions offered get no answer, as from websockets
+    without extensions configured.
+    """
+    keys = request.header_all("sec-websocket-key")
+    upgrades = request.header_all("upgrade")
+    connection = [
+        token.strip().lower()
+        for value in request.header_all("connection")
+        for token in value.split(",")
+    ]
+    if (
+        len(keys) != 1
+        or request.header_all("sec-websocket-version") != ["13"]
+        or len(upgrades) != 1
+        or upgrades[0].strip().lower() != "websocket"
+        or "upgrade" not in connection
+        or not all(map(_TOKEN.fullmatch, connection))  # (an odd list: websockets judges)
+    ):
+        return None
+    key = keys[0].strip()
+    if len(key) != 24 or not key.isascii():
+        return None
+    try:
+        if len(base64.b64decode(key, validate=True)) != 16:
+            return None
+    except binascii.Error:
+        return None
+    accept = base64.b64encode(hashlib.sha1(key.encode() + _GUID).digest())
+    global _date
+    now = int(time.time())
+    if _date[0] != now:
+        _date = (now, email.utils.formatdate(now, usegmt=True).encode())
+    protocol = b"Sec-WebSocket-Protocol: " + chosen.encode() + b"\r\n" if chosen else b""
+    return (
+        b"HTTP/1.1 101 Switching Protocols\r\nDate: "
+        + _date[1]
+        + b"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "
+        + accept
+        + b"\r\n"
+        + protocol
+        + b"\r\n"
+    )
