@@ -83,3 +83,9 @@ def test_the_fast_path_accepts_only_what_websockets_accepts(
         theirs = websockets_answer(headers, None)
         assert theirs is not None, headers
         assert without_date(ours) == without_date(theirs)
+
+
+def test_websockets_protocols_still_get_distinct_version_4_uuids() -> None:
+    ids = {ServerProtocol().id for _ in range(1000)}
+    assert len(ids) == 1000
+    assert all(i.version == 4 for i in ids)

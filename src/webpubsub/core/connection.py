@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import base64
-import os
-import threading
 from collections.abc import Iterable
 from enum import IntEnum
 from typing import TYPE_CHECKING, Protocol
 
+from .randomness import random_bytes
 from .reliable import Recovery
 
 if TYPE_CHECKING:
@@ -77,32 +76,9 @@ class Codec(Protocol):
 MAX_ACK_IDS = 65536
 
 
-_RANDOM_BATCH = 24 * 512
-_random = b""
-_random_at = _RANDOM_BATCH
-_random_lock = threading.Lock()
-
-
-def _forget_random() -> None:
-    global _random_at
-    _random_at = _RANDOM_BATCH  # a forked child must not hand out its parent's next ids
-
-
-os.register_at_fork(after_in_child=_forget_random)
-
-
 def new_connection_id() -> str:
-    """A unique, opaque connection id (32 url-safe characters: 24 random bytes).
-
-    The bytes come from the OS's CSPRNG 12 KB at a time: one ``getrandom`` per 512 ids
-    instead of one each (that system call was 5% of a handshake)."""
-    global _random, _random_at
-    with _random_lock:
-        if _random_at >= _RANDOM_BATCH:
-            _random, _random_at = os.urandom(_RANDOM_BATCH), 0
-        chunk = _random[_random_at : _random_at + 24]
-        _random_at += 24
-    return base64.urlsafe_b64encode(chunk).decode("ascii")
+    """A unique, opaque connection id (32 url-safe characters: 24 random bytes)."""
+    return base64.urlsafe_b64encode(random_bytes(24)).decode("ascii")
 
 
 class Connection:

@@ -12,6 +12,7 @@ outside the BMP is a valid name.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from .errors import BadRequest
 
@@ -39,10 +40,12 @@ def text_problem(value: object, what: str, max_length: int = MAX_NAME) -> str | 
     return None
 
 
+@lru_cache(maxsize=1024)
 def check_hub(name: str) -> str:
     """Return the hub's canonical (lower-case) key, or raise BadRequest.
 
-    Hub names are matched case-insensitively (spec 1.1, [E] lower-cases).
+    Hub names are matched case-insensitively (spec 1.1, [E] lower-cases). Valid names are
+    remembered (a few hubs take every handshake); an invalid one raises, and is not.
     """
     if not HUB_PATTERN.fullmatch(name):
         raise BadRequest(
