@@ -8,6 +8,7 @@ from webpubsub.core import commands as c
 from webpubsub.core.message import DataType, Message, Source
 from webpubsub.core.odata import parse_filter
 from webpubsub.core.roles import Permission
+from webpubsub.core.streams import StreamError, StreamMark
 from webpubsub.engine.codec import CodecError, decode_command, encode_command
 
 COMMANDS: list[c.Command] = [
@@ -24,6 +25,20 @@ COMMANDS: list[c.Command] = [
         Message(b"hi", DataType.TEXT, Source.GROUP, "g", None, {"Trace-Id": "a,b", "k": ""}, 1.5e9),
     ),
     c.Send(c.ToConnection("c"), Message(b"p", DataType.PROTOBUF)),
+    c.Send(  # group stream fragments and terminal frames (spec-next 2)
+        c.ToGroup("g"),
+        Message(b"x", DataType.TEXT, Source.GROUP, "g", "u", stream=StreamMark("s", 3)),
+    ),
+    c.Send(
+        c.ToGroup("g"),
+        Message(
+            b"",
+            DataType.TEXT,
+            Source.GROUP,
+            "g",
+            stream=StreamMark("s", 4, True, StreamError("UserError", "boom", "E1")),
+        ),
+    ),
     c.CloseConnections(c.ToGroup("g"), "bye", frozenset({"c3"})),
     c.AddToGroup(c.ToUser("u"), "g"),
     c.RemoveFromGroup(c.ToConnection("c"), "g"),

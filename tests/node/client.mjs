@@ -12,6 +12,16 @@
 //   {"op": "call", "client": "a", "method": "sendToGroup", "args": [...]}
 //       Awaits client.<method>(...args) for joinGroup, leaveGroup, sendToGroup, sendEvent,
 //       invokeEvent and stop; binary data ({"$binary": ...}) is passed as an ArrayBuffer.
+//   {"op": "openStream", "client": "a", "group": "g", "options": {...OpenGroupStreamOptions}}
+//       Awaits client.openGroupStream(group, options); returns {"streamId"}. The writer's
+//       errors are printed as {"type": "stream-error", "client", "streamId", "error"}.
+//   {"op": "streamWrite"|"streamEnd"|"streamAbort", "client": "a", "streamId": "s",
+//    "args": [...]}
+//       Awaits writer.write(...args) / writer.end() / writer.abort(...args).
+//   {"op": "onGroupStream", "client": "a", "options": {...OnGroupStreamOptions}}
+//       Subscribes; every item of every inbound stream is printed as {"type": "stream-item",
+//       "client", "group", "streamId", "data", "dataType", "sequenceId"}, the end as
+//       {"type": "stream-done", "client", "group", "streamId", "error"?}.
 //   {"op": "dropSocket", "client": "a"}
 //       Simulates a network failure: destroys client "a"'s TCP socket without a close frame
 //       (reaches into the SDK's private _wsClient._socket, a `ws` WebSocket), so a reliable
@@ -91,6 +101,61 @@ async function call({ client: name, method, args = [] }) {
   return client[method](...fromWire(args, toArrayBuffer));
 }
 
+const writers = new Map();
+
+function clientNamed(name) {
+  const client = clients.get(name);
+  if (client === undefined) {
+    throw new Error(`no client '${name}'`);
+  }
+  return client;
+}
+
+async function openStream({ client: name, group, options = {} }) {
+  const writer = await clientNamed(name).openGroupStream(group, options);
+  writers.set(`${name}/${writer.streamId}`, writer);
+  writer.onError((error) => {
+    const described = error instanceof Error ? describeError(error) : { ...error };
+    emit({ type: "stream-error", client: name, streamId: writer.streamId, error: described });
+  });
+  return { streamId: writer.streamId };
+}
+
+function writerOf(name, streamId) {
+  const writer = writers.get(`${name}/${streamId}`);
+  if (writer === undefined) {
+    throw new Error(`no stream '${streamId}' on client '${name}'`);
+  }
+  return writer;
+}
+
+async function streamWrite({ client: name, streamId, args = [] }) {
+  await writerOf(name, streamId).write(...fromWire(args, toArrayBuffer));
+}
+
+async function streamEnd({ client: name, streamId }) {
+  await writerOf(name, streamId).end();
+}
+
+async function streamAbort({ client: name, streamId, args = [] }) {
+  await writerOf(name, streamId).abort(...args);
+}
+
+function onGroupStream({ client: name, options = {} }) {
+  clientNamed(name).onGroupStream(async (stream) => {
+    const where = { client: name, group: stream.groupName, streamId: stream.streamId };
+    try {
+      for await (const item of stream) {
+        emit({ type: "stream-item", ...where, ...item });
+      }
+      emit({ type: "stream-done", ...where });
+    } catch (error) {
+      const described = error instanceof Error ? describeError(error) : { ...error };
+      emit({ type: "stream-done", ...where, error: described });
+    }
+  }, options);
+}
+
 function dropSocket({ client: name }) {
   const socket = clients.get(name)?._wsClient?._socket;
   if (socket === undefined || typeof socket.terminate !== "function") {
@@ -100,7 +165,7 @@ function dropSocket({ client: name }) {
 }
 
 serve(
-  { start, call, dropSocket },
+  { start, call, dropSocket, openStream, streamWrite, streamEnd, streamAbort, onGroupStream },
   {
     versions: installedVersions(["@azure/web-pubsub-client", "ws"]),
     onClose: () => {

@@ -18,6 +18,10 @@ from webpubsub.core.requests import (
     SendEvent,
     SendToGroup,
     SequenceAck,
+    StreamData,
+    StreamEnd,
+    StreamInvalid,
+    StreamStart,
     Unsupported,
 )
 from webpubsub.protocols import (
@@ -132,9 +136,41 @@ class TestJsonDecode:
         assert JSON.decode(b'{"type":"setGroupState","ackId":9}', True) == Unsupported(
             "setGroupState", 9
         )
-        assert JSON.decode(
-            b'{"type":"sendToGroup","group":"g","stream":{"streamId":"s"}}', True
-        ) == Unsupported("stream", None)
+
+    def test_stream_frames(self) -> None:
+        decode = JSON.decode
+        assert decode(
+            b'{"type":"sendToGroup","group":"g","noEcho":true,'
+            b'"stream":{"streamId":"s","idleTimeoutMs":500}}',
+            True,
+        ) == StreamStart("g", "s", True, 500)
+        assert decode(b'{"type":"streamData","streamId":"s"}', True) == StreamData("s")
+        assert decode(
+            b'{"type":"streamData","streamId":"s","streamSequenceId":2,'
+            b'"dataType":"json","data":{"x":1}}',
+            True,
+        ) == StreamData("s", 2, b'{"x":1}', DataType.JSON)
+        assert decode(b'{"type":"streamEnd","streamId":"s"}', True) == StreamEnd("s")
+        assert decode(
+            b'{"type":"streamEnd","streamId":"s","error":{"message":"m","userErrorCode":"E"}}',
+            True,
+        ) == StreamEnd("s", ("m", "E"))
+        for bad in (
+            b'{"type":"streamData","streamId":"s","streamSequenceId":1}',
+            b'{"type":"streamData","streamId":"s","streamSequenceId":0,"dataType":"text","data":""}',
+            b'{"type":"streamData","streamId":"s","streamSequenceId":1.5,"dataType":"text","data":""}',
+            b'{"type":"streamData","streamId":"s","streamSequenceId":1,"dataType":"x","data":""}',
+            b'{"type":"streamEnd","streamId":"s","error":"boom"}',
+        ):
+            assert isinstance(decode(bad, True), StreamInvalid), bad
+        for broken in (
+            b'{"type":"streamData"}',
+            b'{"type":"streamEnd","streamId":""}',
+            b'{"type":"sendToGroup","group":"g","stream":{}}',
+            b'{"type":"sendToGroup","group":"g","stream":"s"}',
+        ):
+            with pytest.raises(ProtocolViolation):
+                decode(broken, True)
 
     def test_invoke(self) -> None:
         frame = (

@@ -494,7 +494,7 @@ async def test_json_in_a_binary_frame_is_accepted(service: ServiceThread, hub: s
         assert (await client.ack(7))["success"] is True
 
 
-@pytest.mark.parametrize("kind", ["bogus", "subscribeGroupState", "setGroupState", "streamData"])
+@pytest.mark.parametrize("kind", ["bogus", "subscribeGroupState", "setGroupState"])
 async def test_unknown_message_type_with_ack_id(
     service: ServiceThread, hub: str, kind: str
 ) -> None:
@@ -506,6 +506,42 @@ async def test_unknown_message_type_with_ack_id(
         # The connection stays usable.
         await client.send({"type": "ping"})
         assert await client.receive() == {"type": "pong"}
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        {"type": "streamData", "streamId": "s", "ackId": 1},
+        {"type": "streamData", "streamId": "\ud800", "streamSequenceId": 1},
+        {"type": "streamEnd", "streamId": "x" * 5000},
+        {"type": "sendToGroup", "group": "g\u0000", "stream": {"streamId": "s"}},
+        {"type": "sendToGroup", "group": "g", "stream": {"streamId": "s", "idleTimeoutMs": -1}},
+        {
+            "type": "streamData",
+            "streamId": "s",
+            "streamSequenceId": 2**70,
+            "dataType": "text",
+            "data": "",
+        },
+    ],
+)
+async def test_bad_stream_frames_get_a_stream_closed(
+    service: ServiceThread, hub: str, frame: dict[str, object]
+) -> None:
+    """A stream frame with a bad value is answered streamClosed; one whose stream id cannot
+    be read (a lone surrogate: not JSON any client reads) is dropped like any request
+    without an ackId. Either way the connection goes on."""
+    async with await connect_json(service, hub, roles=["webpubsub.sendToGroup"]) as client:
+        await client.send(frame)
+        await client.send({"type": "ping"})
+        answers = []
+        while (answer := await client.receive()) != {"type": "pong"}:
+            answers.append(answer)
+        unreadable = frame.get("streamId") == "\ud800"
+        assert len(answers) == (0 if unreadable else 1), answers
+        for answer in answers:
+            assert answer["type"] == "streamClosed", answer
+            assert answer["error"]["name"] in ("BadRequest", "StreamNotFound")
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from .randomness import random_bytes
 from .reliable import Recovery
+from .streams import Streams
 
 if TYPE_CHECKING:
     from .errors import ClientError
@@ -101,6 +102,7 @@ class Connection:
         "recovery",
         "roles",
         "state",
+        "streams",
         "transport",
         "user_id",
     )
@@ -131,6 +133,8 @@ class Connection:
         self._ack_ids: dict[int, None] = {}
         # Reliable subprotocols keep a resend buffer and survive a dropped socket (spec 4.7).
         self.recovery: Recovery | None = Recovery() if codec.is_reliable else None
+        # Outbound group streams (spec-next 2), created with the first.
+        self.streams: Streams | None = None
 
     @property
     def subprotocol(self) -> str | None:

@@ -172,6 +172,9 @@ class Hub:
                 if isinstance(target, c.ToGroup):
                     message = message.with_source(Source.GROUP, target.group)
                 targets = self.select(target, excluded, filter)
+                if message.stream is not None and message.stream.end:
+                    # A stream's terminal frame has no payload for simple clients.
+                    targets = [conn for conn in targets if conn.codec.is_pubsub]
                 for conn in self.deliver(message, targets):
                     self.close(conn, CloseCode.POLICY_VIOLATION, BUFFER_FULL)
                     closed.append(conn)

@@ -14,6 +14,7 @@ from enum import StrEnum
 
 from . import jsontext
 from .errors import BadRequest, UnsupportedMediaType
+from .streams import StreamMark
 
 
 class DataType(StrEnum):
@@ -82,6 +83,8 @@ class Message:
     # TTL (spec-next 4): wall-clock time (time.time()) after which the message is not
     # written to a connection any more; None: never expires.
     expires: float | None = None
+    # A group stream's fragment or terminal frame (spec-next 2.2): its ``stream`` descriptor.
+    stream: StreamMark | None = None
     # Encoded frames by codec key; filled lazily while fanning out (see protocols.frame_for).
     frames: dict[object, bytes] = field(default_factory=dict, compare=False, repr=False)
 

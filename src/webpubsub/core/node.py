@@ -27,7 +27,7 @@ from .errors import (
 )
 from .handover import Snapshot, restore, take
 from .hub import BUFFER_FULL, Hub, PresenceHook
-from .message import Message, Source
+from .message import DataType, Message, Source
 from .names import MAX_GROUP_NAME, event_name_problem, group_name_problem
 from .observe import Observers
 from .ratelimit import MessageRate, Verdict
@@ -42,9 +42,18 @@ from .requests import (
     SendEvent,
     SendToGroup,
     SequenceAck,
+    StreamData,
+    StreamEnd,
+    StreamInvalid,
+    StreamStart,
     Unsupported,
 )
 from .roles import Permission, has_permission, is_allowed
+from .streams import Ack as StreamAck
+from .streams import Closed as StreamClosed
+from .streams import Outcome as StreamOutcome
+from .streams import Publish as StreamPublish
+from .streams import StreamError, Streams
 
 log = logging.getLogger("webpubsub.node")
 
@@ -119,6 +128,9 @@ class Node:
         self.on_disconnected: list[DisconnectHook] = []
         # joined/left of a connection to a group; set before the first connection.
         self.on_presence: PresenceHook | None = None
+        # Connections with open group streams (idle timeouts), and the clock streams use.
+        self.streaming: set[Connection] = set()
+        self.clock: Callable[[], float] = time.monotonic
 
     # -- hubs and connections -----------------------------------------------------------
 
@@ -255,7 +267,9 @@ class Node:
         return conn
 
     def expire(self, now: float) -> None:
-        """End the reliable connections whose recovery window has passed."""
+        """End the reliable connections whose recovery window has passed, and the group
+        streams idle past their timeout."""
+        self._expire_streams(self.clock())
         expired = [
             conn
             for conn in self.recovering
@@ -288,6 +302,7 @@ class Node:
                 self.engine.hub_removed(hub.name)
 
     def _disconnected(self, conn: Connection, reason: str) -> None:
+        self._cancel_streams(conn)
         if self.engine is not None:
             self.engine.connection_removed(conn)
         self.observer.connection_closed(conn, reason)
@@ -491,6 +506,8 @@ class Node:
                 if self.on_invoke is None:
                     raise InvalidMessage("Invocations need an event handler.")
                 self.on_invoke(conn, request)
+            case StreamStart() | StreamData() | StreamEnd() | StreamInvalid():
+                self._stream(conn, request, self.clock())
             case Ping():
                 conn.send(conn.codec.encode_pong())
             case SequenceAck(sequence_id):
@@ -498,6 +515,97 @@ class Node:
                     conn.recovery.buffer.ack(sequence_id)
             case Unsupported(kind):
                 raise InvalidMessage(f"The message type '{kind}' is not supported.")
+
+    # -- group streams (spec-next 2; the state machine is core/streams.py) ------------------
+
+    def _stream(
+        self,
+        conn: Connection,
+        request: StreamStart | StreamData | StreamEnd | StreamInvalid,
+        now: float,
+    ) -> None:
+        streams = conn.streams
+        if streams is None:
+            streams = conn.streams = Streams()
+        answer: StreamAck | StreamClosed | None
+        match request:
+            case StreamStart(group, stream_id, no_echo, idle_ms):
+                problem = self.group_name_problem(group)
+                if problem is not None:
+                    answer = StreamClosed(stream_id, StreamError("BadRequest", problem))
+                elif not is_allowed(conn.roles, Permission.SEND_TO_GROUP, group):
+                    message = f"No permission to send a stream to group '{group[:128]}'."
+                    answer = StreamClosed(stream_id, StreamError("Forbidden", message))
+                else:
+                    answer = streams.start(stream_id, group, no_echo, idle_ms, now)
+                    if isinstance(answer, StreamAck):
+                        self.streaming.add(conn)
+                self._stream_answer(conn, answer)
+            case StreamData(stream_id, None):
+                self._stream_answer(conn, streams.keepalive(stream_id, now))
+            case StreamData(stream_id, sequence_id, data, data_type):
+                assert sequence_id is not None
+                stream = streams.open.get(stream_id)
+                if stream is not None and not is_allowed(
+                    conn.roles, Permission.SEND_TO_GROUP, stream.group
+                ):
+                    forbidden = StreamError("Forbidden", "The send permission was revoked.")
+                    self._stream_outcome(conn, streams.fail(stream_id, forbidden, forbidden))
+                    return
+                outcome = streams.fragment(stream_id, sequence_id, data, data_type.value, now)
+                self._stream_outcome(conn, outcome)
+            case StreamEnd(stream_id, error):
+                user_error = (
+                    StreamError("UserError", error[0], error[1]) if error is not None else None
+                )
+                self._stream_outcome(conn, streams.end(stream_id, user_error))
+            case StreamInvalid(stream_id, problem, start):
+                bad = StreamError("BadRequest", problem)
+                if start:
+                    self._stream_answer(conn, StreamClosed(stream_id, bad))
+                else:
+                    cancelled = StreamError("Cancelled", problem)
+                    self._stream_outcome(conn, streams.fail(stream_id, cancelled, bad))
+        if not streams.open:
+            self.streaming.discard(conn)
+
+    def _stream_answer(self, conn: Connection, answer: StreamAck | StreamClosed | None) -> None:
+        encode = getattr(conn.codec, "encode_stream_answer", None)
+        if answer is not None and encode is not None:
+            conn.send(encode(answer))
+
+    def _stream_outcome(self, conn: Connection, outcome: StreamOutcome) -> None:
+        publish = outcome.publish
+        if publish is not None:
+            self._stream_publish(conn, publish)
+        self._stream_answer(conn, outcome.answer)
+
+    def _stream_publish(self, conn: Connection, publish: StreamPublish) -> None:
+        stream = publish.stream
+        data_type = DataType(publish.data_type)
+        message = Message(
+            publish.data, data_type, Source.GROUP, stream.group, conn.user_id, stream=publish.mark
+        )
+        excluded = frozenset((conn.connection_id,)) if stream.no_echo else frozenset()
+        self.execute(conn.hub, c.Send(c.ToGroup(stream.group), message, excluded))
+
+    def _expire_streams(self, now: float) -> None:
+        for conn in list(self.streaming):
+            streams = conn.streams
+            if streams is None or not streams.open:
+                self.streaming.discard(conn)
+                continue
+            for outcome in streams.expire(now):
+                self._stream_outcome(conn, outcome)
+            if not streams.open:
+                self.streaming.discard(conn)
+
+    def _cancel_streams(self, conn: Connection) -> None:
+        """The publisher's logical connection ended: its open streams end ``Cancelled``."""
+        self.streaming.discard(conn)
+        if conn.streams is not None and conn.streams.open:
+            for publish in conn.streams.cancel_all():
+                self._stream_publish(conn, publish)
 
     def _user_event(self, conn: Connection, request: SendEvent) -> None:
         if conn.raw_group is not None:

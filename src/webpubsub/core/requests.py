@@ -68,6 +68,43 @@ class CancelInvocation:
 
 
 @dataclass(frozen=True, slots=True)
+class StreamStart:
+    """``sendToGroup`` with a ``stream`` (spec-next 2.1): open a stream to ``group``."""
+
+    group: str
+    stream_id: str
+    no_echo: bool = False
+    idle_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamData:
+    """``streamData``: a fragment, or a keepalive when ``sequence_id`` is None."""
+
+    stream_id: str
+    sequence_id: int | None = None
+    data: bytes = b""
+    data_type: DataType = DataType.TEXT
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEnd:
+    """``streamEnd``; ``error`` (message, userErrorCode) when the publisher aborts."""
+
+    stream_id: str
+    error: tuple[str, str | None] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamInvalid:
+    """A stream frame with a bad value: the stream is refused or ended with ``BadRequest``."""
+
+    stream_id: str
+    problem: str
+    start: bool = False  # a start frame (nothing to end) or a frame of an open stream
+
+
+@dataclass(frozen=True, slots=True)
 class Ping:
     pass
 
@@ -92,6 +129,10 @@ ClientRequest = (
     | SendEvent
     | Invoke
     | CancelInvocation
+    | StreamStart
+    | StreamData
+    | StreamEnd
+    | StreamInvalid
     | Ping
     | SequenceAck
     | Unsupported

@@ -13,6 +13,7 @@ from ..core import commands as c
 from ..core.message import DataType, Message, Source
 from ..core.odata import parse_filter
 from ..core.roles import Permission
+from ..core.streams import StreamError, StreamMark
 
 
 class CodecError(ValueError):
@@ -65,6 +66,8 @@ def encode_command(command: c.Command) -> bytes:
                 head["md"] = dict(message.metadata)
             if message.expires is not None:
                 head["exp"] = message.expires  # wall clock: nodes keep NTP time
+            if message.stream is not None:
+                head["st"] = _stream_mark(message.stream)
             if excluded:
                 head["ex"] = sorted(excluded)
             if filter is not None:
@@ -115,6 +118,32 @@ def _metadata(raw: Any) -> dict[str, str] | None:
     return raw or None
 
 
+def _stream_mark(mark: StreamMark) -> list[Any]:
+    error = mark.error
+    return [
+        mark.stream_id,
+        mark.sequence_id,
+        mark.end,
+        None if error is None else [error.name, error.message, error.user_error_code],
+    ]
+
+
+def _parse_stream_mark(raw: Any) -> StreamMark | None:
+    if raw is None:
+        return None
+    stream_id, sequence_id, end, error = raw
+    if not isinstance(stream_id, str) or type(sequence_id) is not int or type(end) is not bool:
+        raise CodecError("malformed stream mark")
+    if error is not None:
+        name, message, code = error
+        if not isinstance(name, str) or not isinstance(message, str):
+            raise CodecError("malformed stream error")
+        if code is not None and not isinstance(code, str):
+            raise CodecError("malformed stream error")
+        return StreamMark(stream_id, sequence_id, end, StreamError(name, message, code))
+    return StreamMark(stream_id, sequence_id, end)
+
+
 def _expires(raw: Any) -> float | None:
     if raw is None:
         return None
@@ -134,6 +163,7 @@ def _decode(head: dict[str, Any], payload: bytes) -> c.Command:
             head.get("u"),
             _metadata(head.get("md")),
             _expires(head.get("exp")),
+            _parse_stream_mark(head.get("st")),
         )
         return c.Send(
             _parse_target(head["to"]), message, frozenset(head.get("ex", ())), _filter(head)

@@ -28,8 +28,15 @@ from ..core.requests import (
     SendEvent,
     SendToGroup,
     SequenceAck,
+    StreamData,
+    StreamEnd,
+    StreamInvalid,
+    StreamStart,
     Unsupported,
 )
+from ..core.streams import MAX_IDLE_MS, MAX_STREAM_ID, StreamError, StreamMark
+from ..core.streams import Ack as StreamAck
+from ..core.streams import Closed as StreamClosed
 from .downstream import (
     Ack,
     AckErrorDetail,
@@ -50,8 +57,6 @@ UINT64_MAX = 2**64 - 1
 # Message types the current clients know but this service does not implement (spec 4.11, 4.12).
 UNSUPPORTED_TYPES = frozenset(
     {
-        "streamData",
-        "streamEnd",
         "setGroupState",
         "subscribeGroupState",
         "unsubscribeGroupState",
@@ -195,6 +200,8 @@ class JsonCodec:
         )
         if message.metadata:
             body += b',"metadata":' + dumps(message.metadata)
+        if message.stream is not None:
+            body += b',"stream":' + dumps(_stream_descriptor(message.stream))
         return body + b"}"
 
     def encode_message(self, message: Message) -> bytes:
@@ -225,6 +232,9 @@ class JsonCodec:
     def encode_pong(self) -> bytes | None:
         return text_frame(b'{"type":"pong"}')
 
+    def encode_stream_answer(self, answer: StreamAck | StreamClosed) -> bytes:
+        return encode_stream_answer(answer)
+
     # -- upstream ---------------------------------------------------------------------------
 
     def sequence(self, encoded: bytes, sequence_id: int) -> tuple[bytes, ...]:
@@ -241,9 +251,9 @@ class JsonCodec:
         if kind == "leaveGroup":
             return LeaveGroup(self._group(envelope, ack_id), ack_id)
         if kind == "sendToGroup":
-            group = self._group(envelope, ack_id)
             if "stream" in envelope:
-                return Unsupported("stream", ack_id)
+                return _stream_start(envelope)
+            group = self._group(envelope, ack_id)
             no_echo = envelope.get("noEcho", False)
             if not isinstance(no_echo, bool):
                 raise InvalidRequest("'noEcho' must be a boolean.", ack_id)
@@ -271,6 +281,10 @@ class JsonCodec:
             if not isinstance(invocation_id, str):
                 raise ProtocolViolation("'invocationId' must be a string.")
             return CancelInvocation(invocation_id)
+        if kind == "streamData":
+            return _stream_data(envelope, raw)
+        if kind == "streamEnd":
+            return _stream_end(envelope)
         if kind == "ping":
             return Ping()
         if kind == "sequenceAck":
@@ -416,6 +430,113 @@ class ReliableJsonCodec(JsonCodec):
 
 MAX_TTL_SECONDS = 300
 MAX_INVOCATION_ID = 256
+MAX_JSON_INTEGER = 2**53 - 1
+
+
+# -- group streams (spec-next 2) ---------------------------------------------------------
+
+
+def _stream_id(envelope: dict[str, Any], holder: Any) -> str:
+    stream_id = holder.get("streamId") if isinstance(holder, dict) else None
+    if not isinstance(stream_id, str) or not stream_id:
+        # No id to answer on: the frame cannot be told apart from a broken client.
+        raise ProtocolViolation("A stream frame needs a non-empty string 'streamId'.")
+    return stream_id
+
+
+def _stream_start(envelope: dict[str, Any]) -> StreamStart | StreamInvalid:
+    stream = envelope["stream"]
+    stream_id = _stream_id(envelope, stream)
+
+    def invalid(problem: str) -> StreamInvalid:
+        return StreamInvalid(stream_id, problem, start=True)
+
+    if len(stream_id) > MAX_STREAM_ID:
+        return invalid(f"'streamId' must be at most {MAX_STREAM_ID} characters.")
+    group = envelope.get("group")
+    if not isinstance(group, str):
+        return invalid("'group' must be a string.")
+    if "data" in envelope or "dataType" in envelope:
+        return invalid("A stream start carries no 'data' or 'dataType': send streamData.")
+    no_echo = envelope.get("noEcho", False)
+    if not isinstance(no_echo, bool):
+        return invalid("'noEcho' must be a boolean.")
+    idle = stream.get("idleTimeoutMs")
+    if idle is not None and (type(idle) is not int or not 0 < idle <= MAX_IDLE_MS):
+        return invalid(f"'idleTimeoutMs' must be an integer from 1 to {MAX_IDLE_MS}.")
+    return StreamStart(group, stream_id, no_echo, idle)
+
+
+def _stream_data(envelope: dict[str, Any], raw: bytes | None) -> StreamData | StreamInvalid:
+    stream_id = _stream_id(envelope, envelope)
+    present = [name in envelope for name in ("streamSequenceId", "dataType", "data")]
+    if not any(present):
+        return StreamData(stream_id)  # a keepalive
+    if not all(present):
+        return StreamInvalid(
+            stream_id, "A fragment needs 'streamSequenceId', 'dataType' and 'data' together."
+        )
+    sequence_id = envelope["streamSequenceId"]
+    if type(sequence_id) is not int or not 0 < sequence_id <= MAX_JSON_INTEGER:
+        return StreamInvalid(stream_id, "'streamSequenceId' must be a positive integer.")
+    try:
+        data, data_type = decode_data(envelope, raw, None)
+    except InvalidRequest as exc:
+        return StreamInvalid(stream_id, exc.message)
+    return StreamData(stream_id, sequence_id, data, data_type)
+
+
+def _stream_end(envelope: dict[str, Any]) -> StreamEnd | StreamInvalid:
+    stream_id = _stream_id(envelope, envelope)
+    error = envelope.get("error")
+    if error is None:
+        return StreamEnd(stream_id)
+    if not isinstance(error, dict):
+        return StreamInvalid(stream_id, "'error' must be an object.")
+    message = error.get("message", "")
+    code = error.get("userErrorCode")
+    if not isinstance(message, str) or not (code is None or isinstance(code, str)):
+        return StreamInvalid(stream_id, "'error.message' and 'error.userErrorCode' are strings.")
+    return StreamEnd(stream_id, (message[:1024], code[:256] if code is not None else None))
+
+
+def _stream_descriptor(mark: StreamMark) -> dict[str, Any]:
+    out: dict[str, Any] = {"streamId": mark.stream_id, "streamSequenceId": mark.sequence_id}
+    if mark.end:
+        out["endOfStream"] = True
+    if mark.error is not None:
+        out["error"] = _stream_error(mark.error)
+    return out
+
+
+def _stream_error(error: StreamError) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": error.name, "message": error.message}
+    if error.user_error_code is not None:
+        out["userErrorCode"] = error.user_error_code
+    return out
+
+
+def encode_stream_answer(answer: StreamAck | StreamClosed) -> bytes:
+    """``streamAck``, ``streamNack`` or ``streamClosed`` for the publisher (spec-next 2.2)."""
+    if isinstance(answer, StreamClosed):
+        body: dict[str, Any] = {"type": "streamClosed", "streamId": answer.stream_id}
+        if answer.error is not None:
+            body["error"] = {"name": answer.error.name, "message": answer.error.message}
+    elif answer.nack is not None:
+        body = {
+            "type": "streamNack",
+            "streamId": answer.stream_id,
+            "expectedSequenceId": answer.expected,
+            "name": answer.nack.name,
+            "message": answer.nack.message,
+        }
+    else:
+        body = {
+            "type": "streamAck",
+            "streamId": answer.stream_id,
+            "expectedSequenceId": answer.expected,
+        }
+    return text_frame(dumps(body))
 
 
 def _invoke(envelope: dict[str, Any], raw: bytes | None, frame: bytes) -> Invoke:

@@ -16,6 +16,8 @@ class RawCodec:
     is_reliable = False
 
     def encode_message(self, message: Message) -> bytes:
+        if message.stream is not None and message.stream.end:
+            return b""  # a stream's terminal frame has no payload: nothing for a simple client
         if message.data_type in (DataType.TEXT, DataType.JSON):
             return text_frame(message.data)
         return binary_frame(message.data)
