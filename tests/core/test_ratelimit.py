@@ -13,6 +13,7 @@ import pytest
 from webpubsub.core.connection import CloseCode
 from webpubsub.core.node import Node
 from webpubsub.core.ratelimit import MessageRate, Verdict
+from webpubsub.core.requests import CancelInvocation, Invoke
 
 from .helpers import make_connection
 
@@ -106,6 +107,24 @@ class TestAdmission:
         assert ack["ackId"] == 2 and ack["error"]["name"] == "Throttled"
         assert not node.admit(conn, b"\xff not even UTF-8", True, rate, 0.0)  # no ackId: dropped
         assert transport.take() == []
+
+    def test_a_throttled_invoke_still_gets_its_answer(self) -> None:
+        """An invoke has no ackId: its caller (the JS client has no timeout) waits for an
+        invokeResponse, so a throttled one is answered through the invoke edge."""
+        node = Node(message_rate=1, message_burst=1)
+        answered: list[Invoke | CancelInvocation] = []
+        node.on_invoke = lambda conn, request: answered.append(request)
+        conn, _ = make_connection()
+        node.connect(conn)
+        rate = node.new_rate(0.0)
+        assert rate is not None
+        frame = b'{"type":"invoke","invocationId":"i7","event":"e","dataType":"text","data":"x"}'
+        assert node.admit(conn, frame, True, rate, 0.0)
+        assert not node.admit(conn, frame, True, rate, 0.0)
+        (request,) = answered
+        assert isinstance(request, Invoke)
+        assert (request.invocation_id, request.error_name) == ("i7", "Throttled")
+        assert request.error and "Too many messages" in request.error
 
     def test_a_steady_flood_without_ack_ids_is_closed_with_1008(self) -> None:
         node = Node(message_rate=100, message_burst=10)

@@ -410,10 +410,16 @@ class Node:
                 "Too many messages: the client ignored throttling.",
             )
             return False
+        limit = f"Too many messages: at most {rate.rate:g} per second; retry later."
         ack_id = conn.codec.peek_ack_id(data, is_text)
         if ack_id is not None:
-            limit = f"at most {rate.rate:g} per second"
-            self.ack(conn, ack_id, Throttled(f"Too many messages: {limit}; retry later."))
+            self.ack(conn, ack_id, Throttled(limit))
+            return False
+        peek_invocation = getattr(conn.codec, "peek_invocation_id", None)
+        invocation_id = peek_invocation(data) if peek_invocation is not None else None
+        if invocation_id is not None and self.on_invoke is not None:
+            # An invoke has no ackId; its caller waits for an invokeResponse (spec-next 1.6).
+            self.on_invoke(conn, Invoke(invocation_id, "", error=limit, error_name="Throttled"))
         return False
 
     def receive(

@@ -60,6 +60,7 @@ class Invoke:
     data_type: DataType | None = None
     metadata: Mapping[str, str] | None = None
     error: str | None = None
+    error_name: str = "BadRequest"  # the invokeResponse error's name when ``error`` is set
 
 
 @dataclass(frozen=True, slots=True)

@@ -294,6 +294,21 @@ class JsonCodec:
             return SequenceAck(sequence_id)
         return Unsupported(kind[:64], ack_id)
 
+    def peek_invocation_id(self, data: bytes) -> str | None:
+        """The ``invocationId`` of an ``invoke`` that will not be decoded (throttled), read
+        from its head: it must still get an ``invokeResponse``, or the JS client waits
+        forever (spec-next 1.6)."""
+        head = data[:PEEK_BYTES].decode("utf-8", "ignore")
+        kind = invocation_id = None
+        for key, value in lenient_members(head, past_data=False):
+            if key == "type":
+                kind = value
+            elif key == "invocationId":
+                invocation_id = value
+        if kind != "invoke" or not isinstance(invocation_id, str):
+            return None
+        return invocation_id if 0 < len(invocation_id) <= MAX_INVOCATION_ID else None
+
     def peek_ack_id(self, data: bytes, is_text: bool) -> int | None:
         """The ackId of a frame that will not be decoded (throttled), read from its head only:
         a refused frame costs next to nothing, however large."""

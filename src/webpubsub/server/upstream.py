@@ -432,7 +432,7 @@ class Upstream:
         error: tuple[str, str] | None = None
         handler = None
         if request.error is not None:
-            error = ("BadRequest", request.error)
+            error = (request.error_name, request.error)
         elif problem := event_name_problem(request.event):
             error = ("BadRequest", problem)
         elif len(calls) >= MAX_INVOCATIONS:
