@@ -10,6 +10,7 @@ import pytest
 import webpubsub
 from tests.core.helpers import make_connection
 from tests.ops.helpers import Scrape, scrape, wait_for_metric
+from tests.server.helpers import connect_json
 from tests.upstream_app import UpstreamApp
 from webpubsub.core import commands as c
 from webpubsub.core.events import EventHandlerSettings, HubSettings
@@ -65,6 +66,33 @@ class TestObserverCounters:
         assert m.value("webpubsub_reliable_connections", state="attached") == 1
         assert m.value("webpubsub_reliable_buffer_messages") == 2  # nothing acknowledged yet
         assert m.value("webpubsub_reliable_buffer_bytes") > 0
+
+    def test_group_streams_and_invocations(self) -> None:
+        node = Node()
+        metrics = Metrics(node, process=False)
+        node.observer.add(metrics)
+        alice, _ = make_connection("chat", user_id="alice", roles=("webpubsub.sendToGroup",))
+        node.connect(alice)
+        for frame in (
+            b'{"type":"sendToGroup","group":"g","stream":{"streamId":"s1"}}',
+            b'{"type":"streamEnd","streamId":"s1"}',
+            b'{"type":"sendToGroup","group":"g","stream":{"streamId":"s2"}}',
+            b'{"type":"streamEnd","streamId":"s2","error":{"message":"no"}}',
+            b'{"type":"sendToGroup","group":"g","stream":{"streamId":"s3"}}',
+        ):
+            node.receive(alice, frame, True)
+        node.disconnect(alice, "bye")  # s3 ends Cancelled
+        metrics.invocation_done(alice, "e", "success", 0.2)
+        metrics.invocation_done(alice, "e", "Timeout", 1.0)
+        m = local_scrape(metrics)
+        streams = "webpubsub_group_streams_total"
+        assert m.value(streams, hub="chat", event="opened", result="") == 3
+        assert m.value(streams, hub="chat", event="ended", result="ok") == 1
+        assert m.value(streams, hub="chat", event="ended", result="UserError") == 1
+        assert m.value(streams, hub="chat", event="ended", result="Cancelled") == 1
+        assert m.value("webpubsub_invocations_total", hub="chat", outcome="success") == 1
+        assert m.value("webpubsub_invocations_total", hub="chat", outcome="Timeout") == 1
+        assert m.value("webpubsub_invocation_duration_seconds_count", hub="chat") == 2
 
     def test_rest_upstream_and_slow_consumers(self) -> None:
         node = Node()
@@ -170,3 +198,14 @@ class TestUpstreamMetrics:
                     > before
                 ),
             )
+
+
+async def test_an_invocation_without_handler_is_counted(service: ServiceThread, hub: str) -> None:
+    async with await connect_json(service, hub) as client:
+        await client.send({"type": "invoke", "invocationId": "i1", "event": "nobody"})
+        answer = await client.receive()
+        assert answer["type"] == "invokeResponse" and answer["error"]["name"] == "NotFound"
+    wait_for_metric(
+        service,
+        lambda m: m.value("webpubsub_invocations_total", hub=hub, outcome="NotFound") == 1,
+    )

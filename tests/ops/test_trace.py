@@ -240,3 +240,24 @@ class TestViewers:
         viewer.take()
         trace.rest_call("GET", "/x", "-", 200, 0.0)
         assert len(calls) == 2
+
+
+def test_group_streams_and_invocations_are_traced(node: Node, trace: LiveTrace) -> None:
+    conn, _ = make_connection("chat", user_id="alice", roles=("webpubsub.sendToGroup",))
+    node.connect(conn)
+    viewer = watch(trace)
+    node.receive(conn, b'{"type":"sendToGroup","group":"g","stream":{"streamId":"s"}}', True)
+    node.receive(conn, b'{"type":"streamEnd","streamId":"s","error":{"message":"x"}}', True)
+    node.observer.invocation_done(conn, "ask", "Timeout", 2.0)
+    records = [r for r in viewer.take() if r["category"] == Category.MESSAGING]
+    by_name = {r["operationName"]: r for r in records}
+    opened, ended = by_name["GroupStreamOpened"], by_name["GroupStreamEnded"]
+    assert (opened["group"], opened["streamId"]) == ("g", "s")
+    assert ended["error"] == "UserError"
+    invocation = by_name["Invocation"]
+    assert (invocation["event"], invocation["outcome"], invocation["duration"]) == (
+        "ask",
+        "Timeout",
+        2000.0,
+    )
+    assert invocation["level"] == "Warning"

@@ -546,6 +546,7 @@ class Node:
                     answer = streams.start(stream_id, group, no_echo, idle_ms, now)
                     if isinstance(answer, StreamAck):
                         self.streaming.add(conn)
+                        self.observer.stream_changed(conn, group, stream_id, True, None)
                 self._stream_answer(conn, answer)
             case StreamData(stream_id, None):
                 self._stream_answer(conn, streams.keepalive(stream_id, now))
@@ -588,6 +589,10 @@ class Node:
 
     def _stream_publish(self, conn: Connection, publish: StreamPublish) -> None:
         stream = publish.stream
+        mark = publish.mark
+        if mark.end:
+            error = mark.error.name if mark.error is not None else None
+            self.observer.stream_changed(conn, stream.group, mark.stream_id, False, error)
         data_type = DataType(publish.data_type)
         message = Message(
             publish.data, data_type, Source.GROUP, stream.group, conn.user_id, stream=publish.mark

@@ -48,6 +48,16 @@ class Observer:
     def slow_consumer(self, conn: Connection, buffered: int) -> None:
         """A connection was cut because ``buffered`` bytes waited to be written."""
 
+    def invocation_done(self, conn: Connection, event: str, outcome: str, seconds: float) -> None:
+        """An ``invoke`` was answered: ``outcome`` is ``success`` or the error's name
+        (``Timeout``, ``NotFound``, ``Throttled``...), ``cancelled`` when the client gave up."""
+
+    def stream_changed(
+        self, conn: Connection, group: str, stream_id: str, opened: bool, error: str | None
+    ) -> None:
+        """A group stream of ``conn`` opened, or ended (``error``: the name it ended with,
+        None for a normal end)."""
+
 
 class Observers(Observer):
     """Calls every registered observer, in order. Observers must not raise: they run on the
@@ -77,6 +87,16 @@ class Observers(Observer):
     def connection_moved(self, conn: Connection, arrived: bool) -> None:
         for observer in self._observers:
             observer.connection_moved(conn, arrived)
+
+    def invocation_done(self, conn: Connection, event: str, outcome: str, seconds: float) -> None:
+        for observer in self._observers:
+            observer.invocation_done(conn, event, outcome, seconds)
+
+    def stream_changed(
+        self, conn: Connection, group: str, stream_id: str, opened: bool, error: str | None
+    ) -> None:
+        for observer in self._observers:
+            observer.stream_changed(conn, group, stream_id, opened, error)
 
     def request_received(self, conn: Connection, request: ClientRequest, size: int) -> None:
         for observer in self._observers:

@@ -426,6 +426,7 @@ class Upstream:
             task = calls.pop(invocation_id, None)
             if task is not None:
                 task.cancel()
+                self.node.observer.invocation_done(conn, "", "cancelled", 0.0)
             return
         if invocation_id in calls:
             return  # a duplicate of a pending call: an answer would settle the original
@@ -446,6 +447,8 @@ class Upstream:
                 )
         if error is not None or handler is None:
             conn.send(encode_invoke_response(invocation_id, error=error))
+            outcome = error[0] if error is not None else "BadRequest"
+            self.node.observer.invocation_done(conn, request.event, outcome, 0.0)
             return
         calls[invocation_id] = self._spawn(self._invoke(conn, request, handler, conn.transport))
 
@@ -458,6 +461,7 @@ class Upstream:
     ) -> None:
         result: InvokeResult
         metadata = None
+        started = time.monotonic()
         try:
             data_type = request.data_type
             response = await self._call(
@@ -499,6 +503,8 @@ class Upstream:
                 request.invocation_id,
                 error=("InternalServerError", "The event handler's answer is too large."),
             )
+        outcome = result.error[0] if result.error is not None else "success"
+        self.node.observer.invocation_done(conn, request.event, outcome, time.monotonic() - started)
         # Only to the socket that asked: after a recovery the client has given up the call.
         if conn.transport is transport:
             conn.send(frame)

@@ -162,6 +162,27 @@ class Metrics(Observer):
             ["event", "status"],
             registry=registry,
         )
+        self.invocations = Counter(
+            "webpubsub_invocations",
+            "Client invocations (invoke) answered, by outcome: success, an error name "
+            "(Timeout, NotFound, BadRequest, Throttled...) or cancelled.",
+            ["hub", "outcome"],
+            registry=registry,
+        )
+        self.invocation_latency = Histogram(
+            "webpubsub_invocation_duration_seconds",
+            "Time from an invoke to its invokeResponse (the event handler's call).",
+            ["hub"],
+            buckets=UPSTREAM_BUCKETS,
+            registry=registry,
+        )
+        self.streams = Counter(
+            "webpubsub_group_streams",
+            "Group streams opened, and ended by result: ok or the error name (IdleTimeout, "
+            "UserError, Cancelled, Forbidden...).",
+            ["hub", "event", "result"],
+            registry=registry,
+        )
         self.upstream_latency = Histogram(
             "webpubsub_upstream_call_duration_seconds",
             "Time an event handler call took, by event.",
@@ -210,6 +231,21 @@ class Metrics(Observer):
     def connection_closed(self, conn: Connection, reason: str) -> None:
         hub = self._hub(conn.hub)
         self._counter(self.connections_closed, hub, conn.subprotocol or "none").inc()
+
+    def invocation_done(self, conn: Connection, event: str, outcome: str, seconds: float) -> None:
+        hub = self._hub(conn.hub)
+        self._counter(self.invocations, hub, outcome).inc()
+        if outcome not in ("cancelled",) and seconds > 0:
+            self._histogram(self.invocation_latency, hub).observe(seconds)
+
+    def stream_changed(
+        self, conn: Connection, group: str, stream_id: str, opened: bool, error: str | None
+    ) -> None:
+        hub = self._hub(conn.hub)
+        if opened:
+            self._counter(self.streams, hub, "opened", "").inc()
+        else:
+            self._counter(self.streams, hub, "ended", error or "ok").inc()
 
     def connection_moved(self, conn: Connection, arrived: bool) -> None:
         hub = self._hub(conn.hub)

@@ -240,6 +240,35 @@ class LiveTrace(Observer):
         record["direction"] = "in" if arrived else "out"
         self._publish(record)
 
+    def invocation_done(self, conn: Connection, event: str, outcome: str, seconds: float) -> None:
+        ok = outcome in ("success", "cancelled")
+        record = _connection_record(conn, "Invocation", Level.INFO if ok else Level.WARNING)
+        record["category"] = Category.MESSAGING
+        record["event"] = event
+        record["outcome"] = outcome
+        record["duration"] = round(seconds * 1000, 3)
+        what = f"invocation of '{event}'" if event else "invocation"
+        record["message"] = f"Client {what}: {outcome}."
+        self._publish(record)
+
+    def stream_changed(
+        self, conn: Connection, group: str, stream_id: str, opened: bool, error: str | None
+    ) -> None:
+        name = "GroupStreamOpened" if opened else "GroupStreamEnded"
+        failed = error is not None and error != "UserError"
+        record = _connection_record(conn, name, Level.WARNING if failed else Level.INFO)
+        record["category"] = Category.MESSAGING
+        record["group"] = group
+        record["streamId"] = stream_id
+        if opened:
+            record["message"] = f"Group stream '{stream_id}' to '{group}' opened."
+        else:
+            ended = f" with {error}" if error else ""
+            record["message"] = f"Group stream '{stream_id}' to '{group}' ended{ended}."
+            if error:
+                record["error"] = error
+        self._publish(record)
+
     def slow_consumer(self, conn: Connection, buffered: int) -> None:
         record = _connection_record(conn, "ConnectionAborted", Level.WARNING)
         reason = f"Slow consumer: {buffered} bytes were waiting to be written."
