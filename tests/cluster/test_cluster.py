@@ -308,3 +308,32 @@ async def test_a_storm_of_reads_does_not_starve_the_node(cluster: Cluster) -> No
         assert set(statuses) == {404}, sorted(set(statuses))
         ready = await http.get(f"{node.endpoint}/readyz")
         assert ready.status_code == 200, ready.text
+
+
+async def test_a_group_stream_crosses_nodes_in_order(cluster: Cluster) -> None:
+    """spec-next 2.6: fragments reach a subscriber on another node in streamSequenceId order,
+    then the terminal frame."""
+    hub = "streams"
+    a, b, _ = cluster.nodes
+    pub, _ = await connect(a, hub, "alice")
+    sub, sub_id = await connect(b, hub, "bob")
+    async with pub, sub:
+        await call(sdk(b, hub).add_connection_to_group, "live", sub_id)
+        start = {"type": "sendToGroup", "group": "live", "stream": {"streamId": "s"}}
+        await pub.send(json.dumps(start))
+        assert (await receive(pub))["type"] == "streamAck"
+        for n in range(1, 51):
+            fragment = {
+                "type": "streamData",
+                "streamId": "s",
+                "streamSequenceId": n,
+                "dataType": "json",
+                "data": {"n": n},
+            }
+            await pub.send(json.dumps(fragment))
+        await pub.send(json.dumps({"type": "streamEnd", "streamId": "s"}))
+        got = [await receive(sub) for _ in range(51)]
+        assert [m["data"] for m in got[:50]] == [{"n": n} for n in range(1, 51)]
+        assert [m["stream"]["streamSequenceId"] for m in got] == list(range(1, 52))
+        assert got[-1]["stream"]["endOfStream"] is True
+        assert all(m["fromUserId"] == "alice" and m["group"] == "live" for m in got)
