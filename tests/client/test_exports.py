@@ -22,6 +22,8 @@ EXPORTED = {
     "GroupMessage",
     "InternalServerError",
     "InvalidMessage",
+    "InvocationError",
+    "InvokeResult",
     "MessageStream",
     "MessageStreamOverflow",
     "Payload",
@@ -52,7 +54,7 @@ def test_every_error_is_a_webpubsub_error() -> None:
         if isinstance(getattr(webpubsub.client, name), type)
         and issubclass(getattr(webpubsub.client, name), BaseException)
     ]
-    assert len(errors) == 10
+    assert len(errors) == 11
     assert all(issubclass(error, WebPubSubClientError) for error in errors)
     assert issubclass(WebPubSubClientError, WebPubSubError)
 

@@ -11,9 +11,11 @@ core's.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import inspect
 import logging
+import uuid
 import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
@@ -22,8 +24,21 @@ from typing import Any, Literal, Self, TypeAlias, overload
 
 from ..core.message import DataType
 from ..core.metadata import MetadataError, check_pairs
-from ..core.requests import JoinGroup, LeaveGroup, SendEvent, SendToGroup
-from ..protocols.downstream import GroupMessage, Payload, ServerMessage, encode_payload
+from ..core.requests import (
+    CancelInvocation,
+    Invoke,
+    JoinGroup,
+    LeaveGroup,
+    SendEvent,
+    SendToGroup,
+)
+from ..protocols.downstream import (
+    GroupMessage,
+    InvokeResponse,
+    Payload,
+    ServerMessage,
+    encode_payload,
+)
 from ._core import (
     DEFAULT_PROTOCOL,
     MAX_MESSAGE_SIZE,
@@ -38,12 +53,19 @@ from ._core import (
     State,
     UntrackedRequest,
 )
-from ._errors import ClientStoppedError, ConnectError, SendTimeoutError, WebPubSubClientError
+from ._errors import (
+    ClientStoppedError,
+    ConnectError,
+    InvocationError,
+    SendTimeoutError,
+    WebPubSubClientError,
+)
 from ._events import (
     EVENT_TYPES,
     AckResult,
     ConnectedEvent,
     DisconnectedEvent,
+    InvokeResult,
     RejoinGroupFailedEvent,
     StoppedEvent,
 )
@@ -151,6 +173,7 @@ class WebPubSubClient:
         self._handlers: dict[str, list[Callable[[Any], object]]] = {n: [] for n in EVENT_TYPES}
         self._streams: weakref.WeakSet[MessageStream] = weakref.WeakSet()
         self._acks: dict[int, asyncio.Future[AckResult | None]] = {}
+        self._invocations: dict[str, asyncio.Future[InvokeResponse]] = {}
         self._ready_waiters: set[asyncio.Future[None]] = set()
         self._handler_tasks: set[asyncio.Future[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -344,6 +367,17 @@ class WebPubSubClient:
             writer.close()
             self._socket = self._writer = None
         log.debug("socket closed: %s %s", code, reason)
+        # As the official client: an invocation's answer comes on the socket that carried
+        # it, or never (the service does not replay it after a recovery).
+        invocations, self._invocations = self._invocations, {}
+        for invocation_id, future in invocations.items():
+            if not future.done():
+                future.set_exception(
+                    InvocationError(
+                        "The connection dropped before the invocation was answered.",
+                        invocation_id,
+                    )
+                )
         core.socket_closed(code, reason, loop.time())
         self._after_core()
 
@@ -443,6 +477,10 @@ class WebPubSubClient:
                 for stream in list(self._streams):
                     stream.close()
                 self._emit("stopped", event)
+            case InvokeResponse(invocation_id):
+                call = self._invocations.pop(invocation_id, None)
+                if call is not None and not call.done():
+                    call.set_result(event)
             case StartFailed(error):
                 self._resolve_start(error)
             case AbortSocket(reason):
@@ -717,6 +755,77 @@ class WebPubSubClient:
         return await self._send_acked(
             lambda a: SendEvent(event, payload, kind, a, meta), ack_id, timeout
         )
+
+    async def invoke_event(
+        self,
+        event: str,
+        data: Payload = None,
+        data_type: DataType | str | None = None,
+        *,
+        metadata: Mapping[str, str] | None = None,
+        timeout: Timeout = USE_CLIENT_DEFAULT,
+    ) -> InvokeResult:
+        """Call the hub's event handler for ``event`` and wait for its answer (spec-next 1),
+        as ``invokeEvent`` of the official JS client.
+
+        The handler sees an ordinary user event; what it answers comes back here (its body,
+        or an error). JSON subprotocols only.
+
+        Args:
+            event: the event's name.
+            data: the payload, as for :meth:`send_to_group`; None with ``data_type`` None
+                sends none.
+            data_type: ``json``, ``text``, ``binary`` or ``protobuf`` (None: no payload).
+            metadata: string pairs for the handler (``X-WebPubSub-Metadata-*`` headers).
+            timeout: seconds to wait for the answer (default ``ack_timeout``; None: no
+                limit, the service's own timeout still answers). On timeout the client sends
+                ``cancelInvocation``.
+
+        Returns:
+            The handler's answer.
+
+        Raises:
+            InvocationError: the service or the handler answered an error (``name``), the
+                connection dropped before the answer, or no answer in time (``Timeout``).
+            ClientStoppedError: the client is (or got) stopped.
+            ValueError: a protobuf subprotocol, bad metadata, or data that does not fit.
+        """
+        core = self._core
+        if not core.codec.subprotocol or not core.codec.subprotocol.startswith("json."):
+            raise ValueError("Invocations need a JSON subprotocol (json.webpubsub.azure.v1).")
+        if self._loop is None or core.state is State.STOPPED:
+            raise ClientStoppedError("The client is not started.")
+        kind = DataType(data_type) if data_type is not None else None
+        payload = encode_payload(data, kind) if kind is not None else b""
+        invocation_id = uuid.uuid4().hex
+        request = Invoke(invocation_id, event, payload, kind, _metadata(metadata))
+        seconds = self._timeout(timeout)
+        future: asyncio.Future[InvokeResponse] = self._loop.create_future()
+        self._invocations[invocation_id] = future
+        try:
+            async with asyncio.timeout(seconds):
+                await self._send_untracked(request, None)
+                response = await future
+        except TimeoutError:
+            self._invocations.pop(invocation_id, None)
+            with contextlib.suppress(WebPubSubClientError):
+                self._core.send_untracked(CancelInvocation(invocation_id))
+                self._after_core()
+            raise InvocationError(
+                f"No answer within {seconds:g} s; the invocation was cancelled.",
+                invocation_id,
+                "Timeout",
+            ) from None
+        finally:
+            self._invocations.pop(invocation_id, None)
+        if not response.success:
+            error = response.error
+            raise InvocationError(
+                error.message if error else "The invocation failed.",
+                invocation_id,
+                error.name if error else "",
+            )
+        return InvokeResult(invocation_id, response.data, response.data_type, response.metadata)
 
     def _timeout(self, timeout: Timeout) -> float | None:
         return self.options.ack_timeout if isinstance(timeout, UseClientDefault) else timeout

@@ -43,13 +43,23 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..core.errors import ProtocolViolation
-from ..core.requests import JoinGroup, LeaveGroup, Ping, SendEvent, SendToGroup, SequenceAck
+from ..core.requests import (
+    CancelInvocation,
+    Invoke,
+    JoinGroup,
+    LeaveGroup,
+    Ping,
+    SendEvent,
+    SendToGroup,
+    SequenceAck,
+)
 from ..protocols.client import ClientCodec, client_codec
 from ..protocols.downstream import (
     Ack,
     Connected,
     Disconnected,
     GroupMessage,
+    InvokeResponse,
     Pong,
     ServerMessage,
 )
@@ -210,9 +220,9 @@ class AbortSocket:
     reason: str
 
 
-Event = ClientEvent | AckSettled | StartFailed | AbortSocket
+Event = ClientEvent | AckSettled | StartFailed | AbortSocket | InvokeResponse
 AckedRequest = JoinGroup | LeaveGroup | SendToGroup | SendEvent
-UntrackedRequest = SendToGroup | SendEvent
+UntrackedRequest = SendToGroup | SendEvent | Invoke | CancelInvocation
 
 
 @dataclass(slots=True)
@@ -505,6 +515,8 @@ class ClientCore:
                 self._on_connected(message, now)
             case Disconnected(reason):
                 self._disconnected_message = reason
+            case InvokeResponse():
+                self._events.append(message)  # the client settles its call
             case Pong() | None:
                 pass
 

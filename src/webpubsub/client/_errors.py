@@ -114,6 +114,23 @@ class ClientStoppedError(SendMessageError):
     """The client is stopped, or it stopped (or gave up reconnecting) before the ack came."""
 
 
+class InvocationError(WebPubSubClientError):
+    """An :meth:`~webpubsub.client.WebPubSubClient.invoke_event` that did not get an answer:
+    the service or the event handler answered an error (``name``: ``NotFound``,
+    ``Timeout``, ``BadRequest``, ``Throttled``, ``InternalServerError``...), or the
+    connection dropped before the answer (``name`` empty). Invocations are not retried."""
+
+    def __init__(self, message: str, invocation_id: str, name: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.invocation_id = invocation_id
+        self.name = name
+
+    def __str__(self) -> str:
+        named = f"{self.name}: " if self.name else ""
+        return f"{named}{self.message} (invocation {self.invocation_id})"
+
+
 class MessageStreamOverflow(WebPubSubClientError):
     """A :meth:`~webpubsub.client.WebPubSubClient.messages` stream fell ``maxsize`` messages
     behind; it was closed rather than grow without bound. Messages it had buffered are still

@@ -9,7 +9,9 @@ One frozen dataclass per event of the official JS client (``connected``, ``disco
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+from ..core.message import DataType
 from ..protocols.downstream import GroupMessage, ServerMessage
 from ._errors import SendMessageError
 
@@ -52,6 +54,24 @@ class RejoinGroupFailedEvent:
 
     group: str
     error: SendMessageError
+
+
+@dataclass(frozen=True, slots=True)
+class InvokeResult:
+    """The answer to :meth:`~webpubsub.client.WebPubSubClient.invoke_event`.
+
+    Attributes:
+        invocation_id: the id the client gave the invocation.
+        data: the event handler's answer, decoded as for messages (None: it answered
+            nothing).
+        data_type: its type (None with no answer).
+        metadata: string pairs the handler sent back (``X-WebPubSub-Metadata-*``), if any.
+    """
+
+    invocation_id: str
+    data: Any = None
+    data_type: DataType | None = None
+    metadata: dict[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)

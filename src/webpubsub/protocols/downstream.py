@@ -106,7 +106,21 @@ class Pong:
     """The answer to a ``ping`` request (spec 4.9)."""
 
 
-Downstream: TypeAlias = Connected | Disconnected | Ack | GroupMessage | ServerMessage | Pong
+@dataclass(frozen=True, slots=True)
+class InvokeResponse:
+    """The answer to an ``invoke`` (spec-next 1.1): a payload, or an error."""
+
+    invocation_id: str
+    success: bool
+    data: Payload = None
+    data_type: DataType | None = None
+    error: AckErrorDetail | None = None
+    metadata: dict[str, str] | None = None
+
+
+Downstream: TypeAlias = (
+    Connected | Disconnected | Ack | GroupMessage | ServerMessage | Pong | InvokeResponse
+)
 """Every service-to-client message a client codec decodes."""
 
 

@@ -44,6 +44,7 @@ from .downstream import (
     Disconnected,
     Downstream,
     GroupMessage,
+    InvokeResponse,
     Payload,
     Pong,
     ServerMessage,
@@ -354,6 +355,19 @@ class JsonCodec:
                     + _metadata_member(metadata)
                     + b"}"
                 )
+            case Invoke(invocation_id, event, data, data_type, metadata):
+                payload = _data(data, data_type) if data_type is not None else b""
+                return (
+                    b'{"type":"invoke","invocationId":'
+                    + dumps(invocation_id)
+                    + b',"target":"event","event":'
+                    + dumps(event)
+                    + payload
+                    + _metadata_member(metadata)
+                    + b"}"
+                )
+            case CancelInvocation(invocation_id):
+                return b'{"type":"cancelInvocation","invocationId":' + dumps(invocation_id) + b"}"
             case SequenceAck(sequence_id):
                 return b'{"type":"sequenceAck","sequenceId":%d}' % sequence_id
             case Ping():
@@ -403,6 +417,8 @@ class JsonCodec:
             return None
         if kind == "pong":
             return Pong()
+        if kind == "invokeResponse":
+            return _invoke_response(envelope)
         return None
 
     @staticmethod
@@ -656,8 +672,40 @@ def _str_or_none(envelope: dict[str, Any], key: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _data_message(envelope: dict[str, Any]) -> GroupMessage | ServerMessage | None:
-    """A downstream ``message`` envelope; None for an unknown ``from`` or ``dataType``."""
+def _invoke_response(envelope: dict[str, Any]) -> InvokeResponse | None:
+    """An ``invokeResponse`` (spec-next 1.1); None when it cannot settle a call (as the JS
+    client: no ``success``, or a ``dataType`` it does not know)."""
+    invocation_id = envelope.get("invocationId")
+    success = envelope.get("success")
+    if not isinstance(invocation_id, str) or not isinstance(success, bool):
+        return None
+    metadata = _str_metadata(envelope)
+    if not success:
+        error = envelope.get("error")
+        detail = (
+            AckErrorDetail(_str(error, "name"), _str(error, "message"))
+            if isinstance(error, dict)
+            else AckErrorDetail("", "")
+        )
+        return InvokeResponse(invocation_id, False, error=detail, metadata=metadata)
+    if "dataType" not in envelope:
+        return InvokeResponse(invocation_id, True, metadata=metadata)
+    payload = _payload_of(envelope)
+    if payload is None:
+        return None
+    data, data_type = payload
+    return InvokeResponse(invocation_id, True, data, data_type, metadata=metadata)
+
+
+def _str_metadata(envelope: dict[str, Any]) -> dict[str, str] | None:
+    raw = envelope.get("metadata")
+    if not isinstance(raw, dict):
+        return None
+    return {k: v for k, v in raw.items() if isinstance(v, str)} or None
+
+
+def _payload_of(envelope: dict[str, Any]) -> tuple[Payload, DataType] | None:
+    """The decoded ``data`` of a downstream envelope and its type; None for an unknown type."""
     data_type = parse_data_type(envelope.get("dataType", "json"))
     if data_type is None:
         return None
@@ -672,13 +720,19 @@ def _data_message(envelope: dict[str, Any]) -> GroupMessage | ServerMessage | No
             data = base64.b64decode(data, validate=True)
         except (binascii.Error, ValueError):
             raise ProtocolViolation(f"'data' is not valid base64 for '{data_type}'.") from None
+    return data, data_type
+
+
+def _data_message(envelope: dict[str, Any]) -> GroupMessage | ServerMessage | None:
+    """A downstream ``message`` envelope; None for an unknown ``from`` or ``dataType``."""
+    payload = _payload_of(envelope)
+    if payload is None:
+        return None
+    data, data_type = payload
     sequence_id = envelope.get("sequenceId")
     if sequence_id is not None and not _is_uint64(sequence_id):
         raise ProtocolViolation("'sequenceId' must be an unsigned integer.")
-    raw_metadata = envelope.get("metadata")
-    metadata = None
-    if isinstance(raw_metadata, dict):
-        metadata = {k: v for k, v in raw_metadata.items() if isinstance(v, str)} or None
+    metadata = _str_metadata(envelope)
     source = envelope.get("from")
     if source == "group":
         group = envelope.get("group")
