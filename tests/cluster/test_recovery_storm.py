@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 
 from tests.nodejs import NodeDriver, node_missing
+from tests.server.test_recovery_storm import PYTHON_CLIENTS, start_storm_clients
 from webpubsub.aio import WebPubSubServiceClient
 from webpubsub.auth.tokens import client_audience, mint_client_token
-from webpubsub.client import GroupMessage, ReconnectPolicy, WebPubSubClient
 
 from .conftest import ACCESS_KEY, Cluster
 from .proxy import RoundRobinProxy
@@ -29,12 +29,6 @@ from .proxy import RoundRobinProxy
 SEED = 20261203
 MIN_CUTS = 40
 DEADLINE = 60.0
-PYTHON_CLIENTS = [
-    ("json1", "json.reliable.webpubsub.azure.v1"),
-    ("json2", "json.reliable.webpubsub.azure.v1"),
-    ("proto1", "protobuf.reliable.webpubsub.azure.v1"),
-    ("proto2", "protobuf.reliable.webpubsub.azure.v1"),
-]
 ROLES = ["webpubsub.joinLeaveGroup", "webpubsub.sendToGroup"]
 
 
@@ -48,28 +42,9 @@ async def test_recovery_storm_across_nodes(cluster: Cluster) -> None:
     hub = "storm_across"
     group = "storm"
     a, b, c = cluster.nodes
-    received: dict[str, list[str]] = {name: [] for name, _ in PYTHON_CLIENTS}
-    clients: dict[str, WebPubSubClient] = {}
-    connection_ids: dict[str, str] = {}
     async with RoundRobinProxy([a.port, b.port]) as proxy:
         url = client_url(proxy.endpoint, hub)
-        for name, protocol in PYTHON_CLIENTS:
-            client = WebPubSubClient(
-                url,
-                protocol=protocol,
-                recovery_delay=0.02,
-                reconnect_policy=ReconnectPolicy(initial_delay=0.02, max_delay=0.1, jitter=0),
-            )
-
-            def record(message: GroupMessage, inbox: list[str] = received[name]) -> None:
-                inbox.append(str(message.data))
-
-            client.on("group-message", record)
-            await client.start()
-            await client.join_group(group)
-            clients[name] = client
-            assert client.connection_id is not None
-            connection_ids[name] = client.connection_id
+        clients, received, connection_ids = await start_storm_clients(url, group)
 
         js: NodeDriver | None = None
         if node_missing() is None:

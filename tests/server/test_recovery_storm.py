@@ -64,14 +64,17 @@ def attached_socket(service: ServiceThread, connection_id: str) -> Callable[[], 
     return abort
 
 
-async def test_recovery_storm(service: ServiceThread, hub: str) -> None:
-    group = "storm"
+async def start_storm_clients(
+    url: str, group: str
+) -> tuple[dict[str, WebPubSubClient], dict[str, list[str]], dict[str, str]]:
+    """This project's clients of PYTHON_CLIENTS, quick to recover, in ``group``: the
+    clients, what each receives (filled as it arrives) and their connection ids."""
     received: dict[str, list[str]] = {name: [] for name, _ in PYTHON_CLIENTS}
     clients: dict[str, WebPubSubClient] = {}
     connection_ids: dict[str, str] = {}
     for name, protocol in PYTHON_CLIENTS:
         client = WebPubSubClient(
-            client_url(service, hub),
+            url,
             protocol=protocol,
             recovery_delay=0.02,
             reconnect_policy=ReconnectPolicy(initial_delay=0.02, max_delay=0.1, jitter=0),
@@ -86,6 +89,12 @@ async def test_recovery_storm(service: ServiceThread, hub: str) -> None:
         clients[name] = client
         assert client.connection_id is not None
         connection_ids[name] = client.connection_id
+    return clients, received, connection_ids
+
+
+async def test_recovery_storm(service: ServiceThread, hub: str) -> None:
+    group = "storm"
+    clients, received, connection_ids = await start_storm_clients(client_url(service, hub), group)
 
     js: NodeDriver | None = None
     if node_missing() is None:

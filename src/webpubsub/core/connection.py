@@ -44,6 +44,20 @@ class Transport(Protocol):
         """Send a close frame and drop the connection."""
 
 
+class NullTransport:
+    """A transport that goes nowhere: for a handshake that cannot complete, or a reliable
+    connection adopted after its client left again (it waits, detached, for a recovery)."""
+
+    def send(self, frame: bytes) -> None:
+        pass
+
+    def send_expiring(self, pieces: tuple[bytes, ...], expires: float) -> None:
+        pass
+
+    def close(self, code: int, reason: str) -> None:
+        pass
+
+
 class Codec(Protocol):
     """A subprotocol's encoder/decoder (see ``webpubsub.protocols``)."""
 

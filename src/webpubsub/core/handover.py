@@ -96,20 +96,6 @@ def restore(snapshot: Snapshot, codec: Codec, transport: Transport) -> Connectio
     return conn
 
 
-class Gone:
-    """The transport of a connection adopted after its client left again: it stays
-    recoverable here, detached, for the recovery window."""
-
-    def send(self, frame: bytes) -> None:
-        pass
-
-    def send_expiring(self, pieces: tuple[bytes, ...], expires: float) -> None:
-        pass
-
-    def close(self, code: int, reason: str) -> None:
-        pass
-
-
 # -- as Redis hash fields: "meta" (JSON) and one field per buffered message ---------------
 
 

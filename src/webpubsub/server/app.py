@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from ..auth.tokens import TokenValidator, bearer_token
 from ..core import commands as c
 from ..core.commands import Command
-from ..core.connection import CloseCode
+from ..core.connection import CloseCode, NullTransport
 from ..core.errors import (
     BadRequest,
     MethodNotAllowed,
@@ -295,7 +295,7 @@ class Service:
             if page is not None:
                 return await page(request)
             if self.client_endpoint.matches(request.path):
-                result = self.client_endpoint.handshake(request, _NoTransport())
+                result = self.client_endpoint.handshake(request, NullTransport())
                 response = result if isinstance(result, HttpResponse) else _upgrade_required()
             else:
                 route, params = rest.resolve(request.method, request.path)
@@ -342,19 +342,6 @@ class Service:
                 code="Error.Unauthorized.NoToken",
             )
         self.validator.authenticate(token, request.path, request.header("host"), self.scheme)
-
-
-class _NoTransport:
-    """Transport for a handshake that cannot complete (a plain GET on the client path)."""
-
-    def send(self, frame: bytes) -> None:
-        pass
-
-    def send_expiring(self, pieces: tuple[bytes, ...], expires: float) -> None:
-        pass
-
-    def close(self, code: int, reason: str) -> None:
-        pass
 
 
 def _allowed_methods(path: str) -> list[str]:

@@ -19,10 +19,9 @@ from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
-from ..core.connection import CloseCode, Connection
+from ..core.connection import CloseCode, Connection, NullTransport
 from ..core.errors import PayloadTooLarge, RequestError, ServiceUnavailable
 from ..core.events import UpstreamRejected
-from ..core.handover import Gone
 from ..core.node import RecoveryRefused
 from ..core.ratelimit import MessageRate
 from ..engine.handover import Adoption
@@ -516,7 +515,7 @@ class ServiceProtocol(asyncio.Protocol):
             return
         node = self.service.node
         codec = CODECS[adoption.snapshot.subprotocol]
-        gone = Gone()
+        gone = NullTransport()
         now = self._loop.time()
         conn = node.adopt(adoption.snapshot, codec, gone, now, engine.finish_move(adoption))
         node.connection_lost(conn, gone, now)
