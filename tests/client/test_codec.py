@@ -214,7 +214,7 @@ class TestDownstream:
     @pytest.mark.parametrize(
         "text",
         [
-            '{"type":"streamAck","streamId":"s","expectedSequenceId":1}',
+            '{"type":"groupStateUpdate","group":"g"}',
             '{"type":"system","event":"somethingNew"}',
             '{"type":"message","from":"somewhere","dataType":"text","data":"x"}',
             '{"type":"message","from":"server","dataType":"future","data":"x"}',

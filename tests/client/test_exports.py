@@ -20,6 +20,10 @@ EXPORTED = {
     "DisconnectedEvent",
     "Forbidden",
     "GroupMessage",
+    "GroupStream",
+    "GroupStreamError",
+    "GroupStreamWriter",
+    "GroupStreams",
     "InternalServerError",
     "InvalidMessage",
     "InvocationError",
@@ -54,7 +58,7 @@ def test_every_error_is_a_webpubsub_error() -> None:
         if isinstance(getattr(webpubsub.client, name), type)
         and issubclass(getattr(webpubsub.client, name), BaseException)
     ]
-    assert len(errors) == 11
+    assert len(errors) == 12
     assert all(issubclass(error, WebPubSubClientError) for error in errors)
     assert issubclass(WebPubSubClientError, WebPubSubError)
 

@@ -41,6 +41,7 @@ from ._events import (
     StoppedEvent,
 )
 from ._stream import MessageStream
+from ._streams import GroupStream, GroupStreamError, GroupStreams, GroupStreamWriter
 
 __all__ = [
     "USE_CLIENT_DEFAULT",
@@ -57,6 +58,10 @@ __all__ = [
     "DisconnectedEvent",
     "Forbidden",
     "GroupMessage",
+    "GroupStream",
+    "GroupStreamError",
+    "GroupStreamWriter",
+    "GroupStreams",
     "InternalServerError",
     "InvalidMessage",
     "InvocationError",

@@ -31,12 +31,16 @@ from ..core.requests import (
     LeaveGroup,
     SendEvent,
     SendToGroup,
+    StreamData,
+    StreamEnd,
+    StreamStart,
 )
 from ..protocols.downstream import (
     GroupMessage,
     InvokeResponse,
     Payload,
     ServerMessage,
+    StreamAnswer,
     encode_payload,
 )
 from ._core import (
@@ -70,6 +74,7 @@ from ._events import (
     StoppedEvent,
 )
 from ._stream import MessageStream
+from ._streams import GroupStreamError, GroupStreams, GroupStreamWriter
 from ._transport import Socket, SocketClosed, connect
 
 log = logging.getLogger("webpubsub.client")
@@ -174,6 +179,8 @@ class WebPubSubClient:
         self._streams: weakref.WeakSet[MessageStream] = weakref.WeakSet()
         self._acks: dict[int, asyncio.Future[AckResult | None]] = {}
         self._invocations: dict[str, asyncio.Future[InvokeResponse]] = {}
+        self._writers: dict[str, GroupStreamWriter] = {}
+        self._group_streams: set[GroupStreams] = set()
         self._ready_waiters: set[asyncio.Future[None]] = set()
         self._handler_tasks: set[asyncio.Future[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -369,6 +376,11 @@ class WebPubSubClient:
         log.debug("socket closed: %s %s", code, reason)
         # As the official client: an invocation's answer comes on the socket that carried
         # it, or never (the service does not replay it after a recovery).
+        outbound, self._writers = self._writers, {}
+        for stream_id, stream_writer in outbound.items():
+            stream_writer.fail(
+                GroupStreamError("The connection dropped; the stream was cut off.", stream_id)
+            )
         invocations, self._invocations = self._invocations, {}
         for invocation_id, future in invocations.items():
             if not future.done():
@@ -462,6 +474,9 @@ class WebPubSubClient:
             case GroupMessage() | ServerMessage():
                 for stream in list(self._streams):
                     stream.put(event)
+                if isinstance(event, GroupMessage) and event.stream is not None:
+                    for streams in list(self._group_streams):
+                        streams.put(event)
                 self._emit(
                     "group-message" if isinstance(event, GroupMessage) else "server-message", event
                 )
@@ -477,6 +492,12 @@ class WebPubSubClient:
                 for stream in list(self._streams):
                     stream.close()
                 self._emit("stopped", event)
+            case StreamAnswer(stream_id):
+                writer = self._writers.get(stream_id)
+                if writer is not None:
+                    writer.answered(event)
+                    if writer.closed:
+                        del self._writers[stream_id]
             case InvokeResponse(invocation_id):
                 call = self._invocations.pop(invocation_id, None)
                 if call is not None and not call.done():
@@ -826,6 +847,68 @@ class WebPubSubClient:
                 error.name if error else "",
             )
         return InvokeResult(invocation_id, response.data, response.data_type, response.metadata)
+
+    async def open_group_stream(
+        self,
+        group: str,
+        *,
+        stream_id: str | None = None,
+        no_echo: bool = False,
+        idle_timeout_ms: int | None = None,
+        timeout: Timeout = USE_CLIENT_DEFAULT,
+    ) -> GroupStreamWriter:
+        """Open a group stream (spec-next 2), as ``openGroupStream`` of the official JS
+        client: returns once the service acknowledged it. JSON subprotocols only.
+
+        Args:
+            group: the group that receives the stream (the ``sendToGroup`` role for it).
+            stream_id: the stream's id (default: a new UUID).
+            no_echo: do not send the fragments back to this connection.
+            idle_timeout_ms: the service ends the stream after this long without a
+                fragment (default 300,000).
+            timeout: seconds to wait for the service to open it.
+
+        Raises:
+            GroupStreamError: refused (``Forbidden``, ``BadRequest``) or not answered in time.
+            ValueError: a protobuf subprotocol.
+        """
+        core = self._core
+        if not core.codec.subprotocol or not core.codec.subprotocol.startswith("json."):
+            raise ValueError("Group streams need a JSON subprotocol (json.webpubsub.azure.v1).")
+        stream_id = stream_id or str(uuid.uuid4())
+        if stream_id in self._writers:
+            raise ValueError(f"The stream '{stream_id}' is already open.")
+
+        async def send(request: StreamData | StreamEnd) -> None:
+            await self._send_untracked(request, timeout)
+
+        writer = GroupStreamWriter(stream_id, group, send)
+        self._writers[stream_id] = writer
+        seconds = self._timeout(timeout)
+        try:
+            async with asyncio.timeout(seconds):
+                await self._send_untracked(
+                    StreamStart(group, stream_id, no_echo, idle_timeout_ms), None
+                )
+                await writer.opened()
+        except TimeoutError:
+            self._writers.pop(stream_id, None)
+            raise GroupStreamError(
+                f"The service did not open the stream within {seconds:g} s.", stream_id, "Timeout"
+            ) from None
+        except GroupStreamError:
+            self._writers.pop(stream_id, None)
+            raise
+        return writer
+
+    def group_streams(self, *groups: str) -> GroupStreams:
+        """An async iterator of the group streams others send to this connection's groups
+        (those named, or all), from now on; each :class:`GroupStream` is an async iterator
+        of its fragments, raising :class:`GroupStreamError` if the stream failed. Call its
+        ``close()`` to stop receiving."""
+        streams = GroupStreams(set(groups) or None, self._group_streams.discard)
+        self._group_streams.add(streams)
+        return streams
 
     def _timeout(self, timeout: Timeout) -> float | None:
         return self.options.ack_timeout if isinstance(timeout, UseClientDefault) else timeout

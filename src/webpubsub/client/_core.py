@@ -52,6 +52,9 @@ from ..core.requests import (
     SendEvent,
     SendToGroup,
     SequenceAck,
+    StreamData,
+    StreamEnd,
+    StreamStart,
 )
 from ..protocols.client import ClientCodec, client_codec
 from ..protocols.downstream import (
@@ -62,6 +65,7 @@ from ..protocols.downstream import (
     InvokeResponse,
     Pong,
     ServerMessage,
+    StreamAnswer,
 )
 from ..protocols.json import RELIABLE_SUBPROTOCOL
 from ._errors import (
@@ -220,9 +224,11 @@ class AbortSocket:
     reason: str
 
 
-Event = ClientEvent | AckSettled | StartFailed | AbortSocket | InvokeResponse
+Event = ClientEvent | AckSettled | StartFailed | AbortSocket | InvokeResponse | StreamAnswer
 AckedRequest = JoinGroup | LeaveGroup | SendToGroup | SendEvent
-UntrackedRequest = SendToGroup | SendEvent | Invoke | CancelInvocation
+UntrackedRequest = (
+    SendToGroup | SendEvent | Invoke | CancelInvocation | StreamStart | StreamData | StreamEnd
+)
 
 
 @dataclass(slots=True)
@@ -515,8 +521,8 @@ class ClientCore:
                 self._on_connected(message, now)
             case Disconnected(reason):
                 self._disconnected_message = reason
-            case InvokeResponse():
-                self._events.append(message)  # the client settles its call
+            case InvokeResponse() | StreamAnswer():
+                self._events.append(message)  # the client settles its call or stream
             case Pong() | None:
                 pass
 

@@ -75,6 +75,18 @@ class Ack:
 
 
 @dataclass(frozen=True, slots=True)
+class StreamInfo:
+    """The ``stream`` of a group message that is a stream fragment (spec-next 2.2):
+    ``end`` on the terminal frame, with ``error`` (name, message, user error code) if the
+    stream failed."""
+
+    stream_id: str
+    sequence_id: int
+    end: bool = False
+    error: tuple[str, str, str | None] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class GroupMessage:
     """A message published to a group the connection is in (``from: group``).
 
@@ -89,6 +101,7 @@ class GroupMessage:
     from_user_id: str | None = None
     sequence_id: int | None = None
     metadata: dict[str, str] | None = None  # spec-next 3.4; JSON protocols only
+    stream: StreamInfo | None = None  # a group stream's fragment (spec-next 2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,8 +131,26 @@ class InvokeResponse:
     metadata: dict[str, str] | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class StreamAnswer:
+    """``streamAck`` / ``streamNack`` (``expected`` set) or ``streamClosed`` (``closed``,
+    ``error`` when it failed) for one of this client's outbound streams (spec-next 2.2)."""
+
+    stream_id: str
+    closed: bool = False
+    expected: int | None = None
+    error: AckErrorDetail | None = None
+
+
 Downstream: TypeAlias = (
-    Connected | Disconnected | Ack | GroupMessage | ServerMessage | Pong | InvokeResponse
+    Connected
+    | Disconnected
+    | Ack
+    | GroupMessage
+    | ServerMessage
+    | Pong
+    | InvokeResponse
+    | StreamAnswer
 )
 """Every service-to-client message a client codec decodes."""
 

@@ -48,6 +48,8 @@ from .downstream import (
     Payload,
     Pong,
     ServerMessage,
+    StreamAnswer,
+    StreamInfo,
 )
 from .frames import OP_TEXT, header, text_frame
 
@@ -366,6 +368,27 @@ class JsonCodec:
                     + _metadata_member(metadata)
                     + b"}"
                 )
+            case StreamStart(group, stream_id, no_echo, idle_ms):
+                stream: dict[str, Any] = {"streamId": stream_id}
+                if idle_ms is not None:
+                    stream["idleTimeoutMs"] = idle_ms
+                return dumps(
+                    {"type": "sendToGroup", "group": group, "noEcho": no_echo, "stream": stream}
+                )
+            case StreamData(stream_id, sequence_id, data, data_type):
+                head = b'{"type":"streamData","streamId":' + dumps(stream_id)
+                if sequence_id is None:
+                    return head + b"}"
+                return (
+                    head + b',"streamSequenceId":%d' % sequence_id + _data(data, data_type) + b"}"
+                )
+            case StreamEnd(stream_id, error):
+                end: dict[str, Any] = {"type": "streamEnd", "streamId": stream_id}
+                if error is not None:
+                    end["error"] = {"message": error[0]}
+                    if error[1] is not None:
+                        end["error"]["userErrorCode"] = error[1]
+                return dumps(end)
             case CancelInvocation(invocation_id):
                 return b'{"type":"cancelInvocation","invocationId":' + dumps(invocation_id) + b"}"
             case SequenceAck(sequence_id):
@@ -419,6 +442,8 @@ class JsonCodec:
             return Pong()
         if kind == "invokeResponse":
             return _invoke_response(envelope)
+        if kind in ("streamAck", "streamNack", "streamClosed"):
+            return _stream_answer(kind, envelope)
         return None
 
     @staticmethod
@@ -697,6 +722,44 @@ def _invoke_response(envelope: dict[str, Any]) -> InvokeResponse | None:
     return InvokeResponse(invocation_id, True, data, data_type, metadata=metadata)
 
 
+def _stream_answer(kind: str, envelope: dict[str, Any]) -> StreamAnswer | None:
+    stream_id = envelope.get("streamId")
+    if not isinstance(stream_id, str):
+        return None
+    error = envelope.get("error")
+    if kind == "streamClosed":
+        detail = (
+            AckErrorDetail(_str(error, "name"), _str(error, "message"))
+            if isinstance(error, dict)
+            else None
+        )
+        return StreamAnswer(stream_id, True, error=detail)
+    expected = envelope.get("expectedSequenceId")
+    if not _is_uint64(expected):
+        return None
+    nack = AckErrorDetail(_str(envelope, "name"), _str(envelope, "message"))
+    return StreamAnswer(stream_id, False, expected, nack if kind == "streamNack" else None)
+
+
+def _stream_info(envelope: dict[str, Any]) -> StreamInfo | None:
+    raw = envelope.get("stream")
+    if not isinstance(raw, dict):
+        return None
+    stream_id, sequence_id = raw.get("streamId"), raw.get("streamSequenceId")
+    if not isinstance(stream_id, str) or not _is_uint64(sequence_id):
+        return None
+    error = raw.get("error")
+    described = None
+    if isinstance(error, dict):
+        code = error.get("userErrorCode")
+        described = (
+            _str(error, "name"),
+            _str(error, "message"),
+            code if isinstance(code, str) else None,
+        )
+    return StreamInfo(stream_id, sequence_id, raw.get("endOfStream") is True, described)
+
+
 def _str_metadata(envelope: dict[str, Any]) -> dict[str, str] | None:
     raw = envelope.get("metadata")
     if not isinstance(raw, dict):
@@ -739,7 +802,8 @@ def _data_message(envelope: dict[str, Any]) -> GroupMessage | ServerMessage | No
         if not isinstance(group, str):
             raise ProtocolViolation("A group message needs a 'group'.")
         from_user_id = _str_or_none(envelope, "fromUserId")
-        return GroupMessage(group, data, data_type, from_user_id, sequence_id, metadata)
+        stream = _stream_info(envelope)
+        return GroupMessage(group, data, data_type, from_user_id, sequence_id, metadata, stream)
     if source == "server":
         return ServerMessage(data, data_type, sequence_id, metadata)
     return None
