@@ -82,6 +82,9 @@ class Message:
     # TTL (spec-next 4): wall-clock time (time.time()) after which the message is not
     # written to a connection any more; None: never expires.
     expires: float | None = None
+    # The QoS of an MQTT PUBLISH (mqtt spec 4.3); None: sent by REST or a Web PubSub client,
+    # which MQTT subscribers receive at QoS 1 at most.
+    qos: int | None = None
     # Encoded frames by codec key; filled lazily while fanning out (see protocols.frame_for).
     frames: dict[object, bytes] = field(default_factory=dict, compare=False, repr=False)
 

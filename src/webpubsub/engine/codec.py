@@ -65,6 +65,8 @@ def encode_command(command: c.Command) -> bytes:
                 head["md"] = dict(message.metadata)
             if message.expires is not None:
                 head["exp"] = message.expires  # wall clock: nodes keep NTP time
+            if message.qos is not None:
+                head["q"] = message.qos
             if excluded:
                 head["ex"] = sorted(excluded)
             if filter is not None:
@@ -123,6 +125,14 @@ def _expires(raw: Any) -> float | None:
     return float(raw)
 
 
+def _qos(raw: Any) -> int | None:
+    if raw is None:
+        return None
+    if raw not in (0, 1, 2) or isinstance(raw, bool):
+        raise CodecError("q must be 0, 1 or 2")
+    return int(raw)
+
+
 def _decode(head: dict[str, Any], payload: bytes) -> c.Command:
     kind = head["t"]
     if kind == "send":
@@ -134,6 +144,7 @@ def _decode(head: dict[str, Any], payload: bytes) -> c.Command:
             head.get("u"),
             _metadata(head.get("md")),
             _expires(head.get("exp")),
+            _qos(head.get("q")),
         )
         return c.Send(
             _parse_target(head["to"]), message, frozenset(head.get("ex", ())), _filter(head)

@@ -24,6 +24,7 @@ from ..core.errors import PayloadTooLarge, RequestError
 from ..core.events import UpstreamRejected
 from ..core.node import RecoveryRefused
 from ..core.ratelimit import MessageRate
+from ..protocols.mqtt.connection import MqttConnection
 from .client_endpoint import Accepted, Pending
 from .http import HttpRequest, HttpResponse, origin_form
 
@@ -183,6 +184,9 @@ class ServiceProtocol(asyncio.Protocol):
             self._connecting = None
         conn = self.conn
         if conn is None:
+            return
+        if isinstance(conn, MqttConnection):
+            conn.socket_lost()  # MQTT: the will, then the session ends (mqtt spec 6.1)
             return
         node = self.service.node
         ws = self.ws
@@ -538,6 +542,8 @@ class ServiceProtocol(asyncio.Protocol):
                 self.conn = node.resume(hub, connection_id, token, self, now)
             except RecoveryRefused as exc:
                 result.refusal = str(exc)
+        elif isinstance(result.conn, MqttConnection):
+            self.conn = result.conn  # registered by the node when its CONNECT is accepted
         elif result.conn is not None:
             self.conn = result.conn
             node.connect(result.conn, result.groups)
@@ -641,6 +647,13 @@ class ServiceProtocol(asyncio.Protocol):
         if ws.state is not State.OPEN and not ws.close_rcvd_then_sent:
             return  # we failed the connection (protocol error): websockets closes it
         node = self.service.node
+        if isinstance(conn, MqttConnection):
+            try:
+                conn.receive(data, is_text)
+            except Exception:
+                log.exception("error handling MQTT bytes from %s", conn.connection_id)
+                self._internal_error(conn)
+            return
         try:
             if not node.admit(conn, data, is_text, self.rate, self._loop.time()):
                 return  # throttled or cut before anything else looked at it

@@ -1,0 +1,239 @@
+"""Rules for MQTT clients (mqtt spec 2-4), pure: names, permissions, data types, QoS.
+
+Reason codes are plain ints (MQTT 5.0 section 2.4) so the core needs no packet types; the
+codec in ``webpubsub.protocols.mqtt`` turns decisions into packets. Each function returns
+the 5.0 code; ``v311_code`` maps it for 3.1.1 clients where that version has one.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import string
+from dataclasses import dataclass, field
+
+from .errors import BadRequest
+from .message import DataType, check_json
+from .names import group_name_problem
+from .roles import Permission, is_allowed
+
+SERVER_MESSAGES = "$webpubsub/server/messages"
+EVENTS_PREFIX = "$webpubsub/server/events/"
+CLIENT_ID = re.compile(r"[0-9A-Za-z]{1,128}")
+MAX_KEEP_ALIVE = 180  # seconds, mqtt spec 3.2
+MAX_WILL_PAYLOAD = 2000
+MAX_WILL_TOPIC = 1024
+
+SUCCESS = 0x00
+UNSPECIFIED_ERROR = 0x80
+CLIENT_ID_NOT_VALID = 0x85
+NOT_AUTHORIZED = 0x87
+TOPIC_FILTER_INVALID = 0x8F
+TOPIC_NAME_INVALID = 0x90
+QUOTA_EXCEEDED = 0x97
+RETAIN_NOT_SUPPORTED = 0x9A
+SHARED_NOT_SUPPORTED = 0x9E
+WILDCARD_NOT_SUPPORTED = 0xA2
+IMPLEMENTATION_SPECIFIC = 0x83
+BAD_AUTHENTICATION_METHOD = 0x8C
+# A 3.1.1 keep alive out of range has no 5.0 twin: 0x88 Server unavailable, which is
+# 3.1.1's 0x03 (mqtt spec 3.2 [I]).
+V311_UNAVAILABLE_AS_5 = 0x88
+
+# 3.1.1 CONNACK return codes (MQTT 3.1.1 3.2.2.3)
+V311_REFUSED_VERSION = 0x01
+V311_REFUSED_IDENTIFIER = 0x02
+V311_REFUSED_UNAVAILABLE = 0x03
+V311_REFUSED_NOT_AUTHORIZED = 0x05
+
+
+def v311_connack(code: int) -> int:
+    """A 5.0 CONNACK reason as a 3.1.1 return code."""
+    if code == SUCCESS:
+        return 0
+    if code == 0x84:
+        return V311_REFUSED_VERSION
+    if code == CLIENT_ID_NOT_VALID:
+        return V311_REFUSED_IDENTIFIER
+    if code in (NOT_AUTHORIZED, 0x86, 0x8A):
+        return V311_REFUSED_NOT_AUTHORIZED if code != 0x86 else 0x04
+    return V311_REFUSED_UNAVAILABLE
+
+
+def v311_suback(code: int) -> int:
+    """3.1.1 SUBACK codes are the granted QoS or 0x80 Failure."""
+    return code if code < 0x80 else 0x80
+
+
+# -- CONNECT (mqtt spec 3.2) ----------------------------------------------------------------
+
+
+def new_client_id() -> str:
+    """An assigned client id (5.0, empty id in CONNECT) that passes the client id rule."""
+    alphabet = string.ascii_letters + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(32))
+
+
+@dataclass(frozen=True, slots=True)
+class WillSpec:
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+
+
+def connect_problem(
+    version: int, client_id: str, keep_alive: int, will: WillSpec | None, auth_method: bool
+) -> int:
+    """The 5.0 CONNACK reason that refuses a CONNECT, or SUCCESS (mqtt spec 3.2)."""
+    if client_id and not CLIENT_ID.fullmatch(client_id):
+        return CLIENT_ID_NOT_VALID
+    if not client_id and version != 5:
+        return CLIENT_ID_NOT_VALID
+    if version == 4 and not 1 <= keep_alive <= MAX_KEEP_ALIVE:
+        return V311_UNAVAILABLE_AS_5
+    if auth_method:
+        return BAD_AUTHENTICATION_METHOD
+    if will is not None:
+        if not will.topic.strip() or len(will.topic) > MAX_WILL_TOPIC:
+            return TOPIC_NAME_INVALID
+        if topic_kind(will.topic) != "group":
+            return TOPIC_NAME_INVALID
+        if len(will.payload) > MAX_WILL_PAYLOAD:
+            return QUOTA_EXCEEDED
+        if will.retain and version == 5:
+            return RETAIN_NOT_SUPPORTED
+    return SUCCESS
+
+
+def server_keep_alive(version: int, keep_alive: int) -> int | None:
+    """5.0: the Server Keep Alive to announce when the client's is 0 or over 180 (mqtt 3.2)."""
+    if version == 5 and not 1 <= keep_alive <= MAX_KEEP_ALIVE:
+        return MAX_KEEP_ALIVE
+    return None
+
+
+# -- topics and filters (mqtt spec 3.4, 3.5) ------------------------------------------------
+
+
+def topic_kind(topic: str) -> str:
+    """``group``, ``event`` (a user event), ``server`` (a reserved topic) or ``invalid``."""
+    if topic.startswith("$webpubsub/"):
+        if topic.startswith(EVENTS_PREFIX):
+            name = topic[len(EVENTS_PREFIX) :]
+            if name and "/" not in name:
+                return "event"
+        return "invalid"
+    if "+" in topic or "#" in topic or group_name_problem(topic):
+        return "invalid"
+    return "group"
+
+
+def event_name(topic: str) -> str:
+    return topic[len(EVENTS_PREFIX) :]
+
+
+def is_server_topic(topic_filter: str) -> bool:
+    """Topics delivered without SUBSCRIBE; subscribing to them is granted as a no-op."""
+    if topic_filter == SERVER_MESSAGES:
+        return True
+    if topic_filter.startswith(EVENTS_PREFIX):
+        rest = topic_filter[len(EVENTS_PREFIX) :]
+        name, _, outcome = rest.partition("/")
+        return bool(name) and outcome in ("succeeded", "failed")
+    return False
+
+
+def subscribe_reason(topic_filter: str, qos: int, roles: set[str]) -> int:
+    """The SUBACK reason for one filter: the granted QoS, or why it fails (mqtt spec 3.4)."""
+    if topic_filter.startswith("$share/"):
+        return SHARED_NOT_SUPPORTED
+    if "+" in topic_filter or "#" in topic_filter:
+        return WILDCARD_NOT_SUPPORTED
+    if is_server_topic(topic_filter):
+        return qos
+    if topic_filter.startswith("$webpubsub/") or group_name_problem(topic_filter):
+        return TOPIC_FILTER_INVALID
+    if not is_allowed(roles, Permission.JOIN_LEAVE_GROUP, topic_filter):
+        return NOT_AUTHORIZED
+    return qos
+
+
+def publish_reason(topic: str, roles: set[str]) -> int:
+    """SUCCESS, or the PUBACK/PUBREC (or QoS 0 DISCONNECT) reason refusing a PUBLISH."""
+    kind = topic_kind(topic)
+    if kind == "invalid":
+        return TOPIC_NAME_INVALID
+    if kind == "event":
+        return SUCCESS  # no role needed to send events (mqtt spec 2.3)
+    if not is_allowed(roles, Permission.SEND_TO_GROUP, topic):
+        return NOT_AUTHORIZED
+    return SUCCESS
+
+
+# -- content type <-> data type (mqtt spec 4.2) ----------------------------------------------
+
+_DATA_TYPES = {
+    "application/json": DataType.JSON,
+    "text/plain": DataType.TEXT,
+    "application/x-protobuf": DataType.PROTOBUF,
+    "application/octet-stream": DataType.BINARY,
+}
+CONTENT_TYPES = {data_type: media for media, data_type in _DATA_TYPES.items()}
+
+
+def data_type_of(content_type: str | None, payload: bytes) -> DataType:
+    """The data type of an MQTT payload; text/json that is not valid UTF-8 (or JSON) is binary."""
+    if not content_type:
+        return DataType.BINARY
+    data_type = _DATA_TYPES.get(content_type.split(";", 1)[0].strip().lower(), DataType.BINARY)
+    if data_type in (DataType.TEXT, DataType.JSON):
+        try:
+            text = payload.decode("utf-8")
+        except UnicodeDecodeError:
+            return DataType.BINARY
+        if data_type is DataType.JSON:
+            try:
+                check_json(text.encode("utf-8"))
+            except BadRequest:
+                return DataType.BINARY
+    return data_type
+
+
+def delivered_qos(sent_qos: int, granted_qos: int) -> int:
+    """MQTT to MQTT: the lower of the publish QoS and the subscription's (mqtt spec 4.3)."""
+    return min(sent_qos, granted_qos)
+
+
+# -- session state (mqtt spec 3.6) ---------------------------------------------------------
+
+
+@dataclass
+class Session:
+    """What an MQTT session keeps: subscription options and packet-id bookkeeping."""
+
+    version: int
+    # group -> (granted QoS, no local, subscription identifier or None)
+    subscriptions: dict[str, tuple[int, bool, int | None]] = field(default_factory=dict)
+    # QoS 2 ids received from the client and not yet released (PUBREL)
+    received_qos2: set[int] = field(default_factory=set)
+    # ids of QoS 1/2 messages we sent and wait for an ack of
+    outgoing: dict[int, int] = field(default_factory=dict)  # packet id -> QoS
+    next_id: int = 1
+    max_outgoing: int = 65535
+
+    def take_packet_id(self, qos: int) -> int | None:
+        """A free packet id for an outgoing QoS 1/2 PUBLISH; None when all are in flight."""
+        if len(self.outgoing) >= self.max_outgoing:
+            return None
+        while self.next_id in self.outgoing:
+            self.next_id = self.next_id % 65535 + 1
+        packet_id = self.next_id
+        self.next_id = self.next_id % 65535 + 1
+        self.outgoing[packet_id] = qos
+        return packet_id
+
+    def granted(self, group: str) -> int:
+        """The QoS of the subscription to ``group``; 0 for memberships made by token/REST."""
+        found = self.subscriptions.get(group)
+        return found[0] if found is not None else 0

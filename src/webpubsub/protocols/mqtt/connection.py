@@ -1,0 +1,422 @@
+"""An MQTT client as a connection of its hub: packets in, node calls and packets out.
+
+Sans-I/O like the other codecs: ``receive`` is fed the bytes of WebSocket messages (in any
+split), decisions come from ``core.mqtt`` and the node, and answers go to the transport as
+WebSocket binary frames. The connection is registered with the node only when its CONNECT
+is accepted, because its connection id is the MQTT client id (mqtt spec 3.1).
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from ...core import commands as c
+from ...core import mqtt as rules
+from ...core.connection import CloseCode, Connection, Transport
+from ...core.message import Message, Source
+from ..frames import OP_BINARY, binary_frame, header
+from .packets import (
+    V5,
+    V311,
+    ConnAck,
+    Connect,
+    Disconnect,
+    Packet,
+    PingReq,
+    PingResp,
+    PubAck,
+    PubComp,
+    Publish,
+    PubRec,
+    PubRel,
+    SubAck,
+    Subscribe,
+    UnsubAck,
+    Unsubscribe,
+    encode,
+    publish_parts,
+)
+from .parser import Parser
+from .wire import NO_PROPERTIES, MqttError, Properties, Reason
+
+if TYPE_CHECKING:
+    from ...core.errors import ClientError
+    from ...core.node import Node
+    from ...core.requests import ClientRequest
+
+log = logging.getLogger("webpubsub.mqtt")
+
+
+class MqttCodec:
+    """The ``Codec`` face of MQTT for the node: only the goodbye is encoded here."""
+
+    subprotocol: str | None = "mqtt"
+    is_pubsub = True
+    is_reliable = False
+
+    def __init__(self, version: int) -> None:
+        self.version = version
+
+    def encode_message(self, message: Message) -> bytes:
+        raise NotImplementedError("MQTT connections encode through deliver_message")
+
+    def encode_ack(self, ack_id: int, error: ClientError | None) -> bytes | None:
+        return None
+
+    def encode_connected(
+        self, connection_id: str, user_id: str | None, reconnection_token: str | None
+    ) -> bytes | None:
+        return None  # the CONNACK is written by the connection itself
+
+    def encode_disconnected(self, reason: str) -> bytes | None:
+        """REST close: 5.0 DISCONNECT 0x98 Administrative action (mqtt spec 6.1)."""
+        if self.version != V5:
+            return None  # 3.1.1 has no server DISCONNECT
+        props = Properties(reason_string=reason[:200]) if reason else NO_PROPERTIES
+        return binary_frame(encode(Disconnect(Reason.ADMINISTRATIVE_ACTION, props), V5))
+
+    def encode_pong(self) -> bytes | None:
+        return None
+
+    def decode(self, data: bytes, is_text: bool) -> ClientRequest:
+        raise NotImplementedError("MQTT connections read through MqttConnection.receive")
+
+    def peek_ack_id(self, data: bytes, is_text: bool) -> int | None:
+        return None
+
+    def sequence(self, encoded: bytes, sequence_id: int) -> tuple[bytes, ...]:
+        raise NotImplementedError
+
+
+MQTT_CODECS = {V311: MqttCodec(V311), V5: MqttCodec(V5)}
+
+
+class MqttConnection(Connection):
+    """One MQTT session over one WebSocket."""
+
+    __slots__ = ("clean_exit", "groups_at_connect", "node", "parser", "session", "will")
+
+    per_message = True
+
+    def __init__(
+        self,
+        hub: str,
+        transport: Transport,
+        node: Node,
+        *,
+        user_id: str | None = None,
+        roles: Iterable[str] = (),
+        groups: Iterable[str] = (),
+        max_packet_size: int | None = None,
+    ) -> None:
+        super().__init__(hub, MQTT_CODECS[V5], transport, user_id=user_id, roles=roles)
+        self.node = node
+        self.parser = Parser(max_packet_size=max_packet_size) if max_packet_size else Parser()
+        self.session: rules.Session | None = None
+        self.will: Publish | None = None
+        self.clean_exit = False
+        self.groups_at_connect = list(groups)
+
+    @property
+    def version(self) -> int:
+        return self.parser.version or V5
+
+    # -- bytes in --------------------------------------------------------------------------
+
+    def receive(self, data: bytes, is_text: bool) -> None:
+        """The payload of one WebSocket message: any number of (partial) packets."""
+        if self.closed:
+            return
+        if is_text:
+            self.fail(Reason.MALFORMED_PACKET, "MQTT needs binary WebSocket frames.")
+            return
+        try:
+            packets = self.parser.feed(data)
+        except MqttError as exc:
+            if exc.reason == Reason.UNSUPPORTED_PROTOCOL_VERSION and self.session is None:
+                self._send(ConnAck(rules.V311_REFUSED_VERSION), V311)
+                self._close(CloseCode.NORMAL, str(exc))
+                return
+            self.fail(exc.reason, str(exc))
+            return
+        for packet in packets:
+            if self.closed:
+                return
+            self._handle(packet)
+
+    def _handle(self, packet: Packet) -> None:
+        if self.session is None:
+            if isinstance(packet, Connect):
+                self._on_connect(packet)
+            else:
+                self.fail(Reason.PROTOCOL_ERROR, "The first packet must be CONNECT.")
+            return
+        match packet:
+            case Publish():
+                self._on_publish(packet)
+            case PubRel(packet_id):
+                self.session.received_qos2.discard(packet_id)
+                self._send(PubComp(packet_id))
+            case PubAck(packet_id) | PubComp(packet_id):
+                self.session.outgoing.pop(packet_id, None)
+            case PubRec(packet_id, reason):
+                if reason >= 0x80:
+                    self.session.outgoing.pop(packet_id, None)
+                else:
+                    self._send(PubRel(packet_id))
+            case Subscribe():
+                self._on_subscribe(packet)
+            case Unsubscribe():
+                self._on_unsubscribe(packet)
+            case PingReq():
+                self._send(PingResp())
+            case Disconnect(reason):
+                self.clean_exit = reason != Reason.DISCONNECT_WITH_WILL
+                self._end(CloseCode.NORMAL, "The client disconnected.")
+            case _:
+                self.fail(Reason.PROTOCOL_ERROR, f"Unexpected {type(packet).__name__}.")
+
+    # -- CONNECT (mqtt spec 3.2) -------------------------------------------------------------
+
+    def _on_connect(self, packet: Connect) -> None:
+        version = packet.protocol_level
+        self.codec = MQTT_CODECS[version]
+        props = packet.properties
+        will = packet.will
+        spec = rules.WillSpec(will.topic, will.payload, will.qos, will.retain) if will else None
+        code = rules.connect_problem(
+            version,
+            packet.client_id,
+            packet.keep_alive,
+            spec,
+            props.authentication_method is not None,
+        )
+        client_id = packet.client_id or rules.new_client_id()
+        existing = self.node.find_connection(self.hub, client_id) if not code else None
+        if existing is not None and not isinstance(existing, MqttConnection):
+            code = Reason.CLIENT_IDENTIFIER_NOT_VALID  # a Web PubSub client holds this id
+        if code:
+            answer = code if version == V5 else rules.v311_connack(code)
+            self._send(ConnAck(answer), version)
+            self._close(CloseCode.NORMAL, f"CONNECT refused (0x{code:02x}).")
+            return
+        if isinstance(existing, MqttConnection):
+            existing.take_over()
+        self.connection_id = client_id
+        self.session = rules.Session(version)
+        if will is not None:
+            self.will = Publish(will.topic, will.payload, will.qos, properties=will.properties)
+        groups = self.groups_at_connect
+        self.node.connect(self, groups)
+        answer_props = NO_PROPERTIES
+        if version == V5:
+            answer_props = Properties(
+                retain_available=0,
+                wildcard_subscription_available=0,
+                shared_subscription_available=0,
+                assigned_client_identifier=None if packet.client_id else client_id,
+                server_keep_alive=rules.server_keep_alive(version, packet.keep_alive),
+                maximum_packet_size=self.parser.max_packet_size,
+            )
+        self._send(ConnAck(0, False, answer_props))
+
+    def take_over(self) -> None:
+        """Another CONNECT with this client id arrived: 5.0 DISCONNECT 0x8E, then close."""
+        if self.closed:
+            return
+        self._send(Disconnect(Reason.SESSION_TAKEN_OVER))
+        self._publish_will()
+        self.node.disconnect(self, "Session taken over.")
+        self.transport.close(CloseCode.NORMAL, "Session taken over.")
+
+    # -- PUBLISH (mqtt spec 3.5) ----------------------------------------------------------
+
+    def _on_publish(self, packet: Publish) -> None:
+        session = self.session
+        assert session is not None
+        version = self.version
+        if packet.retain and version == V5:
+            self.fail(Reason.RETAIN_NOT_SUPPORTED, "Retained messages are not supported.")
+            return
+        if packet.properties.topic_alias is not None:
+            self.fail(Reason.TOPIC_ALIAS_INVALID, "Topic aliases are not supported.")
+            return
+        packet_id = packet.packet_id or 0
+        if packet.qos == 2 and packet_id in session.received_qos2:
+            self._send(PubRec(packet_id))  # a resent QoS 2 PUBLISH: delivered once already
+            return
+        reason = rules.publish_reason(packet.topic, self.roles)
+        if reason == rules.SUCCESS and rules.topic_kind(packet.topic) == "event":
+            reason = Reason.IMPLEMENTATION_SPECIFIC_ERROR  # user events: not yet (issue 15)
+        if reason:
+            if packet.qos == 0:
+                self.fail(Reason(reason), f"PUBLISH to '{packet.topic[:100]}' refused.")
+                return
+            ack_reason = reason if version == V5 else 0
+            self._send(
+                PubAck(packet_id, ack_reason) if packet.qos == 1 else PubRec(packet_id, ack_reason)
+            )
+            return
+        self.publish(packet)
+        if packet.qos == 1:
+            self._send(PubAck(packet_id))
+        elif packet.qos == 2:
+            session.received_qos2.add(packet_id)
+            self._send(PubRec(packet_id))
+
+    def publish(self, packet: Publish) -> None:
+        """A PUBLISH to a group topic: send it to the group (every protocol, every node)."""
+        props = packet.properties
+        data_type = rules.data_type_of(props.content_type, packet.payload)
+        expires = None
+        if props.message_expiry_interval is not None:
+            expires = time.time() + props.message_expiry_interval
+        message = Message(
+            packet.payload,
+            data_type,
+            Source.GROUP,
+            packet.topic,
+            self.user_id,
+            None,
+            expires,
+            packet.qos,
+        )
+        self.node.execute(self.hub, c.Send(c.ToGroup(packet.topic), message))
+
+    # -- SUBSCRIBE / UNSUBSCRIBE (mqtt spec 3.4) ---------------------------------------------
+
+    def _on_subscribe(self, packet: Subscribe) -> None:
+        session = self.session
+        assert session is not None
+        codes = []
+        sub_id = (packet.properties.subscription_identifiers or (None,))[0]
+        for sub in packet.subscriptions:
+            code = rules.subscribe_reason(sub.topic_filter, sub.qos, self.roles)
+            if code < 0x80 and not rules.is_server_topic(sub.topic_filter):
+                self._join(sub.topic_filter)
+                session.subscriptions[sub.topic_filter] = (sub.qos, sub.no_local, sub_id)
+            codes.append(code if self.version == V5 else rules.v311_suback(code))
+        self._send(SubAck(packet.packet_id, tuple(codes)))
+
+    def _on_unsubscribe(self, packet: Unsubscribe) -> None:
+        session = self.session
+        assert session is not None
+        codes = []
+        for topic_filter in packet.topic_filters:
+            if topic_filter in self.groups:
+                session.subscriptions.pop(topic_filter, None)
+                self._leave(topic_filter)
+                codes.append(0)
+            else:
+                codes.append(Reason.NO_SUBSCRIPTION_EXISTED)
+        self._send(UnsubAck(packet.packet_id, tuple(codes)))
+
+    def _join(self, group: str) -> None:
+        hub = self.node.hubs[self.hub]
+        hub.join(self, group)
+        if self.node.engine is not None:
+            self.node.engine.record_soon(
+                self.hub, c.AddToGroup(c.ToConnection(self.connection_id), group)
+            )
+
+    def _leave(self, group: str) -> None:
+        self.node.hubs[self.hub].leave(self, group)
+        if self.node.engine is not None:
+            self.node.engine.record_soon(
+                self.hub, c.RemoveFromGroup(c.ToConnection(self.connection_id), group)
+            )
+
+    # -- messages out (mqtt spec 4.3-4.5) ---------------------------------------------------
+
+    def deliver_message(self, message: Message) -> bool:
+        """Queue ``message`` as a PUBLISH: encoded once per (version, QoS, topic) per message."""
+        session = self.session
+        if self.closed or session is None:
+            return True
+        sent_qos = message.qos if message.qos is not None else 1
+        if message.source is Source.GROUP and message.group is not None:
+            topic = message.group
+            qos = rules.delivered_qos(sent_qos, session.granted(topic))
+        else:
+            topic, qos = rules.SERVER_MESSAGES, 1
+        frames = message.frames
+        key = ("mqtt", session.version, qos, topic)
+        head = frames.get(key)
+        if head is None:
+            head, tail = _publish_frame_parts(message, topic, qos, session.version)
+            frames[key] = head
+            frames[(*key, "tail")] = tail
+        tail = frames[(*key, "tail")]
+        if qos == 0:
+            self.transport.send(head + tail)
+            return True
+        packet_id = session.take_packet_id(qos)
+        if packet_id is None:
+            return False  # 65,535 messages unacknowledged: a consumer this slow must go
+        self.transport.send(head + struct.pack("!H", packet_id) + tail)
+        return True
+
+    # -- endings (mqtt spec 6) ----------------------------------------------------------------
+
+    def fail(self, reason: int, message: str) -> None:
+        """A protocol error: 5.0 DISCONNECT with ``reason``, then close; the will is sent."""
+        log.info("closing MQTT client %s: %s", self.connection_id, message)
+        if self.session is not None:
+            self._send(Disconnect(reason))
+        self._end(CloseCode.PROTOCOL_ERROR if reason in (0x81, 0x82) else CloseCode.NORMAL, message)
+
+    def socket_lost(self) -> None:
+        """The WebSocket ended without DISCONNECT: publish the will, end the session."""
+        self._end(None, "The connection was lost.")
+
+    def _end(self, code: int | None, reason: str) -> None:
+        if not self.clean_exit:
+            self._publish_will()
+        if self._registered():
+            self.node.disconnect(self, reason)
+        if code is not None:
+            self._close(code, reason)
+        self.closed = True
+
+    def _registered(self) -> bool:
+        """Whether the node knows this connection (not before CONNECT, not after a takeover)."""
+        return (
+            self.session is not None
+            and self.node.find_connection(self.hub, self.connection_id) is self
+        )
+
+    def _publish_will(self) -> None:
+        will, self.will = self.will, None
+        if will is None or self.session is None:
+            return
+        # Will: needs sendToGroup rights on its topic, checked now (mqtt spec 2.3 [I]).
+        allowed = rules.publish_reason(will.topic, self.roles) == rules.SUCCESS
+        if allowed and rules.topic_kind(will.topic) == "group":
+            self.publish(will)
+
+    def _send(self, packet: Packet, version: int | None = None) -> None:
+        self.transport.send(binary_frame(encode(packet, version or self.version)))
+
+    def _close(self, code: int, reason: str) -> None:
+        self.closed = True
+        self.transport.close(code, reason)
+
+
+def _publish_frame_parts(
+    message: Message, topic: str, qos: int, version: int
+) -> tuple[bytes, bytes]:
+    """A WebSocket frame holding the PUBLISH, split where the packet id goes (QoS 1/2)."""
+    props = NO_PROPERTIES
+    if version == V5:
+        content_type = rules.CONTENT_TYPES.get(message.data_type)
+        expiry = None
+        if message.expires is not None:
+            expiry = max(0, int(message.expires - time.time()))
+        props = Properties(content_type=content_type, message_expiry_interval=expiry)
+    head, tail = publish_parts(Publish(topic, message.data, qos, properties=props), version)
+    size = len(head) + len(tail) + (2 if qos else 0)
+    return header(OP_BINARY, size) + head, tail
