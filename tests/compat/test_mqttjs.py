@@ -145,3 +145,52 @@ def test_takeover(js: NodeDriver, service: ServiceThread, hub: str) -> None:
     )
     assert line["reasonCode"] == 142
     assert sdk(service, hub).connection_exists("T1")
+
+
+@pytest.mark.parametrize("protocol", ["json", "reliable"])
+def test_interop_with_web_pubsub_client(
+    js: NodeDriver, service: ServiceThread, hub: str, protocol: str
+) -> None:
+    """MQTT.js <-> the official @azure/web-pubsub-client in group ``t`` (mqtt spec 4)."""
+    wps = NodeDriver("client.mjs")
+    try:
+        wps_url = sdk(service, hub).get_client_access_token(roles=BOTH)["url"]
+        wps.request("start", client="w", url=wps_url, protocol=protocol)
+        wps.request("call", client="w", method="joinGroup", args=["t"])
+        connect(js, service, hub, "M1", roles=BOTH, user_id="alice")
+        js.request("subscribe", client="M1", topic="t", options={"qos": 1})
+
+        def group_message() -> dict[str, Any]:
+            line = wps.wait_for(lambda line: line.get("event") == "group-message", "message")
+            found: dict[str, Any] = line["message"]
+            return found
+
+        js.request(
+            "publish",
+            client="M1",
+            topic="t",
+            payload='{"a":1}',
+            options={"qos": 1, "properties": {"contentType": "application/json"}},
+        )
+        got = group_message()
+        assert (got["dataType"], got["data"], got["group"]) == ("json", {"a": 1}, "t")
+        assert got["fromUserId"] == "alice"
+        js.request("publish", client="M1", topic="t", payload="hi", options={"qos": 0})
+        got = group_message()
+        assert (got["dataType"], got["data"]) == ("binary", b"hi")
+        js.request(
+            "publish",
+            client="M1",
+            topic="t",
+            payload="txt",
+            options={"qos": 1, "properties": {"contentType": "text/plain"}},
+        )
+        assert group_message()["data"] == "txt"
+        for _ in range(3):
+            message(js, "M1")  # its own three publishes, as a subscriber of t
+        wps.request("call", client="w", method="sendToGroup", args=["t", "from wps", "text"])
+        got_mqtt = message(js, "M1")
+        assert (got_mqtt["topic"], got_mqtt["payload"], got_mqtt["qos"]) == ("t", b"from wps", 1)
+        assert got_mqtt["properties"]["contentType"] == "text/plain"
+    finally:
+        wps.close()

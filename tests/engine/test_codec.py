@@ -24,6 +24,10 @@ COMMANDS: list[c.Command] = [
         Message(b"hi", DataType.TEXT, Source.GROUP, "g", None, {"Trace-Id": "a,b", "k": ""}, 1.5e9),
     ),
     c.Send(c.ToConnection("c"), Message(b"p", DataType.PROTOBUF)),
+    c.Send(  # an MQTT PUBLISH keeps its QoS across nodes (mqtt spec 4.3)
+        c.ToGroup("t"),
+        Message(b"m", DataType.BINARY, Source.GROUP, "t", "u", None, None, 2),
+    ),
     c.CloseConnections(c.ToGroup("g"), "bye", frozenset({"c3"})),
     c.AddToGroup(c.ToUser("u"), "g"),
     c.RemoveFromGroup(c.ToConnection("c"), "g"),
@@ -54,7 +58,9 @@ def test_a_send_from_an_older_node_decodes() -> None:
     assert (command.message.metadata, command.message.expires) == (None, None)
 
 
-@pytest.mark.parametrize("head", [b'"md":{"k":1}', b'"md":["k"]', b'"exp":"soon"', b'"exp":true'])
+@pytest.mark.parametrize(
+    "head", [b'"md":{"k":1}', b'"md":["k"]', b'"exp":"soon"', b'"exp":true', b'"q":3', b'"q":true']
+)
 def test_bad_metadata_or_expiry_is_a_codec_error(head: bytes) -> None:
     with pytest.raises(CodecError):
         decode_command(b'{"t":"send","to":["all"],"dt":"text","src":"server",' + head + b"}\nx")
