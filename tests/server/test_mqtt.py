@@ -453,3 +453,13 @@ def test_neighbours_unharmed(service: ServiceThread, hub: str, clients: list[Pah
         _read_all(sock)
     ok.client.publish("t", b"still", qos=0)
     assert ok.message().payload == b"still"
+
+
+def test_keep_alive_timeout(service: ServiceThread, hub: str) -> None:
+    """5.0 keep alive 1 s and silence: DISCONNECT 0x8D after 1.5 s, then close (mqtt 3.8)."""
+    connect = bytes.fromhex("10 0f 0004 4d515454 05 02 0001 00 0002 6b61")
+    sock = _raw_ws(service, hub)
+    with sock:
+        sock.sendall(_masked(binary_frame(connect)))
+        data = _read_all(sock)
+    assert b"\xe0\x01\x8d" in data

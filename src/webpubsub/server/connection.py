@@ -186,6 +186,7 @@ class ServiceProtocol(asyncio.Protocol):
         if conn is None:
             return
         if isinstance(conn, MqttConnection):
+            self.service.mqtt_clients.discard(conn)
             conn.socket_lost()  # MQTT: the will, then the session ends (mqtt spec 6.1)
             return
         node = self.service.node
@@ -544,6 +545,7 @@ class ServiceProtocol(asyncio.Protocol):
                 result.refusal = str(exc)
         elif isinstance(result.conn, MqttConnection):
             self.conn = result.conn  # registered by the node when its CONNECT is accepted
+            self.service.mqtt_clients.add(result.conn)
         elif result.conn is not None:
             self.conn = result.conn
             node.connect(result.conn, result.groups)
@@ -649,7 +651,7 @@ class ServiceProtocol(asyncio.Protocol):
         node = self.service.node
         if isinstance(conn, MqttConnection):
             try:
-                conn.receive(data, is_text)
+                conn.receive(data, is_text, self._loop.time())
             except Exception:
                 log.exception("error handling MQTT bytes from %s", conn.connection_id)
                 self._internal_error(conn)

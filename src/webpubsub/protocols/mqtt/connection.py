@@ -98,7 +98,16 @@ MQTT_CODECS = {V311: MqttCodec(V311), V5: MqttCodec(V5)}
 class MqttConnection(Connection):
     """One MQTT session over one WebSocket."""
 
-    __slots__ = ("clean_exit", "groups_at_connect", "node", "parser", "session", "will")
+    __slots__ = (
+        "clean_exit",
+        "groups_at_connect",
+        "keep_alive",
+        "last_packet",
+        "node",
+        "parser",
+        "session",
+        "will",
+    )
 
     per_message = True
 
@@ -120,6 +129,8 @@ class MqttConnection(Connection):
         self.will: Publish | None = None
         self.clean_exit = False
         self.groups_at_connect = list(groups)
+        self.keep_alive = 0  # seconds agreed at CONNECT; 0: none
+        self.last_packet = 0.0  # when bytes last arrived (the edge's clock)
 
     @property
     def version(self) -> int:
@@ -127,10 +138,11 @@ class MqttConnection(Connection):
 
     # -- bytes in --------------------------------------------------------------------------
 
-    def receive(self, data: bytes, is_text: bool) -> None:
+    def receive(self, data: bytes, is_text: bool, now: float = 0.0) -> None:
         """The payload of one WebSocket message: any number of (partial) packets."""
         if self.closed:
             return
+        self.last_packet = now
         if is_text:
             self.fail(Reason.MALFORMED_PACKET, "MQTT needs binary WebSocket frames.")
             return
@@ -208,6 +220,7 @@ class MqttConnection(Connection):
             existing.take_over()
         self.connection_id = client_id
         self.session = rules.Session(version)
+        self.keep_alive = rules.server_keep_alive(version, packet.keep_alive) or packet.keep_alive
         if will is not None:
             self.will = Publish(will.topic, will.payload, will.qos, properties=will.properties)
         groups = self.groups_at_connect
@@ -223,6 +236,15 @@ class MqttConnection(Connection):
                 maximum_packet_size=self.parser.max_packet_size,
             )
         self._send(ConnAck(0, False, answer_props))
+
+    def check_keep_alive(self, now: float) -> bool:
+        """Close a client silent for 1.5 x its keep alive (MQTT 5.0 3.1.2.10): 0x8D."""
+        if self.closed or self.session is None or not self.keep_alive:
+            return False
+        if now - self.last_packet <= 1.5 * self.keep_alive:
+            return False
+        self.fail(Reason.KEEP_ALIVE_TIMEOUT, "Keep alive timeout.")
+        return True
 
     def take_over(self) -> None:
         """Another CONNECT with this client id arrived: 5.0 DISCONNECT 0x8E, then close."""
