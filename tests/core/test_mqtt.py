@@ -103,17 +103,24 @@ class TestSession:
 
     def test_packet_ids_wrap_and_skip_in_flight(self) -> None:
         session = rules.Session(5, next_id=65535)
-        assert session.take_packet_id(1) == 65535
-        assert session.take_packet_id(1) == 1
+        assert session.take_packet_id() == 65535
+        assert session.take_packet_id() == 1
         session.outgoing.pop(65535)
         session.next_id = 65535
-        assert session.take_packet_id(2) == 65535
+        assert session.take_packet_id() == 65535
 
     def test_window_full(self) -> None:
         session = rules.Session(5, max_outgoing=2)
-        assert session.take_packet_id(1) is not None
-        assert session.take_packet_id(1) is not None
-        assert session.take_packet_id(1) is None
+        assert session.take_packet_id() is not None
+        assert session.take_packet_id() is not None
+        assert session.take_packet_id() is None
+
+    def test_expiry(self) -> None:
+        assert rules.session_expiry(4, True, None) == 0
+        assert rules.session_expiry(4, False, None) == 30
+        assert rules.session_expiry(5, False, None) == 0
+        assert rules.session_expiry(5, True, 10) == 10
+        assert rules.session_expiry(5, False, 0xFFFFFFFF) == 30
 
     def test_downgrade(self) -> None:
         session = rules.Session(5)

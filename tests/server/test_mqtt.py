@@ -463,3 +463,70 @@ def test_keep_alive_timeout(service: ServiceThread, hub: str) -> None:
         sock.sendall(_masked(binary_frame(connect)))
         data = _read_all(sock)
     assert b"\xe0\x01\x8d" in data
+
+
+def _persistent(service: ServiceThread, hub: str, client_id: str, version: int) -> Paho:
+    token = sdk(service, hub).get_client_access_token(
+        client_protocol="MQTT", roles=["webpubsub.joinLeaveGroup", "webpubsub.sendToGroup"]
+    )
+    url = urlsplit(token["url"])
+    kwargs: dict[str, Any] = {} if version == V5 else {"clean_session": False}
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=version,
+        transport="websockets",
+        reconnect_on_failure=False,
+        **kwargs,
+    )
+    client.ws_set_options(path=f"{url.path}?{url.query}")
+    p = Paho(client)
+    client.on_connect = lambda c, u, flags, rc, props=None: p.connack.put((flags, rc))
+    client.on_message = lambda c, u, msg: p.messages.put(msg)
+    client.on_subscribe = lambda c, u, mid, codes, props=None: p.subacks.put(codes)
+    client.on_disconnect = lambda c, u, flags, rc, props=None: p.disconnects.put(rc)
+    if version == V5:
+        props = PahoProperties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 30
+        client.connect(url.hostname or "", url.port or 80, clean_start=False, properties=props)
+    else:
+        client.connect(url.hostname or "", url.port or 80)
+    client.loop_start()
+    return p
+
+
+@pytest.mark.parametrize("version", [V311, V5])
+def test_session_survives_a_dropped_socket(service: ServiceThread, hub: str, version: int) -> None:
+    """mqtt spec 3.6 / check 19: queued QoS 1 message arrives after resuming, no resubscribe."""
+    first = _persistent(service, hub, "keep1", version)
+    flags, rc = first.connack.get(timeout=TIMEOUT)
+    assert rc == 0 and not flags.session_present
+    assert first.subscribe("t", 1) == [1]
+    sock = first.client.socket()
+    first.client.loop_stop()
+    assert sock is not None
+    sock.close()
+    api = sdk(service, hub)
+    api.send_to_group("t", "while away", content_type="text/plain")
+    assert api.connection_exists("keep1")
+    second = _persistent(service, hub, "keep1", version)
+    try:
+        flags, rc = second.connack.get(timeout=TIMEOUT)
+        assert rc == 0 and flags.session_present
+        msg = second.message()
+        assert (msg.topic, msg.payload, msg.qos) == ("t", b"while away", 1)
+        api.send_to_group("t", "after", content_type="text/plain")
+        assert second.message().payload == b"after"
+    finally:
+        second.close()
+
+
+def test_clean_session_ends_with_the_socket(
+    service: ServiceThread, hub: str, clients: list[Paho]
+) -> None:
+    p = paho(service, hub, "gone1", version=V311)
+    sock = p.client.socket()
+    p.client.loop_stop()
+    assert sock is not None
+    sock.close()
+    wait_until(lambda: not sdk(service, hub).connection_exists("gone1"), "gone1 ended")

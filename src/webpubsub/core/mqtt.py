@@ -208,6 +208,18 @@ def delivered_qos(sent_qos: int, granted_qos: int) -> int:
 # -- session state (mqtt spec 3.6) ---------------------------------------------------------
 
 
+MAX_SESSION_EXPIRY = 30.0  # seconds a session outlives its socket at most (mqtt spec 3.6)
+MAX_IN_FLIGHT = 1000  # unacknowledged QoS 1/2 messages per session, as the reliable buffer
+
+
+def session_expiry(version: int, clean_start: bool, requested: int | None) -> float:
+    """How long a session outlives its socket (mqtt spec 3.6): 3.1.1 clean session 0 keeps
+    it 30 s; 5.0 keeps it min(Session Expiry Interval, 30 s)."""
+    if version != 5:
+        return 0.0 if clean_start else MAX_SESSION_EXPIRY
+    return min(float(requested or 0), MAX_SESSION_EXPIRY)
+
+
 @dataclass
 class Session:
     """What an MQTT session keeps: subscription options and packet-id bookkeeping."""
@@ -217,20 +229,23 @@ class Session:
     subscriptions: dict[str, tuple[int, bool, int | None]] = field(default_factory=dict)
     # QoS 2 ids received from the client and not yet released (PUBREL)
     received_qos2: set[int] = field(default_factory=set)
-    # ids of QoS 1/2 messages we sent and wait for an ack of
-    outgoing: dict[int, int] = field(default_factory=dict)  # packet id -> QoS
+    # packets we sent and wait for an ack of, in order: packet id -> the frame (a PUBLISH,
+    # or the PUBREL that follows a PUBREC), resent when the session resumes
+    outgoing: dict[int, bytes] = field(default_factory=dict)
     next_id: int = 1
-    max_outgoing: int = 65535
+    max_outgoing: int = MAX_IN_FLIGHT
+    expiry: float = 0.0  # seconds the session outlives its socket
+    detached_until: float | None = None  # set while no socket carries the session
 
-    def take_packet_id(self, qos: int) -> int | None:
-        """A free packet id for an outgoing QoS 1/2 PUBLISH; None when all are in flight."""
+    def take_packet_id(self) -> int | None:
+        """A free packet id for an outgoing QoS 1/2 PUBLISH; None when too many are in flight."""
         if len(self.outgoing) >= self.max_outgoing:
             return None
         while self.next_id in self.outgoing:
             self.next_id = self.next_id % 65535 + 1
         packet_id = self.next_id
         self.next_id = self.next_id % 65535 + 1
-        self.outgoing[packet_id] = qos
+        self.outgoing[packet_id] = b""
         return packet_id
 
     def granted(self, group: str) -> int:

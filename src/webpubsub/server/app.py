@@ -275,7 +275,7 @@ class Service:
         now = self.loop.time()
         self.node.expire(now)
         for mqtt_client in list(self.mqtt_clients):
-            if mqtt_client.check_keep_alive(now):
+            if mqtt_client.tick(now):
                 self.mqtt_clients.discard(mqtt_client)
         if now >= self._next_ping:
             self._next_ping = now + self.settings.limits.keep_alive_interval

@@ -186,8 +186,10 @@ class ServiceProtocol(asyncio.Protocol):
         if conn is None:
             return
         if isinstance(conn, MqttConnection):
-            self.service.mqtt_clients.discard(conn)
-            conn.socket_lost()  # MQTT: the will, then the session ends (mqtt spec 6.1)
+            if conn.socket_lost(self, self._loop.time()):
+                self.service.mqtt_clients.discard(
+                    conn
+                )  # MQTT: the will, then the session ends (mqtt spec 6.1)
             return
         node = self.service.node
         ws = self.ws
@@ -650,8 +652,14 @@ class ServiceProtocol(asyncio.Protocol):
             return  # we failed the connection (protocol error): websockets closes it
         node = self.service.node
         if isinstance(conn, MqttConnection):
+            if conn.transport is not self:
+                return  # the session moved to a newer socket (mqtt spec 3.6)
             try:
                 conn.receive(data, is_text, self._loop.time())
+                if conn.resumed is not None:  # it resumed a session: that one owns us now
+                    self.conn = conn.resumed
+                    self.service.mqtt_clients.discard(conn)
+                    self.service.mqtt_clients.add(conn.resumed)
             except Exception:
                 log.exception("error handling MQTT bytes from %s", conn.connection_id)
                 self._internal_error(conn)

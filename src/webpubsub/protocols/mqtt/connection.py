@@ -105,6 +105,7 @@ class MqttConnection(Connection):
         "last_packet",
         "node",
         "parser",
+        "resumed",
         "session",
         "will",
     )
@@ -131,6 +132,8 @@ class MqttConnection(Connection):
         self.groups_at_connect = list(groups)
         self.keep_alive = 0  # seconds agreed at CONNECT; 0: none
         self.last_packet = 0.0  # when bytes last arrived (the edge's clock)
+        # The session this socket resumed (mqtt spec 3.6): the edge hands its bytes there.
+        self.resumed: MqttConnection | None = None
 
     @property
     def version(self) -> int:
@@ -156,9 +159,10 @@ class MqttConnection(Connection):
             self.fail(exc.reason, str(exc))
             return
         for packet in packets:
-            if self.closed:
+            owner = self.resumed or self
+            if owner.closed:
                 return
-            self._handle(packet)
+            owner._handle(packet)
 
     def _handle(self, packet: Packet) -> None:
         if self.session is None:
@@ -178,17 +182,28 @@ class MqttConnection(Connection):
             case PubRec(packet_id, reason):
                 if reason >= 0x80:
                     self.session.outgoing.pop(packet_id, None)
-                else:
-                    self._send(PubRel(packet_id))
+                elif packet_id in self.session.outgoing:
+                    frame = binary_frame(encode(PubRel(packet_id), self.version))
+                    self.session.outgoing[packet_id] = frame  # resent if the socket drops
+                    self.transport.send(frame)
             case Subscribe():
                 self._on_subscribe(packet)
             case Unsubscribe():
                 self._on_unsubscribe(packet)
             case PingReq():
                 self._send(PingResp())
-            case Disconnect(reason):
+            case Disconnect(reason, props):
                 self.clean_exit = reason != Reason.DISCONNECT_WITH_WILL
-                self._end(CloseCode.NORMAL, "The client disconnected.")
+                if props.session_expiry_interval is not None and self.session.expiry:
+                    self.session.expiry = rules.session_expiry(
+                        5, False, props.session_expiry_interval
+                    )
+                if self.session.expiry:
+                    self._detach(self.last_packet)
+                    self.transport.close(CloseCode.NORMAL, "The client disconnected.")
+                    self.transport = DETACHED
+                else:
+                    self._end(CloseCode.NORMAL, "The client disconnected.")
             case _:
                 self.fail(Reason.PROTOCOL_ERROR, f"Unexpected {type(packet).__name__}.")
 
@@ -216,26 +231,94 @@ class MqttConnection(Connection):
             self._send(ConnAck(answer), version)
             self._close(CloseCode.NORMAL, f"CONNECT refused (0x{code:02x}).")
             return
+        expiry = rules.session_expiry(version, packet.clean_start, props.session_expiry_interval)
         if isinstance(existing, MqttConnection):
+            session = existing.session
+            if not packet.clean_start and session is not None and session.version == version:
+                existing._resume(self, packet, expiry)
+                self.resumed = existing
+                return
             existing.take_over()
         self.connection_id = client_id
-        self.session = rules.Session(version)
+        self.session = rules.Session(version, expiry=expiry)
         self.keep_alive = rules.server_keep_alive(version, packet.keep_alive) or packet.keep_alive
         if will is not None:
             self.will = Publish(will.topic, will.payload, will.qos, properties=will.properties)
         groups = self.groups_at_connect
         self.node.connect(self, groups)
-        answer_props = NO_PROPERTIES
-        if version == V5:
-            answer_props = Properties(
-                retain_available=0,
-                wildcard_subscription_available=0,
-                shared_subscription_available=0,
-                assigned_client_identifier=None if packet.client_id else client_id,
-                server_keep_alive=rules.server_keep_alive(version, packet.keep_alive),
-                maximum_packet_size=self.parser.max_packet_size,
-            )
-        self._send(ConnAck(0, False, answer_props))
+        assigned = None if packet.client_id else client_id
+        self._send(ConnAck(0, False, self._connack_properties(packet, assigned)))
+
+    def _connack_properties(self, packet: Connect, assigned: str | None) -> Properties:
+        if packet.protocol_level != V5:
+            return NO_PROPERTIES
+        session = self.session
+        requested = packet.properties.session_expiry_interval
+        granted = int(session.expiry) if session is not None else 0
+        return Properties(
+            retain_available=0,
+            wildcard_subscription_available=0,
+            shared_subscription_available=0,
+            assigned_client_identifier=assigned,
+            server_keep_alive=rules.server_keep_alive(V5, packet.keep_alive),
+            session_expiry_interval=granted if (requested or 0) > granted else None,
+            maximum_packet_size=self.parser.max_packet_size,
+        )
+
+    def _resume(self, new: MqttConnection, packet: Connect, expiry: float) -> None:
+        """CONNECT with clean start 0 for this session: move it to ``new``'s socket, answer
+        Session Present 1, resend what was not acknowledged (mqtt spec 3.6)."""
+        session = self.session
+        assert session is not None
+        if self.transport is not DETACHED:
+            self._send(Disconnect(Reason.SESSION_TAKEN_OVER))
+            self._publish_will()
+            self.transport.close(CloseCode.NORMAL, "Session taken over.")
+        self.transport = new.transport
+        self.parser = new.parser
+        self.codec = new.codec
+        self.keep_alive = rules.server_keep_alive(packet.protocol_level, packet.keep_alive) or (
+            packet.keep_alive
+        )
+        self.last_packet = new.last_packet
+        self.clean_exit = False
+        will = packet.will
+        self.will = (
+            Publish(will.topic, will.payload, will.qos, properties=will.properties)
+            if will is not None
+            else None
+        )
+        session.expiry = expiry
+        session.detached_until = None
+        self._send(ConnAck(0, True, self._connack_properties(packet, None)))
+        for frame in session.outgoing.values():
+            if frame:
+                self.transport.send(_with_dup(frame))
+
+    def _detach(self, now: float) -> None:
+        """Keep the session without a socket for its expiry (mqtt spec 3.6)."""
+        session = self.session
+        assert session is not None
+        if not self.clean_exit:
+            self._publish_will()
+        self.will = None
+        session.detached_until = now + session.expiry
+
+    def tick(self, now: float) -> bool:
+        """Once a second: end an expired offline session, or a silent client (keep alive).
+
+        Returns True when this connection is over and need not be ticked again.
+        """
+        if self.closed:
+            return True
+        session = self.session
+        if session is not None and session.detached_until is not None:
+            if now < session.detached_until:
+                return False
+            self.clean_exit = True
+            self._end(None, "The session expired.")
+            return True
+        return self.check_keep_alive(now)
 
     def check_keep_alive(self, now: float) -> bool:
         """Close a client silent for 1.5 x its keep alive (MQTT 5.0 3.1.2.10): 0x8D."""
@@ -244,7 +327,7 @@ class MqttConnection(Connection):
         if now - self.last_packet <= 1.5 * self.keep_alive:
             return False
         self.fail(Reason.KEEP_ALIVE_TIMEOUT, "Keep alive timeout.")
-        return True
+        return self.closed
 
     def take_over(self) -> None:
         """Another CONNECT with this client id arrived: 5.0 DISCONNECT 0x8E, then close."""
@@ -376,10 +459,12 @@ class MqttConnection(Connection):
         if qos == 0:
             self.transport.send(head + tail)
             return True
-        packet_id = session.take_packet_id(qos)
+        packet_id = session.take_packet_id()
         if packet_id is None:
-            return False  # 65,535 messages unacknowledged: a consumer this slow must go
-        self.transport.send(head + struct.pack("!H", packet_id) + tail)
+            return False  # too many unacknowledged: a consumer this slow must go
+        frame = head + struct.pack("!H", packet_id) + tail
+        session.outgoing[packet_id] = frame  # kept until acknowledged, resent on resume
+        self.transport.send(frame)
         return True
 
     # -- endings (mqtt spec 6) ----------------------------------------------------------------
@@ -391,11 +476,21 @@ class MqttConnection(Connection):
             self._send(Disconnect(reason))
         self._end(CloseCode.PROTOCOL_ERROR if reason in (0x81, 0x82) else CloseCode.NORMAL, message)
 
-    def socket_lost(self) -> None:
-        """The WebSocket ended without DISCONNECT: publish the will, end the session."""
-        self._end(None, "The connection was lost.")
+    def socket_lost(self, transport: Transport, now: float) -> bool:
+        """The WebSocket ``transport`` ended: publish the will; keep a persistent session for
+        its expiry, end any other. Returns True when the connection is over."""
+        if transport is not self.transport:
+            return self.closed  # the session moved to another socket (resume, detach)
+        session = self.session
+        if self.closed or session is None or not session.expiry:
+            self._end(None, "The connection was lost.")
+            return True
+        self._detach(now)
+        self.transport = DETACHED
+        return False
 
     def _end(self, code: int | None, reason: str) -> None:
+        """End the session: will (unless a clean exit), leave the hub, close the socket."""
         if not self.clean_exit:
             self._publish_will()
         if self._registered():
@@ -426,6 +521,33 @@ class MqttConnection(Connection):
     def _close(self, code: int, reason: str) -> None:
         self.closed = True
         self.transport.close(code, reason)
+
+
+class _Detached:
+    """The transport of a session without a socket: what is sent is dropped (QoS 1/2
+    messages wait in the session's in-flight table and are sent on resume)."""
+
+    def send(self, frame: bytes) -> None:
+        pass
+
+    def send_expiring(self, pieces: tuple[bytes, ...], expires: float) -> None:
+        pass
+
+    def close(self, code: int, reason: str) -> None:
+        pass
+
+
+DETACHED: Transport = _Detached()
+
+
+def _with_dup(frame: bytes) -> bytes:
+    """A saved frame to resend: a PUBLISH gets DUP=1 (MQTT 5.0 4.4); a PUBREL stays as is."""
+    second = frame[1] & 0x7F
+    offset = 2 if second < 126 else 4 if second == 126 else 10
+    first = frame[offset]
+    if first >> 4 != 3:
+        return frame
+    return frame[:offset] + bytes((first | 0x08,)) + frame[offset + 1 :]
 
 
 def _publish_frame_parts(
