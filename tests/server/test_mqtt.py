@@ -23,6 +23,8 @@ from paho.mqtt.properties import Properties as PahoProperties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from tests.server.helpers import TIMEOUT, connect_json, wait_until
+from tests.upstream_app import UpstreamApp
+from webpubsub.core.events import EventHandlerSettings, HubSettings
 from webpubsub.protocols.frames import binary_frame, text_frame
 from webpubsub.testing import ServiceThread
 
@@ -530,3 +532,46 @@ def test_clean_session_ends_with_the_socket(
     assert sock is not None
     sock.close()
     wait_until(lambda: not sdk(service, hub).connection_exists("gone1"), "gone1 ended")
+
+
+# -- upstream events (mqtt spec 5.3, 5.4) -------------------------------------------------------
+
+
+@pytest.fixture
+def upstream_hub(service: ServiceThread, hub: str) -> Iterator[tuple[str, UpstreamApp]]:
+    """The test's hub with ``connected``/``disconnected`` going to a recording app."""
+    with UpstreamApp() as app:
+        handler = EventHandlerSettings(
+            app.url_template, system_events=("connected", "disconnected")
+        )
+        settings = HubSettings((handler,))
+
+        def configure() -> None:
+            service.settings.hubs[hub.lower()] = settings
+
+        service.call(configure)
+        yield hub, app
+
+
+def test_connected_and_disconnected_events(
+    service: ServiceThread, upstream_hub: tuple[str, UpstreamApp]
+) -> None:
+    hub, app = upstream_hub
+    p = paho(service, hub, "ev1", user_id="eve")
+    p.close()
+    app.wait_for(lambda rs: any(r.event == "disconnected" for r in rs))
+    (connected,) = app.events("connected")
+    (disconnected,) = app.events("disconnected")
+    for event in (connected, disconnected):
+        headers = event.headers
+        assert headers["ce-subprotocol"] == "mqtt"
+        assert headers["ce-connectionid"] == "ev1"
+        assert headers["ce-userid"] == "eve"
+        physical = headers["ce-physicalconnectionid"]
+        assert headers["ce-source"] == f"/hubs/{hub.lower()}/client/ev1/{physical}"
+        assert len(headers["ce-sessionid"]) == 32
+    body = json.loads(disconnected.body)
+    assert body["mqtt"] == {
+        "initiatedByClient": True,
+        "disconnectPacket": {"code": 0, "userProperties": None},
+    }

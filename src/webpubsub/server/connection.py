@@ -656,6 +656,10 @@ class ServiceProtocol(asyncio.Protocol):
                 return  # the session moved to a newer socket (mqtt spec 3.6)
             try:
                 conn.receive(data, is_text, self._loop.time())
+                owner = conn.resumed or conn
+                if owner.new_session:  # a new session's CONNACK went out (mqtt spec 5.3)
+                    owner.new_session = False
+                    self.service.upstream.connected(owner)
                 if conn.resumed is not None:  # it resumed a session: that one owns us now
                     self.conn = conn.resumed
                     self.service.mqtt_clients.discard(conn)

@@ -215,7 +215,11 @@ class Upstream:
             task.cancel()  # the logical connection ended: abort its invocations
         handler = self.hub_settings(conn.hub).handler_for("disconnected", EventKind.DISCONNECTED)
         if handler is not None:
-            body = json.dumps({"reason": reason}).encode()
+            event: dict[str, Any] = {"reason": reason}
+            mqtt = getattr(conn, "disconnect_event", None)
+            if mqtt is not None:
+                event["mqtt"] = mqtt  # mqtt spec 5.4
+            body = json.dumps(event).encode()
             self._notice(conn, handler, EventKind.DISCONNECTED, body)
 
     def _notice(
@@ -514,6 +518,8 @@ class Upstream:
             conn.subprotocol,
             conn.state,
             conn.event_id,
+            getattr(conn, "physical_connection_id", None),
+            getattr(conn, "session_id", None),
         )
 
     async def _call(

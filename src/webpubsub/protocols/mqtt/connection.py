@@ -9,10 +9,11 @@ is accepted, because its connection id is the MQTT client id (mqtt spec 3.1).
 from __future__ import annotations
 
 import logging
+import secrets
 import struct
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ...core import commands as c
 from ...core import mqtt as rules
@@ -100,13 +101,17 @@ class MqttConnection(Connection):
 
     __slots__ = (
         "clean_exit",
+        "disconnect_event",
         "groups_at_connect",
         "keep_alive",
         "last_packet",
+        "new_session",
         "node",
         "parser",
+        "physical_connection_id",
         "resumed",
         "session",
+        "session_id",
         "will",
     )
 
@@ -134,6 +139,14 @@ class MqttConnection(Connection):
         self.last_packet = 0.0  # when bytes last arrived (the edge's clock)
         # The session this socket resumed (mqtt spec 3.6): the edge hands its bytes there.
         self.resumed: MqttConnection | None = None
+        # Upstream events (mqtt spec 5): opaque ids, and the ``mqtt`` of ``disconnected``.
+        self.physical_connection_id = secrets.token_hex(16)
+        self.session_id: str | None = None
+        self.new_session = False  # set at a new session's CONNACK; the edge sends `connected`
+        self.disconnect_event: dict[str, Any] = {
+            "initiatedByClient": False,
+            "disconnectPacket": None,
+        }
 
     @property
     def version(self) -> int:
@@ -194,6 +207,16 @@ class MqttConnection(Connection):
                 self._send(PingResp())
             case Disconnect(reason, props):
                 self.clean_exit = reason != Reason.DISCONNECT_WITH_WILL
+                self.disconnect_event = {
+                    "initiatedByClient": True,
+                    "disconnectPacket": {
+                        "code": reason,
+                        "userProperties": [
+                            {"name": n, "value": v} for n, v in props.user_properties
+                        ]
+                        or None,
+                    },
+                }
                 if props.session_expiry_interval is not None and self.session.expiry:
                     self.session.expiry = rules.session_expiry(
                         5, False, props.session_expiry_interval
@@ -241,6 +264,8 @@ class MqttConnection(Connection):
             existing.take_over()
         self.connection_id = client_id
         self.session = rules.Session(version, expiry=expiry)
+        self.session_id = secrets.token_hex(16)
+        self.new_session = True
         self.keep_alive = rules.server_keep_alive(version, packet.keep_alive) or packet.keep_alive
         if will is not None:
             self.will = Publish(will.topic, will.payload, will.qos, properties=will.properties)
@@ -275,6 +300,7 @@ class MqttConnection(Connection):
             self._publish_will()
             self.transport.close(CloseCode.NORMAL, "Session taken over.")
         self.transport = new.transport
+        self.physical_connection_id = new.physical_connection_id
         self.parser = new.parser
         self.codec = new.codec
         self.keep_alive = rules.server_keep_alive(packet.protocol_level, packet.keep_alive) or (
@@ -334,6 +360,7 @@ class MqttConnection(Connection):
         if self.closed:
             return
         self._send(Disconnect(Reason.SESSION_TAKEN_OVER))
+        self._server_disconnect(Reason.SESSION_TAKEN_OVER)
         self._publish_will()
         self.node.disconnect(self, "Session taken over.")
         self.transport.close(CloseCode.NORMAL, "Session taken over.")
@@ -474,7 +501,19 @@ class MqttConnection(Connection):
         log.info("closing MQTT client %s: %s", self.connection_id, message)
         if self.session is not None:
             self._send(Disconnect(reason))
+            self._server_disconnect(reason)
         self._end(CloseCode.PROTOCOL_ERROR if reason in (0x81, 0x82) else CloseCode.NORMAL, message)
+
+    def _server_disconnect(self, reason: int) -> None:
+        """Record a DISCONNECT the service sent, for the ``disconnected`` event (5.4)."""
+        packet = {"code": reason, "userProperties": None} if self.version == V5 else None
+        self.disconnect_event = {"initiatedByClient": False, "disconnectPacket": packet}
+
+    def close(self, code: int, reason: str) -> None:
+        """REST close (and shutdown): DISCONNECT 0x98 on 5.0, then close (mqtt spec 6.1)."""
+        if not self.closed:
+            self._server_disconnect(Reason.ADMINISTRATIVE_ACTION)
+        super().close(code, reason)
 
     def socket_lost(self, transport: Transport, now: float) -> bool:
         """The WebSocket ``transport`` ended: publish the will; keep a persistent session for
