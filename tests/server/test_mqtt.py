@@ -23,7 +23,7 @@ from paho.mqtt.properties import Properties as PahoProperties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from tests.server.helpers import TIMEOUT, connect_json, wait_until
-from tests.upstream_app import UpstreamApp
+from tests.upstream_app import Reply, UpstreamApp
 from webpubsub.core.events import EventHandlerSettings, HubSettings
 from webpubsub.protocols.frames import binary_frame, text_frame
 from webpubsub.testing import ServiceThread
@@ -575,3 +575,91 @@ def test_connected_and_disconnected_events(
         "initiatedByClient": True,
         "disconnectPacket": {"code": 0, "userProperties": None},
     }
+
+
+@pytest.fixture
+def connect_hub(service: ServiceThread, hub: str) -> Iterator[tuple[str, UpstreamApp]]:
+    """The test's hub with every event (the blocking connect too) going to a recording app."""
+    with UpstreamApp() as app:
+        settings = HubSettings((EventHandlerSettings(app.url_template),))
+
+        def configure() -> None:
+            service.settings.hubs[hub.lower()] = settings
+
+        service.call(configure)
+        yield hub, app
+
+
+def test_connect_event_decides(
+    service: ServiceThread, connect_hub: tuple[str, UpstreamApp], clients: list[Paho]
+) -> None:
+    """mqtt spec 5.2: the handler sees the CONNECT; its userId/roles/groups make the session."""
+    hub, app = connect_hub
+    answer = {
+        "userId": "u9",
+        "roles": ["webpubsub.sendToGroup"],
+        "groups": ["g0"],
+        "subprotocol": "mqtt",
+        "mqtt": {"userProperties": [{"name": "k", "value": "v"}]},
+    }
+    app.rules["connect"] = Reply(200, json.dumps(answer).encode())
+    token = sdk(service, hub).get_client_access_token(client_protocol="MQTT")
+    url = urlsplit(token["url"])
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id="up1", protocol=V5, transport="websockets"
+    )
+    client.ws_set_options(path=f"{url.path}?{url.query}&extra=1")
+    client.username_pw_set("alice", "secret")
+    p = Paho(client)
+    clients.append(p)
+    client.on_connect = lambda c, u, flags, rc, props=None: p.connack.put((rc, props))
+    client.on_message = lambda c, u, msg: p.messages.put(msg)
+    client.connect(url.hostname or "", url.port or 80)
+    client.loop_start()
+    rc, props = p.connack.get(timeout=TIMEOUT)
+    assert rc == 0
+    assert props.UserProperty == [("k", "v")]
+    (connect,) = app.events("connect")
+    assert connect.headers["ce-subprotocol"] == "mqtt"
+    assert "ce-physicalconnectionid" in connect.headers
+    assert "ce-sessionid" not in connect.headers
+    body = json.loads(connect.body)
+    assert body["mqtt"] == {
+        "protocolVersion": 5,
+        "cleanStart": True,
+        "username": "alice",
+        "password": "c2VjcmV0",
+        "userProperties": [],
+    }
+    assert body["query"]["extra"] == ["1"]
+    api = sdk(service, hub)
+    assert api.user_exists("u9")
+    api.send_to_group("g0", "to g0", content_type="text/plain")
+    assert p.message().payload == b"to g0"
+    client.publish("g0", b"mine", qos=0)  # the handler's role allows it
+    assert p.message().payload == b"mine"
+    app.wait_for(lambda rs: any(r.event == "connected" for r in rs))
+
+
+@pytest.mark.parametrize(
+    ("version", "reply", "expected"),
+    [
+        (V5, Reply(401), 0x87),
+        (V5, Reply(403, b'{"mqtt":{"code":138,"reason":"banned"}}'), 0x8A),
+        (V5, Reply(500), 0x80),
+        (V311, Reply(400, b'{"mqtt":{"code":4}}'), 0x86),  # paho reports 3.1.1's 4 as 0x86
+    ],
+)
+def test_connect_event_refuses(
+    service: ServiceThread,
+    connect_hub: tuple[str, UpstreamApp],
+    version: int,
+    reply: Reply,
+    expected: int,
+) -> None:
+    hub, app = connect_hub
+    app.rules["connect"] = reply
+    p = paho(service, hub, "no1", version=version, expect=expected)
+    p.client.loop_stop()
+    assert not sdk(service, hub).connection_exists("no1")
+    assert not app.events("connected")

@@ -7,6 +7,8 @@ the 5.0 code; ``v311_code`` maps it for 3.1.1 clients where that version has one
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 import secrets
 import string
@@ -252,3 +254,92 @@ class Session:
         """The QoS of the subscription to ``group``; 0 for memberships made by token/REST."""
         found = self.subscriptions.get(group)
         return found[0] if found is not None else 0
+
+
+# -- the upstream connect event (mqtt spec 5.2) ------------------------------------------------
+
+SERVER_UNAVAILABLE = 0x88
+V5_CONNACK_FAILURES = frozenset(
+    {0x80, 0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88, 0x89, 0x8A, 0x8C, 0x90, 0x95,
+     0x97, 0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9F}
+)  # fmt: skip
+_V311_TO_V5 = {1: 0x84, 2: 0x85, 3: 0x88, 4: 0x86, 5: 0x87}
+_STATUS_CODES = {400: (4, 0x86), 401: (5, 0x87), 403: (5, 0x8A), 429: (3, 0x97), 503: (3, 0x88)}
+
+UserProperties = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectRefusal:
+    """A refused ``connect``: the CONNACK code for the client's version, and 5.0 extras."""
+
+    code: int
+    reason: str | None = None
+    user_properties: UserProperties = ()
+
+
+def connect_event_mqtt(
+    version: int,
+    clean_start: bool,
+    username: str | None,
+    password: bytes | None,
+    user_properties: UserProperties,
+) -> dict[str, object]:
+    """The ``mqtt`` member of the ``connect`` event body (mqtt spec 5.2)."""
+    return {
+        "protocolVersion": version,
+        "cleanStart": clean_start,
+        "username": username,
+        "password": base64.b64encode(password).decode() if password is not None else None,
+        "userProperties": [{"name": n, "value": v} for n, v in user_properties]
+        if version == 5
+        else None,
+    }
+
+
+def connack_code_for(version: int, code: object) -> int:
+    """A handler's ``mqtt.code`` as a CONNACK code of ``version`` (mqtt spec 5.2): codes of
+    the other version are translated, anything else is "unspecified" (5.0 0x80, 3.1.1 3)."""
+    if isinstance(code, bool) or not isinstance(code, int):
+        return UNSPECIFIED_ERROR if version == 5 else V311_REFUSED_UNAVAILABLE
+    if version == 5:
+        if code in V5_CONNACK_FAILURES:
+            return code
+        return _V311_TO_V5.get(code, UNSPECIFIED_ERROR)
+    if 1 <= code <= 5:
+        return code
+    if code in V5_CONNACK_FAILURES:
+        return v311_connack(code)
+    return V311_REFUSED_UNAVAILABLE
+
+
+def connect_refusal(version: int, status: int, body: bytes) -> ConnectRefusal:
+    """A non-2xx ``connect`` answer as a CONNACK (mqtt spec 5.2): ``mqtt.code`` of the body,
+    else a code derived from the status."""
+    try:
+        data = json.loads(body) if body.strip() else None
+    except (ValueError, RecursionError):
+        data = None
+    mqtt = data.get("mqtt") if isinstance(data, dict) else None
+    if isinstance(mqtt, dict) and "code" in mqtt:
+        reason = mqtt.get("reason")
+        return ConnectRefusal(
+            connack_code_for(version, mqtt.get("code")),
+            reason if isinstance(reason, str) else None,
+            user_properties_of(mqtt.get("userProperties")),
+        )
+    v311, v5 = _STATUS_CODES.get(status, (3, UNSPECIFIED_ERROR))
+    return ConnectRefusal(v5 if version == 5 else v311)
+
+
+def user_properties_of(value: object) -> UserProperties:
+    """``[{"name","value"}]`` from a handler as MQTT user properties; bad entries skipped."""
+    if not isinstance(value, list):
+        return ()
+    found = []
+    for item in value:
+        if isinstance(item, dict):
+            name, text = item.get("name"), item.get("value")
+            if isinstance(name, str) and isinstance(text, str):
+                found.append((name, text))
+    return tuple(found)

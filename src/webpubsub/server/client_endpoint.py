@@ -49,6 +49,17 @@ class Accepted:
     groups: list[str] = field(default_factory=list)
     resume: tuple[str, str, str] | None = None  # hub, connection id, reconnection token
     refusal: str | None = None
+    mqtt: MqttUpgrade | None = None  # an MQTT client whose hub has a connect handler
+
+
+@dataclass
+class MqttUpgrade:
+    """What the ``connect`` event of an MQTT client needs from its upgrade (mqtt spec 5.2)."""
+
+    request: HttpRequest
+    claims: dict[str, Any]
+    offered: list[str]
+    handler: EventHandlerSettings
 
 
 @dataclass
@@ -245,7 +256,12 @@ class ClientEndpoint:
         ws = self._upgrade(request, "mqtt" if offered else None)
         if isinstance(ws, HttpResponse):
             return ws
-        return Accepted(ws, conn, groups)
+        handler = settings.handler_for("connect", EventKind.CONNECT)
+        upgrade = None
+        if handler is not None:
+            conn.upstream_connect = True
+            upgrade = MqttUpgrade(request, claims, offered or ["mqtt"], handler)
+        return Accepted(ws, conn, groups, mqtt=upgrade)
 
     def _check_quotas(self, hub: str, groups: list[str]) -> None:
         """Refuse a connection over the hub's connection limit or with too many groups."""

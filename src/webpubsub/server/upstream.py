@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from ..core import mqtt as mqtt_rules
 from ..core.connection import CloseCode, Connection
 from ..core.errors import InternalServerError, Throttled
 from ..core.events import (
@@ -51,7 +52,9 @@ from ..protocols.json import encode_invoke_response
 
 if TYPE_CHECKING:
     from ..core.node import Node
-    from .client_endpoint import Pending
+    from ..protocols.mqtt.connection import MqttConnection
+    from ..protocols.mqtt.packets import Connect
+    from .client_endpoint import MqttUpgrade, Pending
     from .config import Settings
 
 log = logging.getLogger("webpubsub.upstream")
@@ -188,6 +191,65 @@ class Upstream:
         return parse_connect_response(
             response.status_code, response.content, pending.offered, response.headers
         )
+
+    async def mqtt_connect(
+        self, conn: MqttConnection, upgrade: MqttUpgrade, packet: Connect
+    ) -> tuple[ConnectResult | mqtt_rules.ConnectRefusal, mqtt_rules.UserProperties]:
+        """The ``connect`` event of an MQTT client, on its CONNECT (mqtt spec 5.2)."""
+        version = packet.protocol_level
+        unavailable = mqtt_rules.ConnectRefusal(
+            mqtt_rules.SERVER_UNAVAILABLE if version == 5 else mqtt_rules.V311_REFUSED_UNAVAILABLE
+        )
+        body = json.loads(
+            connect_body(
+                upgrade.claims,
+                upgrade.request.query,
+                upgrade.request.headers,
+                upgrade.offered,
+            )
+        )
+        body["mqtt"] = mqtt_rules.connect_event_mqtt(
+            version,
+            packet.clean_start,
+            packet.username,
+            packet.password,
+            packet.properties.user_properties,
+        )
+        data = json.dumps(body, separators=(",", ":")).encode()
+        cap = self.settings.limits.max_connect_response_size
+        try:
+            response = await self._call(
+                upgrade.handler,
+                self._context(conn),
+                "connect",
+                EventKind.CONNECT,
+                SYSTEM_CONTENT_TYPE,
+                data,
+                cap,
+            )
+        except UpstreamFailure as exc:
+            log.info("MQTT connect event failed for %s: %s", conn.connection_id, exc)
+            return unavailable, ()
+        status, content = response.status_code, response.content
+        if not 200 <= status < 300:
+            return mqtt_rules.connect_refusal(version, status, content), ()
+        user_properties: mqtt_rules.UserProperties = ()
+        try:
+            answer = json.loads(content) if content.strip() else None
+        except (ValueError, RecursionError):
+            return unavailable, ()
+        if isinstance(answer, dict):
+            if isinstance(answer.get("mqtt"), dict):
+                user_properties = mqtt_rules.user_properties_of(
+                    answer["mqtt"].get("userProperties")
+                )
+            answer.pop("subprotocol", None)  # always mqtt here; anything else is ignored
+            content = json.dumps(answer).encode()
+        try:
+            result = parse_connect_response(200, content, ["mqtt"], response.headers)
+        except UpstreamRejected:
+            return unavailable, ()
+        return result, user_properties
 
     # -- connected / disconnected (non-blocking) -----------------------------------------
 

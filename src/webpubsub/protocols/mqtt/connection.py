@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ...core import commands as c
 from ...core import mqtt as rules
 from ...core.connection import CloseCode, Connection, Transport
+from ...core.events import ConnectResult
 from ...core.message import Message, Source
 from ..frames import OP_BINARY, binary_frame, header
 from .packets import (
@@ -94,6 +95,7 @@ class MqttCodec:
 
 
 MQTT_CODECS = {V311: MqttCodec(V311), V5: MqttCodec(V5)}
+MAX_HELD = 100  # packets a client may send while its connect event is answered
 
 
 class MqttConnection(Connection):
@@ -101,17 +103,21 @@ class MqttConnection(Connection):
 
     __slots__ = (
         "clean_exit",
+        "connack_user_properties",
         "disconnect_event",
         "groups_at_connect",
+        "held",
         "keep_alive",
         "last_packet",
         "new_session",
         "node",
         "parser",
+        "pending_connect",
         "physical_connection_id",
         "resumed",
         "session",
         "session_id",
+        "upstream_connect",
         "will",
     )
 
@@ -143,6 +149,10 @@ class MqttConnection(Connection):
         self.physical_connection_id = secrets.token_hex(16)
         self.session_id: str | None = None
         self.new_session = False  # set at a new session's CONNACK; the edge sends `connected`
+        self.upstream_connect = False  # the hub has a connect handler (mqtt spec 5.2)
+        self.pending_connect: Connect | None = None  # waiting for the handler's answer
+        self.held: list[Packet] = []  # packets that came meanwhile
+        self.connack_user_properties: rules.UserProperties = ()
         self.disconnect_event: dict[str, Any] = {
             "initiatedByClient": False,
             "disconnectPacket": None,
@@ -175,6 +185,12 @@ class MqttConnection(Connection):
             owner = self.resumed or self
             if owner.closed:
                 return
+            if owner.pending_connect is not None:
+                if len(owner.held) >= MAX_HELD:
+                    owner.fail(Reason.RECEIVE_MAXIMUM_EXCEEDED, "Too many packets before CONNACK.")
+                    return
+                owner.held.append(packet)
+                continue
             owner._handle(packet)
 
     def _handle(self, packet: Packet) -> None:
@@ -245,16 +261,68 @@ class MqttConnection(Connection):
             spec,
             props.authentication_method is not None,
         )
-        client_id = packet.client_id or rules.new_client_id()
-        existing = self.node.find_connection(self.hub, client_id) if not code else None
-        if existing is not None and not isinstance(existing, MqttConnection):
-            code = Reason.CLIENT_IDENTIFIER_NOT_VALID  # a Web PubSub client holds this id
         if code:
-            answer = code if version == V5 else rules.v311_connack(code)
-            self._send(ConnAck(answer), version)
-            self._close(CloseCode.NORMAL, f"CONNECT refused (0x{code:02x}).")
+            self._refuse(version, code)
             return
-        expiry = rules.session_expiry(version, packet.clean_start, props.session_expiry_interval)
+        client_id = packet.client_id or rules.new_client_id()
+        self.connection_id = client_id  # not registered yet: the node learns it on accept
+        if self.upstream_connect:
+            # The hub's connect handler decides first (mqtt spec 5.2); the edge calls it and
+            # then finish_connect(). Packets that follow wait in ``held``.
+            self.pending_connect = packet
+            return
+        self._accept_connect(packet)
+
+    def finish_connect(
+        self,
+        result: ConnectResult | rules.ConnectRefusal,
+        user_properties: rules.UserProperties = (),
+    ) -> None:
+        """The upstream ``connect`` answered: refuse with its CONNACK code, or go on with
+        its user id, roles and groups (used only by a new session, mqtt spec 2.2)."""
+        packet, self.pending_connect = self.pending_connect, None
+        if packet is None or self.closed:
+            return
+        version = packet.protocol_level
+        if isinstance(result, rules.ConnectRefusal):
+            props = NO_PROPERTIES
+            if version == V5 and (result.reason or result.user_properties):
+                props = Properties(
+                    reason_string=result.reason, user_properties=result.user_properties
+                )
+            self._send(ConnAck(result.code, False, props), version)
+            self._close(CloseCode.NORMAL, f"CONNECT refused by the handler ({result.code}).")
+            return
+        if result.user_id is not None:
+            self.user_id = result.user_id
+        if result.roles is not None:
+            self.roles = set(result.roles)
+        self.groups_at_connect = list(dict.fromkeys([*self.groups_at_connect, *result.groups]))
+        self.state = result.state
+        self.connack_user_properties = user_properties
+        self._accept_connect(packet)
+        held, self.held = self.held, []
+        for later in held:
+            owner = self.resumed or self
+            if owner.closed:
+                return
+            owner._handle(later)
+
+    def _refuse(self, version: int, code: int) -> None:
+        answer = code if version == V5 else rules.v311_connack(code)
+        self._send(ConnAck(answer), version)
+        self._close(CloseCode.NORMAL, f"CONNECT refused (0x{code:02x}).")
+
+    def _accept_connect(self, packet: Connect) -> None:
+        version = packet.protocol_level
+        client_id = self.connection_id
+        existing = self.node.find_connection(self.hub, client_id)
+        if existing is not None and not isinstance(existing, MqttConnection):
+            self._refuse(version, Reason.CLIENT_IDENTIFIER_NOT_VALID)  # a Web PubSub client's
+            return
+        expiry = rules.session_expiry(
+            version, packet.clean_start, packet.properties.session_expiry_interval
+        )
         if isinstance(existing, MqttConnection):
             session = existing.session
             if not packet.clean_start and session is not None and session.version == version:
@@ -262,15 +330,14 @@ class MqttConnection(Connection):
                 self.resumed = existing
                 return
             existing.take_over()
-        self.connection_id = client_id
         self.session = rules.Session(version, expiry=expiry)
         self.session_id = secrets.token_hex(16)
         self.new_session = True
         self.keep_alive = rules.server_keep_alive(version, packet.keep_alive) or packet.keep_alive
+        will = packet.will
         if will is not None:
             self.will = Publish(will.topic, will.payload, will.qos, properties=will.properties)
-        groups = self.groups_at_connect
-        self.node.connect(self, groups)
+        self.node.connect(self, self.groups_at_connect)
         assigned = None if packet.client_id else client_id
         self._send(ConnAck(0, False, self._connack_properties(packet, assigned)))
 
@@ -288,6 +355,7 @@ class MqttConnection(Connection):
             server_keep_alive=rules.server_keep_alive(V5, packet.keep_alive),
             session_expiry_interval=granted if (requested or 0) > granted else None,
             maximum_packet_size=self.parser.max_packet_size,
+            user_properties=self.connack_user_properties,
         )
 
     def _resume(self, new: MqttConnection, packet: Connect, expiry: float) -> None:
