@@ -663,3 +663,38 @@ def test_connect_event_refuses(
     p.client.loop_stop()
     assert not sdk(service, hub).connection_exists("no1")
     assert not app.events("connected")
+
+
+def test_user_event_round_trip(
+    service: ServiceThread, connect_hub: tuple[str, UpstreamApp], clients: list[Paho]
+) -> None:
+    """mqtt spec 5.5: PUBLISH to $webpubsub/server/events/echo, answer on .../succeeded."""
+    hub, app = connect_hub
+    app.rules["echo"] = Reply(200, b"pong", {"Content-Type": "text/plain", "mqtt-x": "y"})
+    app.rules["bad"] = Reply(400)
+    p = paho(service, hub, "evt1")
+    clients.append(p)
+    props = PahoProperties(PacketTypes.PUBLISH)
+    props.ContentType = "text/plain"
+    props.CorrelationData = b"c1"
+    props.UserProperty = [("x", "1")]
+    p.client.publish("$webpubsub/server/events/echo", b"ping", qos=1, properties=props)
+    msg = p.message()
+    assert (msg.topic, msg.payload, msg.qos) == (
+        "$webpubsub/server/events/echo/succeeded",
+        b"pong",
+        1,
+    )
+    assert ("azure-status-code", "200") in msg.properties.UserProperty
+    assert ("x", "y") in msg.properties.UserProperty
+    assert msg.properties.CorrelationData == b"c1"
+    assert msg.properties.ContentType == "text/plain"
+    (request,) = app.events("echo")
+    assert request.headers["ce-type"] == "azure.webpubsub.user.echo"
+    assert request.headers["content-type"] == "text/plain"
+    assert request.headers["mqtt-x"] == "1"
+    assert request.body == b"ping"
+    p.client.publish("$webpubsub/server/events/bad", b"", qos=0)
+    msg = p.message()
+    assert msg.topic == "$webpubsub/server/events/bad/failed"
+    assert ("azure-status-code", "400") in msg.properties.UserProperty

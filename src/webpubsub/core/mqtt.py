@@ -343,3 +343,21 @@ def user_properties_of(value: object) -> UserProperties:
             if isinstance(name, str) and isinstance(text, str):
                 found.append((name, text))
     return tuple(found)
+
+
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def is_header_token(name: str) -> bool:
+    """Whether a user property name can be an HTTP header name (``mqtt-{name}``, spec 5.5)."""
+    return bool(_TOKEN.fullmatch(name))
+
+
+def is_header_value(value: str) -> bool:
+    return value.isprintable() and value.isascii()
+
+
+def event_answer_topic(event: str, status: int) -> str:
+    """Where the answer to a user event goes (mqtt spec 5.5)."""
+    outcome = "succeeded" if 200 <= status < 300 else "failed"
+    return f"{EVENTS_PREFIX}{event}/{outcome}"

@@ -550,6 +550,7 @@ class ServiceProtocol(asyncio.Protocol):
         elif isinstance(result.conn, MqttConnection):
             self.conn = result.conn  # registered by the node when its CONNECT is accepted
             self._mqtt = result.mqtt
+            result.conn.on_event = self.service.upstream.mqtt_event
             self.service.mqtt_clients.add(result.conn)
         elif result.conn is not None:
             self.conn = result.conn

@@ -53,7 +53,7 @@ from ..protocols.json import encode_invoke_response
 if TYPE_CHECKING:
     from ..core.node import Node
     from ..protocols.mqtt.connection import MqttConnection
-    from ..protocols.mqtt.packets import Connect
+    from ..protocols.mqtt.packets import Connect, Publish
     from .client_endpoint import MqttUpgrade, Pending
     from .config import Settings
 
@@ -135,6 +135,7 @@ class Upstream:
         self._queues: dict[Connection, Backlog] = {}
         self._notices: dict[Connection, deque[Notice]] = {}  # non-blocking events, in order
         self._invocations: dict[Connection, dict[str, asyncio.Task[None]]] = {}
+        self._mqtt_events: dict[Connection, deque[tuple[str, Publish]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self.pending_bytes = 0  # bytes of user events queued or in flight, on this node
         self._throttling = False  # the node's byte cap was hit (logged once per episode)
@@ -250,6 +251,75 @@ class Upstream:
         except UpstreamRejected:
             return unavailable, ()
         return result, user_properties
+
+    def mqtt_event(self, conn: MqttConnection, event: str, publish: Publish) -> bool:
+        """Queue a PUBLISH to ``$webpubsub/server/events/{event}`` (mqtt spec 5.5); events of
+        one client go one at a time, in order. False when too many wait already."""
+        chain = self._mqtt_events.get(conn)
+        if chain is None:
+            chain = self._mqtt_events[conn] = deque([(event, publish)])
+            self._spawn(self._drain_mqtt_events(conn, chain))
+            return True
+        if len(chain) >= self.settings.limits.max_pending_events:
+            return False
+        chain.append((event, publish))
+        return True
+
+    async def _drain_mqtt_events(
+        self, conn: MqttConnection, chain: deque[tuple[str, Publish]]
+    ) -> None:
+        try:
+            while chain and not conn.closed:
+                event, publish = chain[0]
+                try:
+                    await self._mqtt_event(conn, event, publish)
+                except Exception:
+                    log.exception("MQTT event %r of %s failed", event, conn.connection_id)
+                chain.popleft()
+        finally:
+            if self._mqtt_events.get(conn) is chain:
+                del self._mqtt_events[conn]
+
+    async def _mqtt_event(self, conn: MqttConnection, event: str, publish: Publish) -> None:
+        props = publish.properties
+        handler = self.hub_settings(conn.hub).handler_for(event, EventKind.USER)
+        if handler is None:
+            conn.event_answer(event, publish, 404, None, b"", ())
+            return
+        extra = [
+            (f"mqtt-{name}", value)
+            for name, value in props.user_properties
+            if mqtt_rules.is_header_token(name) and mqtt_rules.is_header_value(value)
+        ]
+        try:
+            response = await self._call(
+                handler,
+                self._context(conn),
+                event,
+                EventKind.USER,
+                props.content_type or "application/octet-stream",
+                publish.payload,
+                self.settings.limits.max_message_size,
+                extra,
+            )
+        except UpstreamFailure as exc:
+            status = 504 if exc.kind == "timeout" else 502
+            conn.event_answer(event, publish, status, None, b"", ())
+            return
+        conn.state = updated_state(conn.state, response.headers)
+        user_properties = tuple(
+            (name[5:], value)
+            for name, value in response.headers.multi_items()
+            if name.lower().startswith("mqtt-") and len(name) > 5
+        )
+        conn.event_answer(
+            event,
+            publish,
+            response.status_code,
+            response.headers.get("content-type"),
+            response.content,
+            user_properties,
+        )
 
     # -- connected / disconnected (non-blocking) -----------------------------------------
 

@@ -12,7 +12,7 @@ import logging
 import secrets
 import struct
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ...core import commands as c
@@ -111,6 +111,7 @@ class MqttConnection(Connection):
         "last_packet",
         "new_session",
         "node",
+        "on_event",
         "parser",
         "pending_connect",
         "physical_connection_id",
@@ -153,6 +154,8 @@ class MqttConnection(Connection):
         self.pending_connect: Connect | None = None  # waiting for the handler's answer
         self.held: list[Packet] = []  # packets that came meanwhile
         self.connack_user_properties: rules.UserProperties = ()
+        # Where user events go (the edge sets it: the upstream); False when too many wait.
+        self.on_event: Callable[[MqttConnection, str, Publish], bool] | None = None
         self.disconnect_event: dict[str, Any] = {
             "initiatedByClient": False,
             "disconnectPacket": None,
@@ -451,7 +454,16 @@ class MqttConnection(Connection):
             return
         reason = rules.publish_reason(packet.topic, self.roles)
         if reason == rules.SUCCESS and rules.topic_kind(packet.topic) == "event":
-            reason = Reason.IMPLEMENTATION_SPECIFIC_ERROR  # user events: not yet (issue 15)
+            # A user event (mqtt spec 5.5): acknowledged on receipt, answered on .../succeeded
+            # or .../failed when the handler answers.
+            accepted = self.on_event is not None and self.on_event(
+                self, rules.event_name(packet.topic), packet
+            )
+            if not accepted:
+                reason = Reason.QUOTA_EXCEEDED if self.on_event else Reason.UNSPECIFIED_ERROR
+            if not reason:
+                self._ack_publish(packet)
+                return
         if reason:
             if packet.qos == 0:
                 self.fail(Reason(reason), f"PUBLISH to '{packet.topic[:100]}' refused.")
@@ -462,11 +474,50 @@ class MqttConnection(Connection):
             )
             return
         self.publish(packet)
+        self._ack_publish(packet)
+
+    def _ack_publish(self, packet: Publish) -> None:
+        session = self.session
+        assert session is not None
+        packet_id = packet.packet_id or 0
         if packet.qos == 1:
             self._send(PubAck(packet_id))
         elif packet.qos == 2:
             session.received_qos2.add(packet_id)
             self._send(PubRec(packet_id))
+
+    def event_answer(
+        self,
+        event: str,
+        request: Publish,
+        status: int,
+        content_type: str | None,
+        body: bytes,
+        user_properties: rules.UserProperties,
+    ) -> None:
+        """The handler's answer to a user event, as a PUBLISH to this client (mqtt spec 5.5):
+        on ``.../succeeded`` or ``.../failed``, the request's QoS and Correlation Data."""
+        session = self.session
+        if self.closed or session is None:
+            return
+        props = NO_PROPERTIES
+        if session.version == V5:
+            props = Properties(
+                content_type=content_type or None,
+                correlation_data=request.properties.correlation_data,
+                user_properties=(("azure-status-code", str(status)), *user_properties),
+            )
+        topic = rules.event_answer_topic(event, status)
+        qos = request.qos
+        packet_id = session.take_packet_id() if qos else None
+        if qos and packet_id is None:
+            return  # too many unacknowledged; the answer is dropped
+        frame = binary_frame(
+            encode(Publish(topic, body, qos, False, False, packet_id, props), session.version)
+        )
+        if packet_id is not None:
+            session.outgoing[packet_id] = frame
+        self.transport.send(frame)
 
     def publish(self, packet: Publish) -> None:
         """A PUBLISH to a group topic: send it to the group (every protocol, every node)."""
