@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from webpubsub.core import commands as c
-from webpubsub.core.message import DataType, Message, Source
+from webpubsub.core.message import DataType, Message, MqttExtras, Source
 from webpubsub.core.odata import parse_filter
 from webpubsub.core.roles import Permission
 from webpubsub.engine.codec import CodecError, decode_command, encode_command
@@ -27,6 +27,20 @@ COMMANDS: list[c.Command] = [
     c.Send(  # an MQTT PUBLISH keeps its QoS across nodes (mqtt spec 4.3)
         c.ToGroup("t"),
         Message(b"m", DataType.BINARY, Source.GROUP, "t", "u", None, None, 2),
+    ),
+    c.Send(  # MQTT 5.0 properties for MQTT receivers (mqtt spec 4.6)
+        c.ToGroup("t"),
+        Message(
+            b"m",
+            DataType.TEXT,
+            Source.GROUP,
+            "t",
+            None,
+            None,
+            None,
+            1,
+            MqttExtras((("k", "v"),), b"\x00\xff", "reply/to", 1, "client1", "text/plain"),
+        ),
     ),
     c.CloseConnections(c.ToGroup("g"), "bye", frozenset({"c3"})),
     c.AddToGroup(c.ToUser("u"), "g"),

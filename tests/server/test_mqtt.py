@@ -698,3 +698,36 @@ def test_user_event_round_trip(
     msg = p.message()
     assert msg.topic == "$webpubsub/server/events/bad/failed"
     assert ("azure-status-code", "400") in msg.properties.UserProperty
+
+
+def test_v5_properties_no_local_and_subscription_ids(
+    service: ServiceThread, hub: str, clients: list[Paho]
+) -> None:
+    """mqtt spec 3.4 / 4.6: No Local, Subscription Identifier, properties MQTT to MQTT."""
+    from paho.mqtt.subscribeoptions import SubscribeOptions
+
+    roles = ["webpubsub.joinLeaveGroup", "webpubsub.sendToGroup"]
+    a = paho(service, hub, "nl1", roles=roles)
+    b = paho(service, hub, "nl2", roles=roles)
+    clients += [a, b]
+    a.client.subscribe("t", options=SubscribeOptions(qos=1, noLocal=True))
+    assert [int(c.value) for c in a.subacks.get(timeout=TIMEOUT)] == [1]
+    sub_props = PahoProperties(PacketTypes.SUBSCRIBE)
+    sub_props.SubscriptionIdentifier = 7
+    b.client.subscribe("t", qos=1, properties=sub_props)
+    assert [int(c.value) for c in b.subacks.get(timeout=TIMEOUT)] == [1]
+    props = PahoProperties(PacketTypes.PUBLISH)
+    props.ContentType = "image/png"
+    props.CorrelationData = b"\x01\x02"
+    props.ResponseTopic = "replies"
+    props.UserProperty = [("k", "v")]
+    a.client.publish("t", b"own", qos=1, properties=props)
+    msg = b.message()
+    assert msg.payload == b"own"
+    assert msg.properties.ContentType == "image/png"
+    assert msg.properties.CorrelationData == b"\x01\x02"
+    assert msg.properties.ResponseTopic == "replies"
+    assert msg.properties.UserProperty == [("k", "v")]
+    assert msg.properties.SubscriptionIdentifier == [7]
+    b.client.publish("t", b"from b", qos=0)
+    assert a.message().payload == b"from b"  # No Local hid only a's own message

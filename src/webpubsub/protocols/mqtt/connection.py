@@ -19,7 +19,7 @@ from ...core import commands as c
 from ...core import mqtt as rules
 from ...core.connection import CloseCode, Connection, Transport
 from ...core.events import ConnectResult
-from ...core.message import Message, Source
+from ...core.message import Message, MqttExtras, Source
 from ..frames import OP_BINARY, binary_frame, header
 from .packets import (
     V5,
@@ -526,6 +526,14 @@ class MqttConnection(Connection):
         expires = None
         if props.message_expiry_interval is not None:
             expires = time.time() + props.message_expiry_interval
+        extras = MqttExtras(
+            props.user_properties,
+            props.correlation_data,
+            props.response_topic,
+            props.payload_format_indicator,
+            self.connection_id,
+            props.content_type,
+        )
         message = Message(
             packet.payload,
             data_type,
@@ -535,6 +543,7 @@ class MqttConnection(Connection):
             None,
             expires,
             packet.qos,
+            extras,
         )
         self.node.execute(self.hub, c.Send(c.ToGroup(packet.topic), message))
 
@@ -589,16 +598,24 @@ class MqttConnection(Connection):
         if self.closed or session is None:
             return True
         sent_qos = message.qos if message.qos is not None else 1
+        sub_id = None
         if message.source is Source.GROUP and message.group is not None:
             topic = message.group
-            qos = rules.delivered_qos(sent_qos, session.granted(topic))
+            subscription = session.subscriptions.get(topic)
+            granted = 0
+            if subscription is not None:
+                granted, no_local, sub_id = subscription
+                extras = message.mqtt
+                if no_local and extras is not None and extras.origin == self.connection_id:
+                    return True  # No Local: not back to the publisher (mqtt spec 3.4)
+            qos = rules.delivered_qos(sent_qos, granted)
         else:
             topic, qos = rules.SERVER_MESSAGES, 1
         frames = message.frames
-        key = ("mqtt", session.version, qos, topic)
+        key = ("mqtt", session.version, qos, topic, sub_id)
         head = frames.get(key)
         if head is None:
-            head, tail = _publish_frame_parts(message, topic, qos, session.version)
+            head, tail = _publish_frame_parts(message, topic, qos, session.version, sub_id)
             frames[key] = head
             frames[(*key, "tail")] = tail
         tail = frames[(*key, "tail")]
@@ -709,16 +726,33 @@ def _with_dup(frame: bytes) -> bytes:
 
 
 def _publish_frame_parts(
-    message: Message, topic: str, qos: int, version: int
+    message: Message, topic: str, qos: int, version: int, sub_id: int | None = None
 ) -> tuple[bytes, bytes]:
-    """A WebSocket frame holding the PUBLISH, split where the packet id goes (QoS 1/2)."""
+    """A WebSocket frame holding the PUBLISH, split where the packet id goes (QoS 1/2).
+
+    5.0: Content Type from the data type, the remaining expiry, the subscription's
+    identifier, and what an MQTT publisher set for MQTT receivers (mqtt spec 4.2, 4.6).
+    """
     props = NO_PROPERTIES
     if version == V5:
-        content_type = rules.CONTENT_TYPES.get(message.data_type)
+        extras = message.mqtt
+        if extras is not None:  # from an MQTT client: its own Content Type, or none
+            content_type = extras.content_type
+        else:
+            content_type = rules.CONTENT_TYPES.get(message.data_type)
+            extras = MqttExtras()
         expiry = None
         if message.expires is not None:
             expiry = max(0, int(message.expires - time.time()))
-        props = Properties(content_type=content_type, message_expiry_interval=expiry)
+        props = Properties(
+            content_type=content_type,
+            message_expiry_interval=expiry,
+            user_properties=extras.user_properties,
+            correlation_data=extras.correlation_data,
+            response_topic=extras.response_topic,
+            payload_format_indicator=extras.payload_format_indicator,
+            subscription_identifiers=(sub_id,) if sub_id is not None else (),
+        )
     head, tail = publish_parts(Publish(topic, message.data, qos, properties=props), version)
     size = len(head) + len(tail) + (2 if qos else 0)
     return header(OP_BINARY, size) + head, tail
