@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from webpubsub.core import commands as c
-from webpubsub.core.message import DataType, Message, Source
+from webpubsub.core.message import DataType, Message, MqttExtras, Source
 from webpubsub.core.odata import parse_filter
 from webpubsub.core.roles import Permission
 from webpubsub.core.streams import StreamError, StreamMark
@@ -39,6 +39,24 @@ COMMANDS: list[c.Command] = [
             stream=StreamMark("s", 4, True, StreamError("UserError", "boom", "E1")),
         ),
     ),
+    c.Send(  # an MQTT PUBLISH keeps its QoS across nodes (mqtt spec 4.3)
+        c.ToGroup("t"),
+        Message(b"m", DataType.BINARY, Source.GROUP, "t", "u", None, None, qos=2),
+    ),
+    c.Send(  # MQTT 5.0 properties for MQTT receivers (mqtt spec 4.6)
+        c.ToGroup("t"),
+        Message(
+            b"m",
+            DataType.TEXT,
+            Source.GROUP,
+            "t",
+            None,
+            None,
+            None,
+            qos=1,
+            mqtt=MqttExtras((("k", "v"),), b"\x00\xff", "reply/to", 1, "client1", "text/plain"),
+        ),
+    ),
     c.CloseConnections(c.ToGroup("g"), "bye", frozenset({"c3"})),
     c.AddToGroup(c.ToUser("u"), "g"),
     c.RemoveFromGroup(c.ToConnection("c"), "g"),
@@ -69,7 +87,9 @@ def test_a_send_from_an_older_node_decodes() -> None:
     assert (command.message.metadata, command.message.expires) == (None, None)
 
 
-@pytest.mark.parametrize("head", [b'"md":{"k":1}', b'"md":["k"]', b'"exp":"soon"', b'"exp":true'])
+@pytest.mark.parametrize(
+    "head", [b'"md":{"k":1}', b'"md":["k"]', b'"exp":"soon"', b'"exp":true', b'"q":3', b'"q":true']
+)
 def test_bad_metadata_or_expiry_is_a_codec_error(head: bytes) -> None:
     with pytest.raises(CodecError):
         decode_command(b'{"t":"send","to":["all"],"dt":"text","src":"server",' + head + b"}\nx")

@@ -89,7 +89,7 @@ export function describeError(err) {
     return { name: typeof err, message: String(err) };
   }
   const described = { name: err.name, message: err.message };
-  for (const key of ["statusCode", "code", "ackId", "errorDetail", "invocationId", "responses"]) {
+  for (const key of ["statusCode", "code", "ackId", "errorDetail", "invocationId", "responses", "granted"]) {
     if (err[key] !== undefined) {
       described[key] = err[key];
     }

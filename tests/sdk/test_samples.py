@@ -54,6 +54,11 @@ EXPECTED = {
     "raw_response.py": ["-> 202 Accepted", "-> 404 Not Found", "x-ms-error-code"],
     "enable_logs.py": [],  # checked on stderr below
     "async_broadcast.py": ["async-group member: user1", "async-group exists: True"],
+    "mqtt_paho.py": [
+        "connected: Success",
+        "received on sample-topic: b'Hello from MQTT!'",
+        "received on sample-topic: b'Hello from REST!'",
+    ],
 }
 
 

@@ -22,6 +22,7 @@ class CloseCode(IntEnum):
 
     NORMAL = 1000
     GOING_AWAY = 1001
+    PROTOCOL_ERROR = 1002
     UNSUPPORTED_DATA = 1003
     INVALID_DATA = 1007
     POLICY_VIOLATION = 1008
@@ -99,6 +100,9 @@ def new_connection_id() -> str:
 class Connection:
     """A logical client connection: identity, roles, groups and its transport.
 
+    ``per_message`` connections (MQTT) encode each message themselves through
+    ``deliver_message``, since the bytes depend on their subscription (QoS, packet id).
+
     The hub owns membership; ``groups`` here mirrors it so removal is O(groups of this
     connection), and so filters can test ``'g' in groups`` directly.
     """
@@ -149,6 +153,12 @@ class Connection:
         self.recovery: Recovery | None = Recovery() if codec.is_reliable else None
         # Outbound group streams (spec-next 2), created with the first.
         self.streams: Streams | None = None
+
+    per_message = False
+
+    def deliver_message(self, message: Message) -> bool:
+        """Per-message connections only: queue ``message``; False when it overflowed."""
+        raise NotImplementedError
 
     @property
     def subprotocol(self) -> str | None:

@@ -178,6 +178,9 @@ class EventContext:
     subprotocol: str | None
     state: str | None
     event_id: int
+    # MQTT (mqtt spec 5.1): the WebSocket's and the session's opaque ids.
+    physical_connection_id: str | None = None
+    session_id: str | None = None
 
 
 def cloud_event_headers(
@@ -201,7 +204,8 @@ def cloud_event_headers(
         "ce-specversion": "1.0",
         "ce-awpsversion": "1.0",
         "ce-type": header_value(ce_type(event, kind)),
-        "ce-source": f"/hubs/{ctx.hub}/client/{ctx.connection_id}",
+        "ce-source": f"/hubs/{ctx.hub}/client/{ctx.connection_id}"
+        + (f"/{ctx.physical_connection_id}" if ctx.physical_connection_id else ""),
         "ce-id": str(ctx.event_id),
         "ce-time": timestamp,
         "ce-signature": signature(keys, ctx.connection_id),
@@ -212,8 +216,12 @@ def cloud_event_headers(
     }
     if ctx.user_id is not None:
         headers["ce-userId"] = header_value(ctx.user_id)
-    if ctx.subprotocol and kind is not EventKind.CONNECT:
+    if ctx.subprotocol and (kind is not EventKind.CONNECT or ctx.physical_connection_id):
         headers["ce-subprotocol"] = header_value(ctx.subprotocol)
+    if ctx.physical_connection_id:
+        headers["ce-physicalConnectionId"] = ctx.physical_connection_id
+    if ctx.session_id:
+        headers["ce-sessionId"] = ctx.session_id
     if ctx.state:
         headers["ce-connectionState"] = header_value(ctx.state)
     return headers

@@ -144,6 +144,11 @@ class Hub:
         frames = message.frames
         overflowed: list[Connection] = []
         for conn in conns:
+            if conn.per_message:
+                # MQTT: bytes depend on the subscription; the parts are cached on the message.
+                if not conn.deliver_message(message):
+                    overflowed.append(conn)
+                continue
             codec = conn.codec
             frame = frames.get(codec)
             if frame is None:

@@ -66,6 +66,18 @@ def data_type_for(content_type: str | None) -> DataType:
 
 
 @dataclass(frozen=True, slots=True)
+class MqttExtras:
+    """What an MQTT 5.0 PUBLISH carries to other MQTT clients only (mqtt spec 4.6)."""
+
+    user_properties: tuple[tuple[str, str], ...] = ()
+    correlation_data: bytes | None = None
+    response_topic: str | None = None
+    payload_format_indicator: int | None = None
+    origin: str | None = None  # the publishing client id, for No Local (mqtt spec 3.4)
+    content_type: str | None = None  # as the publisher set it, not derived from the data type
+
+
+@dataclass(frozen=True, slots=True)
 class Message:
     """One payload addressed to connections.
 
@@ -85,6 +97,10 @@ class Message:
     expires: float | None = None
     # A group stream's fragment or terminal frame (spec-next 2.2): its ``stream`` descriptor.
     stream: StreamMark | None = None
+    # The QoS of an MQTT PUBLISH (mqtt spec 4.3); None: sent by REST or a Web PubSub client,
+    # which MQTT subscribers receive at QoS 1 at most.
+    qos: int | None = None
+    mqtt: MqttExtras | None = None
     # Encoded frames by codec key; filled lazily while fanning out (see protocols.frame_for).
     frames: dict[object, bytes] = field(default_factory=dict, compare=False, repr=False)
 

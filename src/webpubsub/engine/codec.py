@@ -6,11 +6,12 @@ travels raw after the header, so a 1 MB binary message is not base64-inflated.
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
 from ..core import commands as c
-from ..core.message import DataType, Message, Source
+from ..core.message import DataType, Message, MqttExtras, Source
 from ..core.odata import parse_filter
 from ..core.roles import Permission
 from ..core.streams import StreamError, StreamMark
@@ -68,6 +69,10 @@ def encode_command(command: c.Command) -> bytes:
                 head["exp"] = message.expires  # wall clock: nodes keep NTP time
             if message.stream is not None:
                 head["st"] = _stream_mark(message.stream)
+            if message.qos is not None:
+                head["q"] = message.qos
+            if message.mqtt is not None:
+                head["mq"] = _mqtt_head(message.mqtt)
             if excluded:
                 head["ex"] = sorted(excluded)
             if filter is not None:
@@ -152,6 +157,55 @@ def _expires(raw: Any) -> float | None:
     return float(raw)
 
 
+def _mqtt_head(extras: MqttExtras) -> dict[str, Any]:
+    head: dict[str, Any] = {}
+    if extras.user_properties:
+        head["up"] = [list(pair) for pair in extras.user_properties]
+    if extras.correlation_data is not None:
+        head["cd"] = base64.b64encode(extras.correlation_data).decode()
+    if extras.response_topic is not None:
+        head["rt"] = extras.response_topic
+    if extras.payload_format_indicator is not None:
+        head["pf"] = extras.payload_format_indicator
+    if extras.origin is not None:
+        head["o"] = extras.origin
+    if extras.content_type is not None:
+        head["ct"] = extras.content_type
+    return head
+
+
+def _mqtt(raw: Any) -> MqttExtras | None:
+    if raw is None:
+        return None
+    try:
+        pairs = tuple((str(n), str(v)) for n, v in raw.get("up", ()))
+        cd = raw.get("cd")
+        pf = raw.get("pf")
+        rt, origin, ct = raw.get("rt"), raw.get("o"), raw.get("ct")
+        if pf is not None and (isinstance(pf, bool) or pf not in (0, 1)):
+            raise CodecError("mq.pf must be 0 or 1")
+        if not all(v is None or isinstance(v, str) for v in (rt, origin, cd, ct)):
+            raise CodecError("mq fields must be strings")
+        return MqttExtras(
+            pairs,
+            base64.b64decode(cd, validate=True) if cd is not None else None,
+            rt,
+            pf,
+            origin,
+            ct,
+        )
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise CodecError(f"bad mq: {exc}") from None
+
+
+def _qos(raw: Any) -> int | None:
+    if raw is None:
+        return None
+    if raw not in (0, 1, 2) or isinstance(raw, bool):
+        raise CodecError("q must be 0, 1 or 2")
+    return int(raw)
+
+
 def _decode(head: dict[str, Any], payload: bytes) -> c.Command:
     kind = head["t"]
     if kind == "send":
@@ -164,6 +218,8 @@ def _decode(head: dict[str, Any], payload: bytes) -> c.Command:
             _metadata(head.get("md")),
             _expires(head.get("exp")),
             _parse_stream_mark(head.get("st")),
+            _qos(head.get("q")),
+            _mqtt(head.get("mq")),
         )
         return c.Send(
             _parse_target(head["to"]), message, frozenset(head.get("ex", ())), _filter(head)

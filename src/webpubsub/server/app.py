@@ -23,6 +23,7 @@ from ..core.events import HubSettings
 from ..core.node import Node
 from ..engine.memory import Directory, MemoryDirectory
 from ..engine.redis import RedisEngine
+from ..protocols.mqtt.connection import MqttConnection
 from . import openapi, ops, rest
 from .client_endpoint import ClientEndpoint
 from .config import Settings
@@ -55,6 +56,8 @@ class Service:
             message_burst=limits.client_message_burst,
         )
         self.protocols: set[ServiceProtocol] = set()
+        # MQTT clients, whose keep alive is checked each tick (mqtt spec 3.8).
+        self.mqtt_clients: set[MqttConnection] = set()
         self._no_protocols: asyncio.Event | None = None  # set while stopping, when all are gone
         # Extra HTTP endpoints by exact path (metrics, health, live trace), checked before REST.
         self.pages: dict[str, Page] = {}
@@ -271,6 +274,9 @@ class Service:
         connections past their window; when due, ping clients and cut the silent ones."""
         now = self.loop.time()
         self.node.expire(now)
+        for mqtt_client in list(self.mqtt_clients):
+            if mqtt_client.tick(now):
+                self.mqtt_clients.discard(mqtt_client)
         if now >= self._next_ping:
             self._next_ping = now + self.settings.limits.keep_alive_interval
             for proto in list(self.protocols):

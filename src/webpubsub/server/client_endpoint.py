@@ -35,6 +35,7 @@ from ..core.names import check_hub, role_problem, user_id_problem
 from ..core.randomness import random_bytes
 from ..core.roles import Permission, is_allowed
 from ..protocols import CODECS, RAW, select_codec
+from ..protocols.mqtt.connection import MqttConnection
 from .http import HttpRequest, HttpResponse
 
 if TYPE_CHECKING:
@@ -62,6 +63,10 @@ class _BatchedUuid:
 _websockets_protocol: Any = websockets.protocol
 if _websockets_protocol.uuid is uuid:
     _websockets_protocol.uuid = _BatchedUuid()
+
+
+# Room for an MQTT packet's fixed header, topic and properties above the payload limit.
+MQTT_HEADROOM = 64 * 1024
 ws_log = logging.getLogger("webpubsub.websocket")
 
 
@@ -82,6 +87,18 @@ class Accepted:
     moving: Codec | None = None
     adopted: tuple[Snapshot, list[Command]] | None = None  # what the move brought
     retry: bool = False  # a refusal the client may retry (1013), not 1008
+
+    mqtt: MqttUpgrade | None = None  # an MQTT client whose hub has a connect handler
+
+
+@dataclass
+class MqttUpgrade:
+    """What the ``connect`` event of an MQTT client needs from its upgrade (mqtt spec 5.2)."""
+
+    request: HttpRequest
+    claims: dict[str, Any]
+    offered: list[str]
+    handler: EventHandlerSettings
 
 
 @dataclass
@@ -143,6 +160,8 @@ class ClientEndpoint:
             for p in value.split(",")
             if p.strip()
         ]
+        if _is_mqtt(request.path):
+            return self._mqtt(request, hub, hub_name, offered, transport)
         connection_id = request.query_one("awps_connection_id")
         token = request.query_one("awps_reconnection_token")
         if connection_id and token:
@@ -231,6 +250,57 @@ class ClientEndpoint:
             codec.subprotocol,
         )
         return Accepted(ws, conn, groups)
+
+    def _mqtt(
+        self,
+        request: HttpRequest,
+        hub: str,
+        hub_name: str,
+        offered: list[str],
+        transport: Transport,
+    ) -> HttpResponse | Accepted:
+        """``/clients/mqtt/hubs/{hub}`` (mqtt spec 1): token at the upgrade, MQTT after it.
+
+        The connection registers with the node when its CONNECT is accepted.
+        """
+        if offered and "mqtt" not in offered:
+            raise BadRequest(
+                "The MQTT endpoint needs the 'mqtt' WebSocket subprotocol.",
+                code="Error.UnsupportedSubprotocol",
+            )
+        settings = self.hub_settings(hub)
+        claims = self._claims(request, f"/clients/mqtt/hubs/{hub_name}", settings.allow_anonymous)
+        user_id = claims.get("sub")
+        if user_id is not None and not isinstance(user_id, str):
+            raise Unauthorized("The 'sub' claim must be a single string.")
+        problem = user_id_problem(user_id) if user_id else None
+        if problem:
+            raise BadRequest(f"Invalid 'sub' in the token: {problem}", target="sub")
+        roles = claim_list(claims, "role")
+        for role in roles:
+            problem = role_problem(role)
+            if problem:
+                raise BadRequest(f"Invalid role in the token: {problem}", target="role")
+        groups = claim_list(claims, "webpubsub.group")
+        self._check_quotas(hub, groups)
+        conn = MqttConnection(
+            hub,
+            transport,
+            self.node,
+            user_id=user_id,
+            roles=roles,
+            groups=groups,
+            max_packet_size=self.limits.max_message_size + MQTT_HEADROOM,
+        )
+        ws = self._upgrade(request, "mqtt" if offered else None)
+        if isinstance(ws, HttpResponse):
+            return ws
+        handler = settings.handler_for("connect", EventKind.CONNECT)
+        upgrade = None
+        if handler is not None:
+            conn.upstream_connect = True
+            upgrade = MqttUpgrade(request, claims, offered or ["mqtt"], handler)
+        return Accepted(ws, conn, groups, mqtt=upgrade)
 
     def _check_quotas(self, hub: str, groups: list[str]) -> None:
         """Refuse a connection over the hub's connection limit or with too many groups."""
@@ -321,6 +391,8 @@ class ClientEndpoint:
             if hub:
                 return hub
             raise BadRequest("The 'hub' query parameter is required on /client/.", target="hub")
+        if len(segments) == 4 and segments[:3] == ["clients", "mqtt", "hubs"]:
+            return segments[3]
         if segments[:1] == ["clients"] and len(segments) >= 2:
             raise BadRequest(
                 f"The '{segments[1][:40]}' client protocol is not supported by this service.",
@@ -375,6 +447,10 @@ class ClientEndpoint:
             raise Unauthorized(f"The token has no permission to send to group '{groups[0]}'.")
         conn.raw_group = groups[0]
         conn.raw_no_echo = request.query_one("noEcho") in ("true", "True", "1")
+
+
+def _is_mqtt(path: str) -> bool:
+    return path.startswith("/clients/mqtt/")
 
 
 def _query_suffix(request: HttpRequest) -> str:

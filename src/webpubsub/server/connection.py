@@ -26,7 +26,8 @@ from ..core.node import RecoveryRefused
 from ..core.ratelimit import MessageRate
 from ..engine.handover import Adoption
 from ..protocols import CODECS
-from .client_endpoint import Accepted, Pending
+from ..protocols.mqtt.connection import MqttConnection
+from .client_endpoint import Accepted, MqttUpgrade, Pending
 from .http import HttpRequest, HttpResponse, origin_form
 
 if TYPE_CHECKING:
@@ -85,6 +86,7 @@ class ServiceProtocol(asyncio.Protocol):
         "_in_request",
         "_kernel_full",
         "_loop",
+        "_mqtt",
         "_parts",
         "_parts_text",
         "_paused",
@@ -130,6 +132,7 @@ class ServiceProtocol(asyncio.Protocol):
         self._upgrade: HttpRequest | None = None
         # An upgrade waiting for the hub's connect event, and what the client sent meanwhile.
         self._connecting: asyncio.Task[None] | None = None
+        self._mqtt: MqttUpgrade | None = None  # for an MQTT client's connect event
         self._held = b""
         self._refused = False
         self._refusal: HttpResponse | None = None  # sent once the queued requests are answered
@@ -185,6 +188,12 @@ class ServiceProtocol(asyncio.Protocol):
             self._connecting = None
         conn = self.conn
         if conn is None:
+            return
+        if isinstance(conn, MqttConnection):
+            if conn.socket_lost(self, self._loop.time()):
+                self.service.mqtt_clients.discard(
+                    conn
+                )  # MQTT: the will, then the session ends (mqtt spec 6.1)
             return
         node = self.service.node
         ws = self.ws
@@ -604,6 +613,11 @@ class ServiceProtocol(asyncio.Protocol):
                 self.conn = node.resume(hub, connection_id, token, self, now)
             except RecoveryRefused as exc:
                 result.refusal = str(exc)
+        elif isinstance(result.conn, MqttConnection):
+            self.conn = result.conn  # registered by the node when its CONNECT is accepted
+            self._mqtt = result.mqtt
+            result.conn.on_event = self.service.upstream.mqtt_event
+            self.service.mqtt_clients.add(result.conn)
         elif result.conn is not None:
             self.conn = result.conn
             node.connect(result.conn, result.groups)
@@ -708,6 +722,16 @@ class ServiceProtocol(asyncio.Protocol):
         if ws.state is not State.OPEN and not ws.close_rcvd_then_sent:
             return  # we failed the connection (protocol error): websockets closes it
         node = self.service.node
+        if isinstance(conn, MqttConnection):
+            if conn.transport is not self:
+                return  # the session moved to a newer socket (mqtt spec 3.6)
+            try:
+                conn.receive(data, is_text, self._loop.time())
+                self._mqtt_after(conn)
+            except Exception:
+                log.exception("error handling MQTT bytes from %s", conn.connection_id)
+                self._internal_error(conn)
+            return
         try:
             if not node.admit(conn, data, is_text, self.rate, self._loop.time()):
                 return  # throttled or cut before anything else looked at it
@@ -722,6 +746,41 @@ class ServiceProtocol(asyncio.Protocol):
         except Exception:
             log.exception("error handling a message from %s", conn.connection_id)
             self._internal_error(conn)
+
+    def _mqtt_after(self, conn: MqttConnection) -> None:
+        """After an MQTT client's bytes: the connect event to call, ``connected`` to send,
+        a resumed session that now owns this socket (mqtt spec 3.6, 5)."""
+        if conn.pending_connect is not None and self._mqtt is not None and self._connecting is None:
+            self._connecting = self._loop.create_task(self._mqtt_connect(conn, self._mqtt))
+            return
+        owner = conn.resumed or conn
+        if owner.new_session:  # a new session's CONNACK went out (mqtt spec 5.3)
+            owner.new_session = False
+            self.service.upstream.connected(owner)
+        if conn.resumed is not None:  # it resumed a session: that one owns us now
+            self.conn = conn.resumed
+            self.service.mqtt_clients.discard(conn)
+            self.service.mqtt_clients.add(conn.resumed)
+
+    async def _mqtt_connect(self, conn: MqttConnection, upgrade: MqttUpgrade) -> None:
+        packet = conn.pending_connect
+        assert packet is not None
+        try:
+            result, user_properties = await self.service.upstream.mqtt_connect(
+                conn, upgrade, packet
+            )
+            if self.transport is None or self.transport.is_closing():
+                return
+            conn.finish_connect(result, user_properties)
+            self._mqtt_after(conn)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("the MQTT connect of %s failed unexpectedly", self.peer)
+            self._internal_error(conn)
+        finally:
+            if self._connecting is asyncio.current_task():
+                self._connecting = None
 
     def _internal_error(self, conn: Connection) -> None:
         """Close a client whose message we failed to handle: 1011, as RFC 6455 7.4.1 says."""

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from ..core import mqtt as mqtt_rules
 from ..core.connection import CloseCode, Connection
 from ..core.errors import InternalServerError, Throttled
 from ..core.events import (
@@ -51,7 +52,9 @@ from ..protocols.json import encode_invoke_response
 
 if TYPE_CHECKING:
     from ..core.node import Node
-    from .client_endpoint import Pending
+    from ..protocols.mqtt.connection import MqttConnection
+    from ..protocols.mqtt.packets import Connect, Publish
+    from .client_endpoint import MqttUpgrade, Pending
     from .config import Settings
 
 log = logging.getLogger("webpubsub.upstream")
@@ -132,6 +135,7 @@ class Upstream:
         self._queues: dict[Connection, Backlog] = {}
         self._notices: dict[Connection, deque[Notice]] = {}  # non-blocking events, in order
         self._invocations: dict[Connection, dict[str, asyncio.Task[None]]] = {}
+        self._mqtt_events: dict[Connection, deque[tuple[str, Publish]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self.pending_bytes = 0  # bytes of user events queued or in flight, on this node
         self._throttling = False  # the node's byte cap was hit (logged once per episode)
@@ -189,6 +193,134 @@ class Upstream:
             response.status_code, response.content, pending.offered, response.headers
         )
 
+    async def mqtt_connect(
+        self, conn: MqttConnection, upgrade: MqttUpgrade, packet: Connect
+    ) -> tuple[ConnectResult | mqtt_rules.ConnectRefusal, mqtt_rules.UserProperties]:
+        """The ``connect`` event of an MQTT client, on its CONNECT (mqtt spec 5.2)."""
+        version = packet.protocol_level
+        unavailable = mqtt_rules.ConnectRefusal(
+            mqtt_rules.SERVER_UNAVAILABLE if version == 5 else mqtt_rules.V311_REFUSED_UNAVAILABLE
+        )
+        body = json.loads(
+            connect_body(
+                upgrade.claims,
+                upgrade.request.query,
+                upgrade.request.headers,
+                upgrade.offered,
+            )
+        )
+        body["mqtt"] = mqtt_rules.connect_event_mqtt(
+            version,
+            packet.clean_start,
+            packet.username,
+            packet.password,
+            packet.properties.user_properties,
+        )
+        data = json.dumps(body, separators=(",", ":")).encode()
+        cap = self.settings.limits.max_connect_response_size
+        try:
+            response = await self._call(
+                upgrade.handler,
+                self._context(conn),
+                "connect",
+                EventKind.CONNECT,
+                SYSTEM_CONTENT_TYPE,
+                data,
+                cap,
+            )
+        except UpstreamFailure as exc:
+            log.info("MQTT connect event failed for %s: %s", conn.connection_id, exc)
+            return unavailable, ()
+        status, content = response.status_code, response.content
+        if not 200 <= status < 300:
+            return mqtt_rules.connect_refusal(version, status, content), ()
+        user_properties: mqtt_rules.UserProperties = ()
+        try:
+            answer = json.loads(content) if content.strip() else None
+        except (ValueError, RecursionError):
+            return unavailable, ()
+        if isinstance(answer, dict):
+            if isinstance(answer.get("mqtt"), dict):
+                user_properties = mqtt_rules.user_properties_of(
+                    answer["mqtt"].get("userProperties")
+                )
+            answer.pop("subprotocol", None)  # always mqtt here; anything else is ignored
+            content = json.dumps(answer).encode()
+        try:
+            result = parse_connect_response(200, content, ["mqtt"], response.headers)
+        except UpstreamRejected:
+            return unavailable, ()
+        return result, user_properties
+
+    def mqtt_event(self, conn: MqttConnection, event: str, publish: Publish) -> bool:
+        """Queue a PUBLISH to ``$webpubsub/server/events/{event}`` (mqtt spec 5.5); events of
+        one client go one at a time, in order. False when too many wait already."""
+        chain = self._mqtt_events.get(conn)
+        if chain is None:
+            chain = self._mqtt_events[conn] = deque([(event, publish)])
+            self._spawn(self._drain_mqtt_events(conn, chain))
+            return True
+        if len(chain) >= self.settings.limits.max_pending_events:
+            return False
+        chain.append((event, publish))
+        return True
+
+    async def _drain_mqtt_events(
+        self, conn: MqttConnection, chain: deque[tuple[str, Publish]]
+    ) -> None:
+        try:
+            while chain and not conn.closed:
+                event, publish = chain[0]
+                try:
+                    await self._mqtt_event(conn, event, publish)
+                except Exception:
+                    log.exception("MQTT event %r of %s failed", event, conn.connection_id)
+                chain.popleft()
+        finally:
+            if self._mqtt_events.get(conn) is chain:
+                del self._mqtt_events[conn]
+
+    async def _mqtt_event(self, conn: MqttConnection, event: str, publish: Publish) -> None:
+        props = publish.properties
+        handler = self.hub_settings(conn.hub).handler_for(event, EventKind.USER)
+        if handler is None:
+            conn.event_answer(event, publish, 404, None, b"", ())
+            return
+        extra = [
+            (f"mqtt-{name}", value)
+            for name, value in props.user_properties
+            if mqtt_rules.is_header_token(name) and mqtt_rules.is_header_value(value)
+        ]
+        try:
+            response = await self._call(
+                handler,
+                self._context(conn),
+                event,
+                EventKind.USER,
+                props.content_type or "application/octet-stream",
+                publish.payload,
+                self.settings.limits.max_message_size,
+                extra,
+            )
+        except UpstreamFailure as exc:
+            status = 504 if exc.kind == "timeout" else 502
+            conn.event_answer(event, publish, status, None, b"", ())
+            return
+        conn.state = updated_state(conn.state, response.headers)
+        user_properties = tuple(
+            (name[5:], value)
+            for name, value in response.headers.multi_items()
+            if name.lower().startswith("mqtt-") and len(name) > 5
+        )
+        conn.event_answer(
+            event,
+            publish,
+            response.status_code,
+            response.headers.get("content-type"),
+            response.content,
+            user_properties,
+        )
+
     # -- connected / disconnected (non-blocking) -----------------------------------------
 
     def connected(self, conn: Connection) -> None:
@@ -215,7 +347,11 @@ class Upstream:
             task.cancel()  # the logical connection ended: abort its invocations
         handler = self.hub_settings(conn.hub).handler_for("disconnected", EventKind.DISCONNECTED)
         if handler is not None:
-            body = json.dumps({"reason": reason}).encode()
+            event: dict[str, Any] = {"reason": reason}
+            mqtt = getattr(conn, "disconnect_event", None)
+            if mqtt is not None:
+                event["mqtt"] = mqtt  # mqtt spec 5.4
+            body = json.dumps(event).encode()
             self._notice(conn, handler, EventKind.DISCONNECTED, body)
 
     def _notice(
@@ -520,6 +656,8 @@ class Upstream:
             conn.subprotocol,
             conn.state,
             conn.event_id,
+            getattr(conn, "physical_connection_id", None),
+            getattr(conn, "session_id", None),
         )
 
     async def _call(

@@ -1,0 +1,758 @@
+"""An MQTT client as a connection of its hub: packets in, node calls and packets out.
+
+Sans-I/O like the other codecs: ``receive`` is fed the bytes of WebSocket messages (in any
+split), decisions come from ``core.mqtt`` and the node, and answers go to the transport as
+WebSocket binary frames. The connection is registered with the node only when its CONNECT
+is accepted, because its connection id is the MQTT client id (mqtt spec 3.1).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import struct
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from ...core import commands as c
+from ...core import mqtt as rules
+from ...core.connection import CloseCode, Connection, Transport
+from ...core.events import ConnectResult
+from ...core.message import Message, MqttExtras, Source
+from ..frames import OP_BINARY, binary_frame, header
+from .packets import (
+    V5,
+    V311,
+    ConnAck,
+    Connect,
+    Disconnect,
+    Packet,
+    PingReq,
+    PingResp,
+    PubAck,
+    PubComp,
+    Publish,
+    PubRec,
+    PubRel,
+    SubAck,
+    Subscribe,
+    UnsubAck,
+    Unsubscribe,
+    encode,
+    publish_parts,
+)
+from .parser import Parser
+from .wire import NO_PROPERTIES, MqttError, Properties, Reason
+
+if TYPE_CHECKING:
+    from ...core.errors import ClientError
+    from ...core.node import Node
+    from ...core.requests import ClientRequest
+
+log = logging.getLogger("webpubsub.mqtt")
+
+
+class MqttCodec:
+    """The ``Codec`` face of MQTT for the node: only the goodbye is encoded here."""
+
+    subprotocol: str | None = "mqtt"
+    is_pubsub = True
+    is_reliable = False
+
+    def __init__(self, version: int) -> None:
+        self.version = version
+
+    def encode_message(self, message: Message) -> bytes:
+        raise NotImplementedError("MQTT connections encode through deliver_message")
+
+    def encode_ack(self, ack_id: int, error: ClientError | None) -> bytes | None:
+        return None
+
+    def encode_connected(
+        self, connection_id: str, user_id: str | None, reconnection_token: str | None
+    ) -> bytes | None:
+        return None  # the CONNACK is written by the connection itself
+
+    def encode_disconnected(self, reason: str) -> bytes | None:
+        """REST close: 5.0 DISCONNECT 0x98 Administrative action (mqtt spec 6.1)."""
+        if self.version != V5:
+            return None  # 3.1.1 has no server DISCONNECT
+        props = Properties(reason_string=reason[:200]) if reason else NO_PROPERTIES
+        return binary_frame(encode(Disconnect(Reason.ADMINISTRATIVE_ACTION, props), V5))
+
+    def encode_pong(self) -> bytes | None:
+        return None
+
+    def decode(self, data: bytes, is_text: bool) -> ClientRequest:
+        raise NotImplementedError("MQTT connections read through MqttConnection.receive")
+
+    def peek_ack_id(self, data: bytes, is_text: bool) -> int | None:
+        return None
+
+    def sequence(self, encoded: bytes, sequence_id: int) -> tuple[bytes, ...]:
+        raise NotImplementedError
+
+
+MQTT_CODECS = {V311: MqttCodec(V311), V5: MqttCodec(V5)}
+MAX_HELD = 100  # packets a client may send while its connect event is answered
+
+
+class MqttConnection(Connection):
+    """One MQTT session over one WebSocket."""
+
+    __slots__ = (
+        "clean_exit",
+        "connack_user_properties",
+        "disconnect_event",
+        "groups_at_connect",
+        "held",
+        "keep_alive",
+        "last_packet",
+        "new_session",
+        "node",
+        "on_event",
+        "parser",
+        "pending_connect",
+        "physical_connection_id",
+        "resumed",
+        "session",
+        "session_id",
+        "upstream_connect",
+        "will",
+    )
+
+    per_message = True
+
+    def __init__(
+        self,
+        hub: str,
+        transport: Transport,
+        node: Node,
+        *,
+        user_id: str | None = None,
+        roles: Iterable[str] = (),
+        groups: Iterable[str] = (),
+        max_packet_size: int | None = None,
+    ) -> None:
+        super().__init__(hub, MQTT_CODECS[V5], transport, user_id=user_id, roles=roles)
+        self.node = node
+        self.parser = Parser(max_packet_size=max_packet_size) if max_packet_size else Parser()
+        self.session: rules.Session | None = None
+        self.will: Publish | None = None
+        self.clean_exit = False
+        self.groups_at_connect = list(groups)
+        self.keep_alive = 0  # seconds agreed at CONNECT; 0: none
+        self.last_packet = 0.0  # when bytes last arrived (the edge's clock)
+        # The session this socket resumed (mqtt spec 3.6): the edge hands its bytes there.
+        self.resumed: MqttConnection | None = None
+        # Upstream events (mqtt spec 5): opaque ids, and the ``mqtt`` of ``disconnected``.
+        self.physical_connection_id = secrets.token_hex(16)
+        self.session_id: str | None = None
+        self.new_session = False  # set at a new session's CONNACK; the edge sends `connected`
+        self.upstream_connect = False  # the hub has a connect handler (mqtt spec 5.2)
+        self.pending_connect: Connect | None = None  # waiting for the handler's answer
+        self.held: list[Packet] = []  # packets that came meanwhile
+        self.connack_user_properties: rules.UserProperties = ()
+        # Where user events go (the edge sets it: the upstream); False when too many wait.
+        self.on_event: Callable[[MqttConnection, str, Publish], bool] | None = None
+        self.disconnect_event: dict[str, Any] = {
+            "initiatedByClient": False,
+            "disconnectPacket": None,
+        }
+
+    @property
+    def version(self) -> int:
+        return self.parser.version or V5
+
+    # -- bytes in --------------------------------------------------------------------------
+
+    def receive(self, data: bytes, is_text: bool, now: float = 0.0) -> None:
+        """The payload of one WebSocket message: any number of (partial) packets."""
+        if self.closed:
+            return
+        self.last_packet = now
+        if is_text:
+            self.fail(Reason.MALFORMED_PACKET, "MQTT needs binary WebSocket frames.")
+            return
+        try:
+            packets = self.parser.feed(data)
+        except MqttError as exc:
+            if exc.reason == Reason.UNSUPPORTED_PROTOCOL_VERSION and self.session is None:
+                self._send(ConnAck(rules.V311_REFUSED_VERSION), V311)
+                self._close(CloseCode.NORMAL, str(exc))
+                return
+            self.fail(exc.reason, str(exc))
+            return
+        for packet in packets:
+            owner = self.resumed or self
+            if owner.closed:
+                return
+            if owner.pending_connect is not None:
+                if len(owner.held) >= MAX_HELD:
+                    owner.fail(Reason.RECEIVE_MAXIMUM_EXCEEDED, "Too many packets before CONNACK.")
+                    return
+                owner.held.append(packet)
+                continue
+            owner._handle(packet)
+
+    def _handle(self, packet: Packet) -> None:
+        if self.session is None:
+            if isinstance(packet, Connect):
+                self._on_connect(packet)
+            else:
+                self.fail(Reason.PROTOCOL_ERROR, "The first packet must be CONNECT.")
+            return
+        match packet:
+            case Publish():
+                self._on_publish(packet)
+            case PubRel(packet_id):
+                self.session.received_qos2.discard(packet_id)
+                self._send(PubComp(packet_id))
+            case PubAck(packet_id) | PubComp(packet_id):
+                self.session.outgoing.pop(packet_id, None)
+            case PubRec(packet_id, reason):
+                if reason >= 0x80:
+                    self.session.outgoing.pop(packet_id, None)
+                elif packet_id in self.session.outgoing:
+                    frame = binary_frame(encode(PubRel(packet_id), self.version))
+                    self.session.outgoing[packet_id] = frame  # resent if the socket drops
+                    self.transport.send(frame)
+            case Subscribe():
+                self._on_subscribe(packet)
+            case Unsubscribe():
+                self._on_unsubscribe(packet)
+            case PingReq():
+                self._send(PingResp())
+            case Disconnect(reason, props):
+                self.clean_exit = reason != Reason.DISCONNECT_WITH_WILL
+                self.disconnect_event = {
+                    "initiatedByClient": True,
+                    "disconnectPacket": {
+                        "code": reason,
+                        "userProperties": [
+                            {"name": n, "value": v} for n, v in props.user_properties
+                        ]
+                        or None,
+                    },
+                }
+                if props.session_expiry_interval is not None and self.session.expiry:
+                    self.session.expiry = rules.session_expiry(
+                        5, False, props.session_expiry_interval
+                    )
+                if self.session.expiry:
+                    self._detach(self.last_packet)
+                    self.transport.close(CloseCode.NORMAL, "The client disconnected.")
+                    self.transport = DETACHED
+                else:
+                    self._end(CloseCode.NORMAL, "The client disconnected.")
+            case _:
+                self.fail(Reason.PROTOCOL_ERROR, f"Unexpected {type(packet).__name__}.")
+
+    # -- CONNECT (mqtt spec 3.2) -------------------------------------------------------------
+
+    def _on_connect(self, packet: Connect) -> None:
+        version = packet.protocol_level
+        self.codec = MQTT_CODECS[version]
+        props = packet.properties
+        will = packet.will
+        spec = rules.WillSpec(will.topic, will.payload, will.qos, will.retain) if will else None
+        code = rules.connect_problem(
+            version,
+            packet.client_id,
+            packet.keep_alive,
+            spec,
+            props.authentication_method is not None,
+        )
+        if code:
+            self._refuse(version, code)
+            return
+        client_id = packet.client_id or rules.new_client_id()
+        self.connection_id = client_id  # not registered yet: the node learns it on accept
+        if self.upstream_connect:
+            # The hub's connect handler decides first (mqtt spec 5.2); the edge calls it and
+            # then finish_connect(). Packets that follow wait in ``held``.
+            self.pending_connect = packet
+            return
+        self._accept_connect(packet)
+
+    def finish_connect(
+        self,
+        result: ConnectResult | rules.ConnectRefusal,
+        user_properties: rules.UserProperties = (),
+    ) -> None:
+        """The upstream ``connect`` answered: refuse with its CONNACK code, or go on with
+        its user id, roles and groups (used only by a new session, mqtt spec 2.2)."""
+        packet, self.pending_connect = self.pending_connect, None
+        if packet is None or self.closed:
+            return
+        version = packet.protocol_level
+        if isinstance(result, rules.ConnectRefusal):
+            props = NO_PROPERTIES
+            if version == V5 and (result.reason or result.user_properties):
+                props = Properties(
+                    reason_string=result.reason, user_properties=result.user_properties
+                )
+            self._send(ConnAck(result.code, False, props), version)
+            self._close(CloseCode.NORMAL, f"CONNECT refused by the handler ({result.code}).")
+            return
+        if result.user_id is not None:
+            self.user_id = result.user_id
+        if result.roles is not None:
+            self.roles = set(result.roles)
+        self.groups_at_connect = list(dict.fromkeys([*self.groups_at_connect, *result.groups]))
+        self.state = result.state
+        self.connack_user_properties = user_properties
+        self._accept_connect(packet)
+        held, self.held = self.held, []
+        for later in held:
+            owner = self.resumed or self
+            if owner.closed:
+                return
+            owner._handle(later)
+
+    def _refuse(self, version: int, code: int) -> None:
+        answer = code if version == V5 else rules.v311_connack(code)
+        self._send(ConnAck(answer), version)
+        self._close(CloseCode.NORMAL, f"CONNECT refused (0x{code:02x}).")
+
+    def _accept_connect(self, packet: Connect) -> None:
+        version = packet.protocol_level
+        client_id = self.connection_id
+        existing = self.node.find_connection(self.hub, client_id)
+        if existing is not None and not isinstance(existing, MqttConnection):
+            self._refuse(version, Reason.CLIENT_IDENTIFIER_NOT_VALID)  # a Web PubSub client's
+            return
+        expiry = rules.session_expiry(
+            version, packet.clean_start, packet.properties.session_expiry_interval
+        )
+        if isinstance(existing, MqttConnection):
+            session = existing.session
+            if not packet.clean_start and session is not None and session.version == version:
+                existing._resume(self, packet, expiry)
+                self.resumed = existing
+                return
+            existing.take_over()
+        self.session = rules.Session(version, expiry=expiry)
+        self.session_id = secrets.token_hex(16)
+        self.new_session = True
+        self.keep_alive = rules.server_keep_alive(version, packet.keep_alive) or packet.keep_alive
+        will = packet.will
+        if will is not None:
+            self.will = Publish(will.topic, will.payload, will.qos, properties=will.properties)
+        self.node.connect(self, self.groups_at_connect)
+        assigned = None if packet.client_id else client_id
+        self._send(ConnAck(0, False, self._connack_properties(packet, assigned)))
+
+    def _connack_properties(self, packet: Connect, assigned: str | None) -> Properties:
+        if packet.protocol_level != V5:
+            return NO_PROPERTIES
+        session = self.session
+        requested = packet.properties.session_expiry_interval
+        granted = int(session.expiry) if session is not None else 0
+        return Properties(
+            retain_available=0,
+            wildcard_subscription_available=0,
+            shared_subscription_available=0,
+            assigned_client_identifier=assigned,
+            server_keep_alive=rules.server_keep_alive(V5, packet.keep_alive),
+            session_expiry_interval=granted if (requested or 0) > granted else None,
+            maximum_packet_size=self.parser.max_packet_size,
+            user_properties=self.connack_user_properties,
+        )
+
+    def _resume(self, new: MqttConnection, packet: Connect, expiry: float) -> None:
+        """CONNECT with clean start 0 for this session: move it to ``new``'s socket, answer
+        Session Present 1, resend what was not acknowledged (mqtt spec 3.6)."""
+        session = self.session
+        assert session is not None
+        if self.transport is not DETACHED:
+            self._send(Disconnect(Reason.SESSION_TAKEN_OVER))
+            self._publish_will()
+            self.transport.close(CloseCode.NORMAL, "Session taken over.")
+        self.transport = new.transport
+        self.physical_connection_id = new.physical_connection_id
+        self.parser = new.parser
+        self.codec = new.codec
+        self.keep_alive = rules.server_keep_alive(packet.protocol_level, packet.keep_alive) or (
+            packet.keep_alive
+        )
+        self.last_packet = new.last_packet
+        self.clean_exit = False
+        will = packet.will
+        self.will = (
+            Publish(will.topic, will.payload, will.qos, properties=will.properties)
+            if will is not None
+            else None
+        )
+        session.expiry = expiry
+        session.detached_until = None
+        self._send(ConnAck(0, True, self._connack_properties(packet, None)))
+        for frame in session.outgoing.values():
+            if frame:
+                self.transport.send(_with_dup(frame))
+
+    def _detach(self, now: float) -> None:
+        """Keep the session without a socket for its expiry (mqtt spec 3.6)."""
+        session = self.session
+        assert session is not None
+        if not self.clean_exit:
+            self._publish_will()
+        self.will = None
+        session.detached_until = now + session.expiry
+
+    def tick(self, now: float) -> bool:
+        """Once a second: end an expired offline session, or a silent client (keep alive).
+
+        Returns True when this connection is over and need not be ticked again.
+        """
+        if self.closed:
+            return True
+        session = self.session
+        if session is not None and session.detached_until is not None:
+            if now < session.detached_until:
+                return False
+            self.clean_exit = True
+            self._end(None, "The session expired.")
+            return True
+        return self.check_keep_alive(now)
+
+    def check_keep_alive(self, now: float) -> bool:
+        """Close a client silent for 1.5 x its keep alive (MQTT 5.0 3.1.2.10): 0x8D."""
+        if self.closed or self.session is None or not self.keep_alive:
+            return False
+        if now - self.last_packet <= 1.5 * self.keep_alive:
+            return False
+        self.fail(Reason.KEEP_ALIVE_TIMEOUT, "Keep alive timeout.")
+        return self.closed
+
+    def take_over(self) -> None:
+        """Another CONNECT with this client id arrived: 5.0 DISCONNECT 0x8E, then close."""
+        if self.closed:
+            return
+        self._send(Disconnect(Reason.SESSION_TAKEN_OVER))
+        self._server_disconnect(Reason.SESSION_TAKEN_OVER)
+        self._publish_will()
+        self.node.disconnect(self, "Session taken over.")
+        self.transport.close(CloseCode.NORMAL, "Session taken over.")
+
+    # -- PUBLISH (mqtt spec 3.5) ----------------------------------------------------------
+
+    def _on_publish(self, packet: Publish) -> None:
+        session = self.session
+        assert session is not None
+        version = self.version
+        if packet.retain and version == V5:
+            self.fail(Reason.RETAIN_NOT_SUPPORTED, "Retained messages are not supported.")
+            return
+        if packet.properties.topic_alias is not None:
+            self.fail(Reason.TOPIC_ALIAS_INVALID, "Topic aliases are not supported.")
+            return
+        packet_id = packet.packet_id or 0
+        if packet.qos == 2 and packet_id in session.received_qos2:
+            self._send(PubRec(packet_id))  # a resent QoS 2 PUBLISH: delivered once already
+            return
+        reason = rules.publish_reason(packet.topic, self.roles)
+        if reason == rules.SUCCESS and rules.topic_kind(packet.topic) == "event":
+            # A user event (mqtt spec 5.5): acknowledged on receipt, answered on .../succeeded
+            # or .../failed when the handler answers.
+            accepted = self.on_event is not None and self.on_event(
+                self, rules.event_name(packet.topic), packet
+            )
+            if not accepted:
+                reason = Reason.QUOTA_EXCEEDED if self.on_event else Reason.UNSPECIFIED_ERROR
+            if not reason:
+                self._ack_publish(packet)
+                return
+        if reason:
+            if packet.qos == 0:
+                self.fail(Reason(reason), f"PUBLISH to '{packet.topic[:100]}' refused.")
+                return
+            ack_reason = reason if version == V5 else 0
+            self._send(
+                PubAck(packet_id, ack_reason) if packet.qos == 1 else PubRec(packet_id, ack_reason)
+            )
+            return
+        self.publish(packet)
+        self._ack_publish(packet)
+
+    def _ack_publish(self, packet: Publish) -> None:
+        session = self.session
+        assert session is not None
+        packet_id = packet.packet_id or 0
+        if packet.qos == 1:
+            self._send(PubAck(packet_id))
+        elif packet.qos == 2:
+            session.received_qos2.add(packet_id)
+            self._send(PubRec(packet_id))
+
+    def event_answer(
+        self,
+        event: str,
+        request: Publish,
+        status: int,
+        content_type: str | None,
+        body: bytes,
+        user_properties: rules.UserProperties,
+    ) -> None:
+        """The handler's answer to a user event, as a PUBLISH to this client (mqtt spec 5.5):
+        on ``.../succeeded`` or ``.../failed``, the request's QoS and Correlation Data."""
+        session = self.session
+        if self.closed or session is None:
+            return
+        props = NO_PROPERTIES
+        if session.version == V5:
+            props = Properties(
+                content_type=content_type or None,
+                correlation_data=request.properties.correlation_data,
+                user_properties=(("azure-status-code", str(status)), *user_properties),
+            )
+        topic = rules.event_answer_topic(event, status)
+        qos = request.qos
+        packet_id = session.take_packet_id() if qos else None
+        if qos and packet_id is None:
+            return  # too many unacknowledged; the answer is dropped
+        frame = binary_frame(
+            encode(Publish(topic, body, qos, False, False, packet_id, props), session.version)
+        )
+        if packet_id is not None:
+            session.outgoing[packet_id] = frame
+        self.transport.send(frame)
+
+    def publish(self, packet: Publish) -> None:
+        """A PUBLISH to a group topic: send it to the group (every protocol, every node)."""
+        props = packet.properties
+        data_type = rules.data_type_of(props.content_type, packet.payload)
+        expires = None
+        if props.message_expiry_interval is not None:
+            expires = time.time() + props.message_expiry_interval
+        extras = MqttExtras(
+            props.user_properties,
+            props.correlation_data,
+            props.response_topic,
+            props.payload_format_indicator,
+            self.connection_id,
+            props.content_type,
+        )
+        message = Message(
+            packet.payload,
+            data_type,
+            Source.GROUP,
+            packet.topic,
+            self.user_id,
+            None,
+            expires,
+            qos=packet.qos,
+            mqtt=extras,
+        )
+        self.node.execute(self.hub, c.Send(c.ToGroup(packet.topic), message))
+
+    # -- SUBSCRIBE / UNSUBSCRIBE (mqtt spec 3.4) ---------------------------------------------
+
+    def _on_subscribe(self, packet: Subscribe) -> None:
+        session = self.session
+        assert session is not None
+        codes = []
+        sub_id = (packet.properties.subscription_identifiers or (None,))[0]
+        for sub in packet.subscriptions:
+            code = rules.subscribe_reason(sub.topic_filter, sub.qos, self.roles)
+            if code < 0x80 and not rules.is_server_topic(sub.topic_filter):
+                self._join(sub.topic_filter)
+                session.subscriptions[sub.topic_filter] = (sub.qos, sub.no_local, sub_id)
+            codes.append(code if self.version == V5 else rules.v311_suback(code))
+        self._send(SubAck(packet.packet_id, tuple(codes)))
+
+    def _on_unsubscribe(self, packet: Unsubscribe) -> None:
+        session = self.session
+        assert session is not None
+        codes = []
+        for topic_filter in packet.topic_filters:
+            if topic_filter in self.groups:
+                session.subscriptions.pop(topic_filter, None)
+                self._leave(topic_filter)
+                codes.append(0)
+            else:
+                codes.append(Reason.NO_SUBSCRIPTION_EXISTED)
+        self._send(UnsubAck(packet.packet_id, tuple(codes)))
+
+    def _join(self, group: str) -> None:
+        hub = self.node.hubs[self.hub]
+        hub.join(self, group)
+        if self.node.engine is not None:
+            self.node.engine.record_soon(
+                self.hub, c.AddToGroup(c.ToConnection(self.connection_id), group)
+            )
+
+    def _leave(self, group: str) -> None:
+        self.node.hubs[self.hub].leave(self, group)
+        if self.node.engine is not None:
+            self.node.engine.record_soon(
+                self.hub, c.RemoveFromGroup(c.ToConnection(self.connection_id), group)
+            )
+
+    # -- messages out (mqtt spec 4.3-4.5) ---------------------------------------------------
+
+    def deliver_message(self, message: Message) -> bool:
+        """Queue ``message`` as a PUBLISH: encoded once per (version, QoS, topic) per message."""
+        session = self.session
+        if self.closed or session is None:
+            return True
+        sent_qos = message.qos if message.qos is not None else 1
+        sub_id = None
+        if message.source is Source.GROUP and message.group is not None:
+            topic = message.group
+            subscription = session.subscriptions.get(topic)
+            granted = 0
+            if subscription is not None:
+                granted, no_local, sub_id = subscription
+                extras = message.mqtt
+                if no_local and extras is not None and extras.origin == self.connection_id:
+                    return True  # No Local: not back to the publisher (mqtt spec 3.4)
+            qos = rules.delivered_qos(sent_qos, granted)
+        else:
+            topic, qos = rules.SERVER_MESSAGES, 1
+        frames = message.frames
+        key = ("mqtt", session.version, qos, topic, sub_id)
+        head = frames.get(key)
+        if head is None:
+            head, tail = _publish_frame_parts(message, topic, qos, session.version, sub_id)
+            frames[key] = head
+            frames[(*key, "tail")] = tail
+        tail = frames[(*key, "tail")]
+        if qos == 0:
+            self.transport.send(head + tail)
+            return True
+        packet_id = session.take_packet_id()
+        if packet_id is None:
+            return False  # too many unacknowledged: a consumer this slow must go
+        frame = head + struct.pack("!H", packet_id) + tail
+        session.outgoing[packet_id] = frame  # kept until acknowledged, resent on resume
+        self.transport.send(frame)
+        return True
+
+    # -- endings (mqtt spec 6) ----------------------------------------------------------------
+
+    def fail(self, reason: int, message: str) -> None:
+        """A protocol error: 5.0 DISCONNECT with ``reason``, then close; the will is sent."""
+        log.info("closing MQTT client %s: %s", self.connection_id, message)
+        if self.session is not None:
+            self._send(Disconnect(reason))
+            self._server_disconnect(reason)
+        self._end(CloseCode.PROTOCOL_ERROR if reason in (0x81, 0x82) else CloseCode.NORMAL, message)
+
+    def _server_disconnect(self, reason: int) -> None:
+        """Record a DISCONNECT the service sent, for the ``disconnected`` event (5.4)."""
+        packet = {"code": reason, "userProperties": None} if self.version == V5 else None
+        self.disconnect_event = {"initiatedByClient": False, "disconnectPacket": packet}
+
+    def close(self, code: int, reason: str) -> None:
+        """REST close (and shutdown): DISCONNECT 0x98 on 5.0, then close (mqtt spec 6.1)."""
+        if not self.closed:
+            self._server_disconnect(Reason.ADMINISTRATIVE_ACTION)
+        super().close(code, reason)
+
+    def socket_lost(self, transport: Transport, now: float) -> bool:
+        """The WebSocket ``transport`` ended: publish the will; keep a persistent session for
+        its expiry, end any other. Returns True when the connection is over."""
+        if transport is not self.transport:
+            return self.closed  # the session moved to another socket (resume, detach)
+        session = self.session
+        if self.closed or session is None or not session.expiry:
+            self._end(None, "The connection was lost.")
+            return True
+        self._detach(now)
+        self.transport = DETACHED
+        return False
+
+    def _end(self, code: int | None, reason: str) -> None:
+        """End the session: will (unless a clean exit), leave the hub, close the socket."""
+        if not self.clean_exit:
+            self._publish_will()
+        if self._registered():
+            self.node.disconnect(self, reason)
+        if code is not None:
+            self._close(code, reason)
+        self.closed = True
+
+    def _registered(self) -> bool:
+        """Whether the node knows this connection (not before CONNECT, not after a takeover)."""
+        return (
+            self.session is not None
+            and self.node.find_connection(self.hub, self.connection_id) is self
+        )
+
+    def _publish_will(self) -> None:
+        will, self.will = self.will, None
+        if will is None or self.session is None:
+            return
+        # Will: needs sendToGroup rights on its topic, checked now (mqtt spec 2.3 [I]).
+        allowed = rules.publish_reason(will.topic, self.roles) == rules.SUCCESS
+        if allowed and rules.topic_kind(will.topic) == "group":
+            self.publish(will)
+
+    def _send(self, packet: Packet, version: int | None = None) -> None:
+        self.transport.send(binary_frame(encode(packet, version or self.version)))
+
+    def _close(self, code: int, reason: str) -> None:
+        self.closed = True
+        self.transport.close(code, reason)
+
+
+class _Detached:
+    """The transport of a session without a socket: what is sent is dropped (QoS 1/2
+    messages wait in the session's in-flight table and are sent on resume)."""
+
+    def send(self, frame: bytes) -> None:
+        pass
+
+    def send_expiring(self, pieces: tuple[bytes, ...], expires: float) -> None:
+        pass
+
+    def close(self, code: int, reason: str) -> None:
+        pass
+
+
+DETACHED: Transport = _Detached()
+
+
+def _with_dup(frame: bytes) -> bytes:
+    """A saved frame to resend: a PUBLISH gets DUP=1 (MQTT 5.0 4.4); a PUBREL stays as is."""
+    second = frame[1] & 0x7F
+    offset = 2 if second < 126 else 4 if second == 126 else 10
+    first = frame[offset]
+    if first >> 4 != 3:
+        return frame
+    return frame[:offset] + bytes((first | 0x08,)) + frame[offset + 1 :]
+
+
+def _publish_frame_parts(
+    message: Message, topic: str, qos: int, version: int, sub_id: int | None = None
+) -> tuple[bytes, bytes]:
+    """A WebSocket frame holding the PUBLISH, split where the packet id goes (QoS 1/2).
+
+    5.0: Content Type from the data type, the remaining expiry, the subscription's
+    identifier, and what an MQTT publisher set for MQTT receivers (mqtt spec 4.2, 4.6).
+    """
+    props = NO_PROPERTIES
+    if version == V5:
+        extras = message.mqtt
+        if extras is not None:  # from an MQTT client: its own Content Type, or none
+            content_type = extras.content_type
+        else:
+            content_type = rules.CONTENT_TYPES.get(message.data_type)
+            extras = MqttExtras()
+        expiry = None
+        if message.expires is not None:
+            expiry = max(0, int(message.expires - time.time()))
+        props = Properties(
+            content_type=content_type,
+            message_expiry_interval=expiry,
+            user_properties=extras.user_properties,
+            correlation_data=extras.correlation_data,
+            response_topic=extras.response_topic,
+            payload_format_indicator=extras.payload_format_indicator,
+            subscription_identifiers=(sub_id,) if sub_id is not None else (),
+        )
+    head, tail = publish_parts(Publish(topic, message.data, qos, properties=props), version)
+    size = len(head) + len(tail) + (2 if qos else 0)
+    return header(OP_BINARY, size) + head, tail

@@ -1,0 +1,733 @@
+"""MQTT clients at /clients/mqtt/hubs/{hub} (mqtt spec), driven by a real paho-mqtt 2 client.
+
+Tokens come from the official Python server SDK (``client_protocol="MQTT"``), REST calls go
+through it too, and the JSON side of interop is the ``json.webpubsub.azure.v1`` test client.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import paho.mqtt.client as mqtt
+import pytest
+from azure.messaging.webpubsubservice import WebPubSubServiceClient
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties as PahoProperties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from tests.server.helpers import TIMEOUT, connect_json, wait_until
+from tests.upstream_app import Reply, UpstreamApp
+from webpubsub.core.events import EventHandlerSettings, HubSettings
+from webpubsub.protocols.frames import binary_frame, text_frame
+from webpubsub.testing import ServiceThread
+
+V311, V5 = mqtt.MQTTv311, mqtt.MQTTv5
+
+
+def sdk(service: ServiceThread, hub: str) -> WebPubSubServiceClient:
+    return WebPubSubServiceClient.from_connection_string(service.connection_string, hub=hub)
+
+
+@dataclass
+class Paho:
+    """A paho client over WebSocket with its callbacks turned into queues."""
+
+    client: mqtt.Client
+    connack: queue.Queue[Any] = field(default_factory=queue.Queue)
+    messages: queue.Queue[mqtt.MQTTMessage] = field(default_factory=queue.Queue)
+    subacks: queue.Queue[list[ReasonCode]] = field(default_factory=queue.Queue)
+    pubacks: queue.Queue[tuple[int, Any]] = field(default_factory=queue.Queue)
+    disconnects: queue.Queue[Any] = field(default_factory=queue.Queue)
+
+    def subscribe(self, topic: str, qos: int = 0) -> list[int]:
+        self.client.subscribe(topic, qos)
+        return [int(getattr(c, "value", c)) for c in self.subacks.get(timeout=TIMEOUT)]
+
+    def message(self) -> mqtt.MQTTMessage:
+        return self.messages.get(timeout=TIMEOUT)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def paho(
+    service: ServiceThread,
+    hub: str,
+    client_id: str,
+    *,
+    version: int = V5,
+    roles: list[str] | None = None,
+    user_id: str | None = None,
+    groups: list[str] | None = None,
+    will: tuple[str, bytes] | None = None,
+    expect: int = 0,
+) -> Paho:
+    token = sdk(service, hub).get_client_access_token(
+        client_protocol="MQTT", roles=roles, user_id=user_id, groups=groups
+    )
+    url = urlsplit(token["url"])
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=version,
+        transport="websockets",
+        reconnect_on_failure=False,
+    )
+    client.ws_set_options(path=f"{url.path}?{url.query}")
+    if will is not None:
+        client.will_set(will[0], will[1], qos=0)
+    p = Paho(client)
+    client.on_connect = lambda c, u, flags, rc, props=None: p.connack.put((rc, props))
+    client.on_message = lambda c, u, msg: p.messages.put(msg)
+    client.on_subscribe = lambda c, u, mid, codes, props=None: p.subacks.put(codes)
+    client.on_publish = lambda c, u, mid, rc, props=None: p.pubacks.put((mid, rc))
+    client.on_disconnect = lambda c, u, flags, rc, props=None: p.disconnects.put(rc)
+    client.connect(url.hostname or "127.0.0.1", url.port or 80, keepalive=60)
+    client.loop_start()
+    rc, _props = p.connack.get(timeout=TIMEOUT)
+    assert int(getattr(rc, "value", rc)) == expect
+    return p
+
+
+@pytest.fixture
+def clients() -> Iterator[list[Paho]]:
+    made: list[Paho] = []
+    yield made
+    for p in made:
+        p.close()
+
+
+@pytest.mark.parametrize("version", [V311, V5])
+def test_connect_subscribe_publish(
+    service: ServiceThread, hub: str, clients: list[Paho], version: int
+) -> None:
+    roles = ["webpubsub.joinLeaveGroup", "webpubsub.sendToGroup"]
+    a = paho(service, hub, "alice1", version=version, roles=roles, user_id="alice")
+    b = paho(service, hub, "bob1", version=version, roles=roles)
+    clients += [a, b]
+    assert b.subscribe("t", 1) == [1]
+    assert sdk(service, hub).connection_exists("alice1")
+    a.client.publish("t", b"hello", qos=1)
+    msg = b.message()
+    assert (msg.topic, msg.payload, msg.qos, msg.retain) == ("t", b"hello", 1, False)
+    a.client.publish("t", b"zero", qos=0)
+    msg = b.message()
+    assert (msg.payload, msg.qos) == (b"zero", 0)
+
+
+def test_qos_downgraded_per_subscriber(
+    service: ServiceThread, hub: str, clients: list[Paho]
+) -> None:
+    roles = ["webpubsub.joinLeaveGroup", "webpubsub.sendToGroup"]
+    a = paho(service, hub, "pub1", roles=roles)
+    b = paho(service, hub, "subq1", roles=roles)
+    c = paho(service, hub, "subq0", roles=roles)
+    clients += [a, b, c]
+    assert b.subscribe("t", 1) == [1]
+    assert c.subscribe("t", 0) == [0]
+    a.client.publish("t", b"m", qos=1)
+    assert b.message().qos == 1
+    assert c.message().qos == 0
+
+
+def test_qos2_exactly_once(service: ServiceThread, hub: str, clients: list[Paho]) -> None:
+    roles = ["webpubsub.joinLeaveGroup", "webpubsub.sendToGroup"]
+    a = paho(service, hub, "pub2", roles=roles)
+    b = paho(service, hub, "sub2", roles=roles)
+    clients += [a, b]
+    assert b.subscribe("t", 2) == [2]
+    info = a.client.publish("t", b"once", qos=2)
+    info.wait_for_publish(TIMEOUT)
+    msg = b.message()
+    assert (msg.payload, msg.qos) == (b"once", 2)
+    a.client.publish("t", b"next", qos=0)
+    assert b.message().payload == b"next"  # nothing delivered twice in between
+
+
+@pytest.mark.parametrize(("version", "denied"), [(V311, 128), (V5, 135)])
+def test_subscribe_denied(
+    service: ServiceThread, hub: str, clients: list[Paho], version: int, denied: int
+) -> None:
+    p = paho(service, hub, "c1", version=version, roles=["webpubsub.joinLeaveGroup.t"])
+    clients.append(p)
+    assert p.subscribe("u", 1) == [denied]
+    assert p.subscribe("t", 1) == [1]
+
+
+def test_unsupported_filters(service: ServiceThread, hub: str, clients: list[Paho]) -> None:
+    p = paho(service, hub, "c1", roles=["webpubsub.joinLeaveGroup"])
+    clients.append(p)
+    assert p.subscribe("a/+") == [0xA2]
+    assert p.subscribe("$share/g/t") == [0x9E]
+    assert p.subscribe("$webpubsub/other") == [0x8F]
+
+
+def test_publish_denied(service: ServiceThread, hub: str, clients: list[Paho]) -> None:
+    p = paho(service, hub, "c1")
+    clients.append(p)
+    p.client.publish("t", b"x", qos=1)
+    _mid, rc = p.pubacks.get(timeout=TIMEOUT)
+    assert int(rc.value) == 0x87
+    assert p.client.is_connected()
+    p.client.publish("t", b"x", qos=0)
+    assert int(p.disconnects.get(timeout=TIMEOUT).value) == 0x87
+
+
+@pytest.mark.parametrize("version", [V311, V5])
+def test_client_id_rules(service: ServiceThread, hub: str, version: int) -> None:
+    # paho reports 3.1.1 return code 2 as 5.0's 0x85; test_v311_refusal_bytes reads the byte
+    p = paho(service, hub, "mqttjs_1234", version=version, expect=0x85)
+    p.client.loop_stop()
+
+
+def test_assigned_client_id(service: ServiceThread, hub: str, clients: list[Paho]) -> None:
+    token = sdk(service, hub).get_client_access_token(client_protocol="MQTT")
+    url = urlsplit(token["url"])
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id="", protocol=V5, transport="websockets"
+    )
+    client.ws_set_options(path=f"{url.path}?{url.query}")
+    got: queue.Queue[Any] = queue.Queue()
+    client.on_connect = lambda c, u, flags, rc, props=None: got.put((rc, props))
+    client.connect(url.hostname or "", url.port or 80)
+    client.loop_start()
+    try:
+        rc, props = got.get(timeout=TIMEOUT)
+        assert rc == 0
+        assigned = props.AssignedClientIdentifier
+        assert assigned.isalnum() and 1 <= len(assigned) <= 128
+        assert sdk(service, hub).connection_exists(assigned)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def test_takeover(service: ServiceThread, hub: str, clients: list[Paho]) -> None:
+    first = paho(service, hub, "same1")
+    second = paho(service, hub, "same1")
+    clients += [second]
+    assert int(first.disconnects.get(timeout=TIMEOUT).value) == 0x8E
+    first.client.loop_stop()
+    assert sdk(service, hub).connection_exists("same1")
+
+
+def test_bad_token_refused(service: ServiceThread, hub: str) -> None:
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id="c1", protocol=V5, transport="websockets"
+    )
+    client.ws_set_options(path=f"/clients/mqtt/hubs/{hub}?access_token=bad")
+    with pytest.raises((OSError, mqtt.WebsocketConnectionError)):
+        client.connect("127.0.0.1", urlsplit(service.endpoint).port or 80)
+
+
+def test_interop_mqtt_to_json_and_back(
+    service: ServiceThread, hub: str, clients: list[Paho]
+) -> None:
+    import asyncio
+
+    roles = ["webpubsub.joinLeaveGroup", "webpubsub.sendToGroup"]
+    m = paho(service, hub, "mq1", roles=roles, user_id="alice")
+    clients.append(m)
+    assert m.subscribe("t", 1) == [1]
+
+    async def run() -> None:
+        ws = await connect_json(service, hub, roles=roles)
+        try:
+            await ws.join("t")
+            props = PahoProperties(PacketTypes.PUBLISH)
+            props.ContentType = "application/json"
+            m.client.publish("t", b'{"a":1}', qos=1, properties=props)
+            frame = await ws.receive()
+            assert frame["dataType"] == "json" and frame["data"] == {"a": 1}
+            assert frame["fromUserId"] == "alice" and frame["group"] == "t"
+            m.client.publish("t", b"\x01\x02", qos=0)
+            frame = await ws.receive()
+            assert frame["dataType"] == "binary"
+            await ws.send({"type": "sendToGroup", "group": "t", "dataType": "text", "data": "hi"})
+        finally:
+            await ws.close()
+
+    asyncio.run(run())
+    msgs = [m.message() for _ in range(3)]
+    mine = [x for x in msgs if x.payload == b"hi"]
+    assert mine and mine[0].qos == 1
+    assert mine[0].properties.ContentType == "text/plain"
+
+
+def test_rest_sends_reach_mqtt(service: ServiceThread, hub: str, clients: list[Paho]) -> None:
+    m = paho(service, hub, "mq2", user_id="u2", roles=["webpubsub.joinLeaveGroup"])
+    clients.append(m)
+    assert m.subscribe("g", 1) == [1]
+    api = sdk(service, hub)
+    api.send_to_group("g", {"a": 1})
+    msg = m.message()
+    assert msg.topic == "g" and json.loads(msg.payload) == {"a": 1}
+    api.send_to_all("all", content_type="text/plain")
+    msg = m.message()
+    assert (msg.topic, msg.payload, msg.qos) == ("$webpubsub/server/messages", b"all", 1)
+    api.send_to_user("u2", "user", content_type="text/plain")
+    assert m.message().payload == b"user"
+    api.send_to_connection("mq2", "conn", content_type="text/plain")
+    assert m.message().payload == b"conn"
+
+
+def test_rest_membership_and_close(service: ServiceThread, hub: str, clients: list[Paho]) -> None:
+    m = paho(service, hub, "mq3", groups=["t0"])
+    api = sdk(service, hub)
+    api.send_to_group("t0", "claim", content_type="text/plain")
+    assert m.message().payload == b"claim"
+    api.add_connection_to_group("x", "mq3")
+    api.send_to_group("x", "added", content_type="text/plain")
+    msg = m.message()
+    assert (msg.topic, msg.payload, msg.qos) == ("x", b"added", 0)
+    api.close_connection("mq3", reason="bye")
+    rc = m.disconnects.get(timeout=TIMEOUT)
+    assert int(rc.value) == 0x98
+    m.client.loop_stop()
+    wait_until(lambda: not api.connection_exists("mq3"), "mq3 gone")
+
+
+def test_will_on_lost_socket(service: ServiceThread, hub: str, clients: list[Paho]) -> None:
+    roles = ["webpubsub.joinLeaveGroup", "webpubsub.sendToGroup"]
+    watcher = paho(service, hub, "watch1", roles=roles)
+    clients.append(watcher)
+    assert watcher.subscribe("t") == [0]
+    dying = paho(service, hub, "dying1", roles=roles, will=("t", b"gone"))
+    sock = dying.client.socket()
+    dying.client.loop_stop()
+    assert sock is not None
+    sock.close()
+    assert watcher.message().payload == b"gone"
+
+
+def test_normal_disconnect_sends_no_will(
+    service: ServiceThread, hub: str, clients: list[Paho]
+) -> None:
+    roles = ["webpubsub.joinLeaveGroup", "webpubsub.sendToGroup"]
+    watcher = paho(service, hub, "watch2", roles=roles)
+    clients.append(watcher)
+    assert watcher.subscribe("t") == [0]
+    leaving = paho(service, hub, "leaving", roles=roles, will=("t", b"gone"))
+    leaving.close()
+    wait_until(lambda: not sdk(service, hub).connection_exists("leaving"), "leaving gone")
+    leaving2 = paho(service, hub, "marker", roles=roles)
+    leaving2.client.publish("t", b"after", qos=0)
+    assert watcher.message().payload == b"after"
+    leaving2.close()
+
+
+# -- bad input over a raw WebSocket -----------------------------------------------------------
+
+
+def _raw_ws(service: ServiceThread, hub: str, roles: list[str] | None = None) -> socket.socket:
+    token = sdk(service, hub).get_client_access_token(client_protocol="MQTT", roles=roles)
+    url = urlsplit(token["url"])
+    sock = socket.create_connection((url.hostname or "", url.port or 80), timeout=TIMEOUT)
+    sock.sendall(
+        (
+            f"GET {url.path}?{url.query} HTTP/1.1\r\nHost: {url.netloc}\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: mqtt\r\n\r\n"
+        ).encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(4096)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    assert b"Sec-WebSocket-Protocol: mqtt" in head
+    return sock
+
+
+def _masked(frame: bytes) -> bytes:
+    """Client frames must be masked: mask with zeros (payload unchanged)."""
+    first, second = frame[0], frame[1]
+    rest = frame[2:]
+    if second == 126:
+        return bytes((first, 0x80 | 126)) + rest[:2] + b"\0\0\0\0" + rest[2:]
+    return bytes((first, 0x80 | second)) + b"\0\0\0\0" + rest
+
+
+def _read_all(sock: socket.socket) -> bytes:
+    """Server frames up to and including its close frame (or until the socket ends)."""
+    data = b""
+    pos = 0
+    try:
+        while True:
+            # walk the complete frames received so far; stop after a close frame (0x88)
+            while len(data) >= pos + 2:
+                length, start = data[pos + 1] & 0x7F, pos + 2
+                if length == 126:
+                    if len(data) < pos + 4:
+                        break
+                    length, start = int.from_bytes(data[pos + 2 : pos + 4], "big"), pos + 4
+                if len(data) < start + length:
+                    break
+                if data[pos] == 0x88:
+                    return data
+                pos = start + length
+            chunk = sock.recv(4096)
+            if not chunk:
+                return data
+            data += chunk
+    except (TimeoutError, ConnectionResetError):
+        return data
+
+
+CONNECT_5 = bytes.fromhex("10 0f 0004 4d515454 05 02 003c 00 0002 6331")
+
+
+@pytest.mark.parametrize(
+    ("payload", "why"),
+    [
+        (bytes.fromhex("30 05 0001 74 00 78"), "publish before connect"),
+        (CONNECT_5 + CONNECT_5, "second connect"),
+        (CONNECT_5 + bytes.fromhex("30 05 0002 c328 00"), "invalid UTF-8 topic"),
+        (CONNECT_5 + bytes.fromhex("30 ff ff ff ff 01"), "bad remaining length"),
+        (CONNECT_5 + bytes.fromhex("31 05 0001 74 00 78"), "retain on 5.0"),
+    ],
+)
+def test_bad_packets_close(service: ServiceThread, hub: str, payload: bytes, why: str) -> None:
+    sock = _raw_ws(service, hub)
+    with sock:
+        sock.sendall(_masked(binary_frame(payload)))
+        data = _read_all(sock)
+    assert b"\x88" in data, why  # a WebSocket close frame came back
+
+
+def test_v311_refusal_bytes(service: ServiceThread, hub: str) -> None:
+    """3.1.1 CONNACK return codes: 2 for a bad client id, 3 for keep alive 0 (mqtt spec 3.2)."""
+    for client_id, keep_alive, code in ((b"a_b", 60, 2), (b"ab", 0, 3)):
+        body = b"\x00\x04MQTT\x04\x02" + keep_alive.to_bytes(2, "big")
+        body += len(client_id).to_bytes(2, "big") + client_id
+        sock = _raw_ws(service, hub)
+        with sock:
+            sock.sendall(_masked(binary_frame(bytes((0x10, len(body))) + body)))
+            data = _read_all(sock)
+        assert bytes((0x82, 4, 0x20, 2, 0, code)) in data
+
+
+def test_unsupported_version_gets_311_connack(service: ServiceThread, hub: str) -> None:
+    body = b"\x00\x06MQIsdp\x03\x02\x00\x3c\x00\x02ab"
+    sock = _raw_ws(service, hub)
+    with sock:
+        sock.sendall(_masked(binary_frame(bytes((0x10, len(body))) + body)))
+        data = _read_all(sock)
+    assert bytes((0x82, 4, 0x20, 2, 0, 1)) in data
+
+
+def test_text_frame_closes(service: ServiceThread, hub: str) -> None:
+    sock = _raw_ws(service, hub)
+    with sock:
+        sock.sendall(_masked(text_frame(b"hello")))
+        assert b"\x88" in _read_all(sock)
+
+
+def test_packets_split_and_joined_across_frames(service: ServiceThread, hub: str) -> None:
+    """One byte per WebSocket frame for CONNECT, then PINGREQ twice in one frame."""
+    sock = _raw_ws(service, hub)
+    with sock:
+        for i in range(len(CONNECT_5)):
+            sock.sendall(_masked(binary_frame(CONNECT_5[i : i + 1])))
+        got = b""
+        while b"\x20" not in got[:3]:
+            got += sock.recv(4096)
+        sock.sendall(_masked(binary_frame(bytes.fromhex("c000 c000"))))
+        while got.count(b"\xd0\x00") < 2:
+            got += sock.recv(4096)
+
+
+def test_neighbours_unharmed(service: ServiceThread, hub: str, clients: list[Paho]) -> None:
+    roles = ["webpubsub.joinLeaveGroup", "webpubsub.sendToGroup"]
+    ok = paho(service, hub, "fine1", roles=roles)
+    clients.append(ok)
+    assert ok.subscribe("t") == [0]
+    sock = _raw_ws(service, hub)
+    with sock:
+        sock.sendall(_masked(binary_frame(bytes.fromhex("ff ff ff ff ff"))))
+        _read_all(sock)
+    ok.client.publish("t", b"still", qos=0)
+    assert ok.message().payload == b"still"
+
+
+def test_keep_alive_timeout(service: ServiceThread, hub: str) -> None:
+    """5.0 keep alive 1 s and silence: DISCONNECT 0x8D after 1.5 s, then close (mqtt 3.8)."""
+    connect = bytes.fromhex("10 0f 0004 4d515454 05 02 0001 00 0002 6b61")
+    sock = _raw_ws(service, hub)
+    with sock:
+        sock.sendall(_masked(binary_frame(connect)))
+        data = _read_all(sock)
+    assert b"\xe0\x01\x8d" in data
+
+
+def _persistent(service: ServiceThread, hub: str, client_id: str, version: int) -> Paho:
+    token = sdk(service, hub).get_client_access_token(
+        client_protocol="MQTT", roles=["webpubsub.joinLeaveGroup", "webpubsub.sendToGroup"]
+    )
+    url = urlsplit(token["url"])
+    kwargs: dict[str, Any] = {} if version == V5 else {"clean_session": False}
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=version,
+        transport="websockets",
+        reconnect_on_failure=False,
+        **kwargs,
+    )
+    client.ws_set_options(path=f"{url.path}?{url.query}")
+    p = Paho(client)
+    client.on_connect = lambda c, u, flags, rc, props=None: p.connack.put((flags, rc))
+    client.on_message = lambda c, u, msg: p.messages.put(msg)
+    client.on_subscribe = lambda c, u, mid, codes, props=None: p.subacks.put(codes)
+    client.on_disconnect = lambda c, u, flags, rc, props=None: p.disconnects.put(rc)
+    if version == V5:
+        props = PahoProperties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 30
+        client.connect(url.hostname or "", url.port or 80, clean_start=False, properties=props)
+    else:
+        client.connect(url.hostname or "", url.port or 80)
+    client.loop_start()
+    return p
+
+
+@pytest.mark.parametrize("version", [V311, V5])
+def test_session_survives_a_dropped_socket(service: ServiceThread, hub: str, version: int) -> None:
+    """mqtt spec 3.6 / check 19: queued QoS 1 message arrives after resuming, no resubscribe."""
+    first = _persistent(service, hub, "keep1", version)
+    flags, rc = first.connack.get(timeout=TIMEOUT)
+    assert rc == 0 and not flags.session_present
+    assert first.subscribe("t", 1) == [1]
+    sock = first.client.socket()
+    first.client.loop_stop()
+    assert sock is not None
+    sock.close()
+    api = sdk(service, hub)
+    api.send_to_group("t", "while away", content_type="text/plain")
+    assert api.connection_exists("keep1")
+    second = _persistent(service, hub, "keep1", version)
+    try:
+        flags, rc = second.connack.get(timeout=TIMEOUT)
+        assert rc == 0 and flags.session_present
+        msg = second.message()
+        assert (msg.topic, msg.payload, msg.qos) == ("t", b"while away", 1)
+        api.send_to_group("t", "after", content_type="text/plain")
+        assert second.message().payload == b"after"
+    finally:
+        second.close()
+
+
+def test_clean_session_ends_with_the_socket(
+    service: ServiceThread, hub: str, clients: list[Paho]
+) -> None:
+    p = paho(service, hub, "gone1", version=V311)
+    sock = p.client.socket()
+    p.client.loop_stop()
+    assert sock is not None
+    sock.close()
+    wait_until(lambda: not sdk(service, hub).connection_exists("gone1"), "gone1 ended")
+
+
+# -- upstream events (mqtt spec 5.3, 5.4) -------------------------------------------------------
+
+
+@pytest.fixture
+def upstream_hub(service: ServiceThread, hub: str) -> Iterator[tuple[str, UpstreamApp]]:
+    """The test's hub with ``connected``/``disconnected`` going to a recording app."""
+    with UpstreamApp() as app:
+        handler = EventHandlerSettings(
+            app.url_template, system_events=("connected", "disconnected")
+        )
+        settings = HubSettings((handler,))
+
+        def configure() -> None:
+            service.settings.hubs[hub.lower()] = settings
+
+        service.call(configure)
+        yield hub, app
+
+
+def test_connected_and_disconnected_events(
+    service: ServiceThread, upstream_hub: tuple[str, UpstreamApp]
+) -> None:
+    hub, app = upstream_hub
+    p = paho(service, hub, "ev1", user_id="eve")
+    p.close()
+    app.wait_for(lambda rs: any(r.event == "disconnected" for r in rs))
+    (connected,) = app.events("connected")
+    (disconnected,) = app.events("disconnected")
+    for event in (connected, disconnected):
+        headers = event.headers
+        assert headers["ce-subprotocol"] == "mqtt"
+        assert headers["ce-connectionid"] == "ev1"
+        assert headers["ce-userid"] == "eve"
+        physical = headers["ce-physicalconnectionid"]
+        assert headers["ce-source"] == f"/hubs/{hub.lower()}/client/ev1/{physical}"
+        assert len(headers["ce-sessionid"]) == 32
+    body = json.loads(disconnected.body)
+    assert body["mqtt"] == {
+        "initiatedByClient": True,
+        "disconnectPacket": {"code": 0, "userProperties": None},
+    }
+
+
+@pytest.fixture
+def connect_hub(service: ServiceThread, hub: str) -> Iterator[tuple[str, UpstreamApp]]:
+    """The test's hub with every event (the blocking connect too) going to a recording app."""
+    with UpstreamApp() as app:
+        settings = HubSettings((EventHandlerSettings(app.url_template),))
+
+        def configure() -> None:
+            service.settings.hubs[hub.lower()] = settings
+
+        service.call(configure)
+        yield hub, app
+
+
+def test_connect_event_decides(
+    service: ServiceThread, connect_hub: tuple[str, UpstreamApp], clients: list[Paho]
+) -> None:
+    """mqtt spec 5.2: the handler sees the CONNECT; its userId/roles/groups make the session."""
+    hub, app = connect_hub
+    answer = {
+        "userId": "u9",
+        "roles": ["webpubsub.sendToGroup"],
+        "groups": ["g0"],
+        "subprotocol": "mqtt",
+        "mqtt": {"userProperties": [{"name": "k", "value": "v"}]},
+    }
+    app.rules["connect"] = Reply(200, json.dumps(answer).encode())
+    token = sdk(service, hub).get_client_access_token(client_protocol="MQTT")
+    url = urlsplit(token["url"])
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id="up1", protocol=V5, transport="websockets"
+    )
+    client.ws_set_options(path=f"{url.path}?{url.query}&extra=1")
+    client.username_pw_set("alice", "secret")
+    p = Paho(client)
+    clients.append(p)
+    client.on_connect = lambda c, u, flags, rc, props=None: p.connack.put((rc, props))
+    client.on_message = lambda c, u, msg: p.messages.put(msg)
+    client.connect(url.hostname or "", url.port or 80)
+    client.loop_start()
+    rc, props = p.connack.get(timeout=TIMEOUT)
+    assert rc == 0
+    assert props.UserProperty == [("k", "v")]
+    (connect,) = app.events("connect")
+    assert connect.headers["ce-subprotocol"] == "mqtt"
+    assert "ce-physicalconnectionid" in connect.headers
+    assert "ce-sessionid" not in connect.headers
+    body = json.loads(connect.body)
+    assert body["mqtt"] == {
+        "protocolVersion": 5,
+        "cleanStart": True,
+        "username": "alice",
+        "password": "c2VjcmV0",
+        "userProperties": [],
+    }
+    assert body["query"]["extra"] == ["1"]
+    api = sdk(service, hub)
+    assert api.user_exists("u9")
+    api.send_to_group("g0", "to g0", content_type="text/plain")
+    assert p.message().payload == b"to g0"
+    client.publish("g0", b"mine", qos=0)  # the handler's role allows it
+    assert p.message().payload == b"mine"
+    app.wait_for(lambda rs: any(r.event == "connected" for r in rs))
+
+
+@pytest.mark.parametrize(
+    ("version", "reply", "expected"),
+    [
+        (V5, Reply(401), 0x87),
+        (V5, Reply(403, b'{"mqtt":{"code":138,"reason":"banned"}}'), 0x8A),
+        (V5, Reply(500), 0x80),
+        (V311, Reply(400, b'{"mqtt":{"code":4}}'), 0x86),  # paho reports 3.1.1's 4 as 0x86
+    ],
+)
+def test_connect_event_refuses(
+    service: ServiceThread,
+    connect_hub: tuple[str, UpstreamApp],
+    version: int,
+    reply: Reply,
+    expected: int,
+) -> None:
+    hub, app = connect_hub
+    app.rules["connect"] = reply
+    p = paho(service, hub, "no1", version=version, expect=expected)
+    p.client.loop_stop()
+    assert not sdk(service, hub).connection_exists("no1")
+    assert not app.events("connected")
+
+
+def test_user_event_round_trip(
+    service: ServiceThread, connect_hub: tuple[str, UpstreamApp], clients: list[Paho]
+) -> None:
+    """mqtt spec 5.5: PUBLISH to $webpubsub/server/events/echo, answer on .../succeeded."""
+    hub, app = connect_hub
+    app.rules["echo"] = Reply(200, b"pong", {"Content-Type": "text/plain", "mqtt-x": "y"})
+    app.rules["bad"] = Reply(400)
+    p = paho(service, hub, "evt1")
+    clients.append(p)
+    props = PahoProperties(PacketTypes.PUBLISH)
+    props.ContentType = "text/plain"
+    props.CorrelationData = b"c1"
+    props.UserProperty = [("x", "1")]
+    p.client.publish("$webpubsub/server/events/echo", b"ping", qos=1, properties=props)
+    msg = p.message()
+    assert (msg.topic, msg.payload, msg.qos) == (
+        "$webpubsub/server/events/echo/succeeded",
+        b"pong",
+        1,
+    )
+    assert ("azure-status-code", "200") in msg.properties.UserProperty
+    assert ("x", "y") in msg.properties.UserProperty
+    assert msg.properties.CorrelationData == b"c1"
+    assert msg.properties.ContentType == "text/plain"
+    (request,) = app.events("echo")
+    assert request.headers["ce-type"] == "azure.webpubsub.user.echo"
+    assert request.headers["content-type"] == "text/plain"
+    assert request.headers["mqtt-x"] == "1"
+    assert request.body == b"ping"
+    p.client.publish("$webpubsub/server/events/bad", b"", qos=0)
+    msg = p.message()
+    assert msg.topic == "$webpubsub/server/events/bad/failed"
+    assert ("azure-status-code", "400") in msg.properties.UserProperty
+
+
+def test_v5_properties_no_local_and_subscription_ids(
+    service: ServiceThread, hub: str, clients: list[Paho]
+) -> None:
+    """mqtt spec 3.4 / 4.6: No Local, Subscription Identifier, properties MQTT to MQTT."""
+    from paho.mqtt.subscribeoptions import SubscribeOptions
+
+    roles = ["webpubsub.joinLeaveGroup", "webpubsub.sendToGroup"]
+    a = paho(service, hub, "nl1", roles=roles)
+    b = paho(service, hub, "nl2", roles=roles)
+    clients += [a, b]
+    a.client.subscribe("t", options=SubscribeOptions(qos=1, noLocal=True))
+    assert [int(c.value) for c in a.subacks.get(timeout=TIMEOUT)] == [1]
+    sub_props = PahoProperties(PacketTypes.SUBSCRIBE)
+    sub_props.SubscriptionIdentifier = 7
+    b.client.subscribe("t", qos=1, properties=sub_props)
+    assert [int(c.value) for c in b.subacks.get(timeout=TIMEOUT)] == [1]
+    props = PahoProperties(PacketTypes.PUBLISH)
+    props.ContentType = "image/png"
+    props.CorrelationData = b"\x01\x02"
+    props.ResponseTopic = "replies"
+    props.UserProperty = [("k", "v")]
+    a.client.publish("t", b"own", qos=1, properties=props)
+    msg = b.message()
+    assert msg.payload == b"own"
+    assert msg.properties.ContentType == "image/png"
+    assert msg.properties.CorrelationData == b"\x01\x02"
+    assert msg.properties.ResponseTopic == "replies"
+    assert msg.properties.UserProperty == [("k", "v")]
+    assert msg.properties.SubscriptionIdentifier == [7]
+    b.client.publish("t", b"from b", qos=0)
+    assert a.message().payload == b"from b"  # No Local hid only a's own message
