@@ -19,7 +19,8 @@ from ...core import commands as c
 from ...core import mqtt as rules
 from ...core.connection import CloseCode, Connection, Transport
 from ...core.events import ConnectResult
-from ...core.message import Message, MqttExtras, Source
+from ...core.message import DataType, Message, MqttExtras, Source
+from ...core.requests import JoinGroup, SendToGroup
 from ..frames import OP_BINARY, binary_frame, header
 from .packets import (
     V5,
@@ -240,12 +241,13 @@ class MqttConnection(Connection):
                     self.session.expiry = rules.session_expiry(
                         5, False, props.session_expiry_interval
                     )
+                why = props.reason_string or "The client disconnected."
                 if self.session.expiry:
                     self._detach(self.last_packet)
-                    self.transport.close(CloseCode.NORMAL, "The client disconnected.")
+                    self.transport.close(CloseCode.NORMAL, why)
                     self.transport = DETACHED
                 else:
-                    self._end(CloseCode.NORMAL, "The client disconnected.")
+                    self._end(CloseCode.NORMAL, why)
             case _:
                 self.fail(Reason.PROTOCOL_ERROR, f"Unexpected {type(packet).__name__}.")
 
@@ -473,6 +475,9 @@ class MqttConnection(Connection):
                 PubAck(packet_id, ack_reason) if packet.qos == 1 else PubRec(packet_id, ack_reason)
             )
             return
+        if self.node.observer:  # metrics and Live Trace count it as a send to the group
+            request = SendToGroup(packet.topic, packet.payload, DataType.BINARY, packet.packet_id)
+            self.node.observer.request_received(self, request, len(packet.payload))
         self.publish(packet)
         self._ack_publish(packet)
 
@@ -557,6 +562,9 @@ class MqttConnection(Connection):
         for sub in packet.subscriptions:
             code = rules.subscribe_reason(sub.topic_filter, sub.qos, self.roles)
             if code < 0x80 and not rules.is_server_topic(sub.topic_filter):
+                if self.node.observer:
+                    joined = JoinGroup(sub.topic_filter, packet.packet_id)
+                    self.node.observer.request_received(self, joined, len(sub.topic_filter))
                 self._join(sub.topic_filter)
                 session.subscriptions[sub.topic_filter] = (sub.qos, sub.no_local, sub_id)
             codes.append(code if self.version == V5 else rules.v311_suback(code))
