@@ -784,3 +784,35 @@ def test_metrics_tell_mqtt_apart(service: ServiceThread, hub: str, clients: list
             and m.value("webpubsub_messages_received_total", hub=key, kind="joinGroup") == 1
         ),
     )
+
+
+def test_will_delay_interval(service: ServiceThread, hub: str, clients: list[Paho]) -> None:
+    """5.0 Will Delay Interval 1 s with a 30 s session: the will goes after the delay, not
+    at the drop (a marker published at once arrives first)."""
+    roles = ["webpubsub.joinLeaveGroup", "webpubsub.sendToGroup"]
+    watcher = paho(service, hub, "wd0", roles=roles)
+    clients.append(watcher)
+    assert watcher.subscribe("t") == [0]
+    token = sdk(service, hub).get_client_access_token(client_protocol="MQTT", roles=roles)
+    url = urlsplit(token["url"])
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id="wd1", protocol=V5, transport="websockets"
+    )
+    client.ws_set_options(path=f"{url.path}?{url.query}")
+    will_props = PahoProperties(PacketTypes.WILLMESSAGE)
+    will_props.WillDelayInterval = 1
+    client.will_set("t", b"late will", properties=will_props)
+    connect_props = PahoProperties(PacketTypes.CONNECT)
+    connect_props.SessionExpiryInterval = 30
+    connected: queue.Queue[Any] = queue.Queue()
+    client.on_connect = lambda *a: connected.put(True)
+    client.connect(url.hostname or "", url.port or 80, clean_start=False, properties=connect_props)
+    client.loop_start()
+    assert connected.get(timeout=TIMEOUT)
+    sock = client.socket()
+    client.loop_stop()
+    assert sock is not None
+    sock.close()
+    sdk(service, hub).send_to_group("t", "marker", content_type="text/plain")
+    assert watcher.message().payload == b"marker"
+    assert watcher.message().payload == b"late will"

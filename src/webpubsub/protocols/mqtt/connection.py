@@ -121,6 +121,7 @@ class MqttConnection(Connection):
         "session_id",
         "upstream_connect",
         "will",
+        "will_due",
     )
 
     per_message = True
@@ -141,6 +142,7 @@ class MqttConnection(Connection):
         self.parser = Parser(max_packet_size=max_packet_size) if max_packet_size else Parser()
         self.session: rules.Session | None = None
         self.will: Publish | None = None
+        self.will_due: float | None = None  # when a delayed will goes (5.0 Will Delay)
         self.clean_exit = False
         self.groups_at_connect = list(groups)
         self.keep_alive = 0  # seconds agreed at CONNECT; 0: none
@@ -389,6 +391,7 @@ class MqttConnection(Connection):
         )
         session.expiry = expiry
         session.detached_until = None
+        self.will_due = None  # resumed within the Will Delay Interval: no will
         self._send(ConnAck(0, True, self._connack_properties(packet, None)))
         for frame in session.outgoing.values():
             if frame:
@@ -398,10 +401,15 @@ class MqttConnection(Connection):
         """Keep the session without a socket for its expiry (mqtt spec 3.6)."""
         session = self.session
         assert session is not None
-        if not self.clean_exit:
-            self._publish_will()
-        self.will = None
         session.detached_until = now + session.expiry
+        if self.clean_exit or self.will is None:
+            self.will = None
+            return
+        delay = self.will.properties.will_delay_interval or 0
+        if delay > 0:  # 5.0 Will Delay Interval: unless the session resumes first
+            self.will_due = now + min(float(delay), session.expiry)
+        else:
+            self._publish_will()
 
     def tick(self, now: float) -> bool:
         """Once a second: end an expired offline session, or a silent client (keep alive).
@@ -412,8 +420,14 @@ class MqttConnection(Connection):
             return True
         session = self.session
         if session is not None and session.detached_until is not None:
+            if self.will_due is not None and now >= self.will_due:
+                self.will_due = None
+                self._publish_will()
             if now < session.detached_until:
                 return False
+            if self.will_due is not None:  # the session ends first: the will goes now
+                self.will_due = None
+                self._publish_will()
             self.clean_exit = True
             self._end(None, "The session expired.")
             return True
@@ -561,6 +575,9 @@ class MqttConnection(Connection):
         sub_id = (packet.properties.subscription_identifiers or (None,))[0]
         for sub in packet.subscriptions:
             code = rules.subscribe_reason(sub.topic_filter, sub.qos, self.roles)
+            limit = self.node.max_groups_per_connection
+            if code < 0x80 and sub.topic_filter not in self.groups and len(self.groups) >= limit:
+                code = rules.QUOTA_EXCEEDED  # the service's groups-per-connection limit [I]
             if code < 0x80 and not rules.is_server_topic(sub.topic_filter):
                 if self.node.observer:
                     joined = JoinGroup(sub.topic_filter, packet.packet_id)
