@@ -26,6 +26,7 @@ from tests.server.helpers import TIMEOUT, connect_json, wait_until
 from tests.upstream_app import Reply, UpstreamApp
 from webpubsub.core.events import EventHandlerSettings, HubSettings
 from webpubsub.protocols.frames import binary_frame, text_frame
+from webpubsub.protocols.mqtt import Parser, PingResp, Publish, SubAck
 from webpubsub.testing import ServiceThread
 
 V311, V5 = mqtt.MQTTv311, mqtt.MQTTv5
@@ -816,3 +817,49 @@ def test_will_delay_interval(service: ServiceThread, hub: str, clients: list[Pah
     sdk(service, hub).send_to_group("t", "marker", content_type="text/plain")
     assert watcher.message().payload == b"marker"
     assert watcher.message().payload == b"late will"
+
+
+def _mqtt_packets(sock: socket.socket, parser: Parser, until: type) -> list[Any]:
+    """Read server frames, parse their MQTT packets, stop after the first ``until`` packet."""
+    got: list[Any] = []
+    data = b""
+    while True:
+        while len(data) >= 2:
+            length, start = data[1] & 0x7F, 2
+            if length == 126:
+                length, start = int.from_bytes(data[2:4], "big"), 4
+            if len(data) < start + length:
+                break
+            payload, data = data[start : start + length], data[start + length :]
+            for packet in parser.feed(payload):
+                got.append(packet)
+                if isinstance(packet, until):
+                    return got
+        chunk = sock.recv(65536)
+        assert chunk, f"closed; got {got}"
+        data += chunk
+
+
+def test_receive_maximum_holds_messages_back(service: ServiceThread, hub: str) -> None:
+    """5.0 Receive Maximum 1: one QoS 1 PUBLISH in flight; the next after its PUBACK."""
+    connect = bytes.fromhex("10 12 0004 4d515454 05 02 003c 03 210001 0002 7231")
+    subscribe = bytes.fromhex("82 07 0001 00 0001 74 01")  # t at QoS 1
+    sock = _raw_ws(service, hub, roles=["webpubsub.joinLeaveGroup"])
+    parser = Parser(5)
+    with sock:
+        sock.sendall(_masked(binary_frame(connect + subscribe)))
+        _mqtt_packets(sock, parser, SubAck)
+        api = sdk(service, hub)
+        for text in ("one", "two", "three"):
+            api.send_to_group("t", text, content_type="text/plain")
+        sock.sendall(_masked(binary_frame(bytes.fromhex("c0 00"))))
+        got = _mqtt_packets(sock, parser, PingResp)
+        publishes = [p for p in got if isinstance(p, Publish)]
+        assert [p.payload for p in publishes] == [b"one"]
+        received = [b"one"]
+        for _ in range(2):
+            pid = publishes[-1].packet_id or 0
+            sock.sendall(_masked(binary_frame(bytes((0x40, 2)) + pid.to_bytes(2, "big"))))
+            publishes = [p for p in _mqtt_packets(sock, parser, Publish) if isinstance(p, Publish)]
+            received.append(publishes[-1].payload)
+        assert received == [b"one", b"two", b"three"]

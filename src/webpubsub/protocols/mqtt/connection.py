@@ -180,13 +180,23 @@ class MqttConnection(Connection):
             return
         try:
             packets = self.parser.feed(data)
+            self._handle_all(packets)
+            if self.parser.error is not None:
+                self.parser.feed(b"")  # raises the error found after those packets
         except MqttError as exc:
+            owner = self.resumed or self
+            if owner.closed:
+                return
+            if owner is not self:
+                owner.fail(exc.reason, str(exc))
+                return
             if exc.reason == Reason.UNSUPPORTED_PROTOCOL_VERSION and self.session is None:
                 self._send(ConnAck(rules.V311_REFUSED_VERSION), V311)
                 self._close(CloseCode.NORMAL, str(exc))
                 return
             self.fail(exc.reason, str(exc))
-            return
+
+    def _handle_all(self, packets: list[Packet]) -> None:
         for packet in packets:
             owner = self.resumed or self
             if owner.closed:
@@ -214,9 +224,11 @@ class MqttConnection(Connection):
                 self._send(PubComp(packet_id))
             case PubAck(packet_id) | PubComp(packet_id):
                 self.session.outgoing.pop(packet_id, None)
+                self._release_waiting()
             case PubRec(packet_id, reason):
                 if reason >= 0x80:
                     self.session.outgoing.pop(packet_id, None)
+                    self._release_waiting()
                 elif packet_id in self.session.outgoing:
                     frame = binary_frame(encode(PubRel(packet_id), self.version))
                     self.session.outgoing[packet_id] = frame  # resent if the socket drops
@@ -337,7 +349,9 @@ class MqttConnection(Connection):
                 self.resumed = existing
                 return
             existing.take_over()
-        self.session = rules.Session(version, expiry=expiry)
+        self.session = rules.Session(
+            version, expiry=expiry, receive_maximum=packet.properties.receive_maximum or 65535
+        )
         self.session_id = secrets.token_hex(16)
         self.new_session = True
         self.keep_alive = rules.server_keep_alive(version, packet.keep_alive) or packet.keep_alive
@@ -390,12 +404,14 @@ class MqttConnection(Connection):
             else None
         )
         session.expiry = expiry
+        session.receive_maximum = packet.properties.receive_maximum or 65535
         session.detached_until = None
         self.will_due = None  # resumed within the Will Delay Interval: no will
         self._send(ConnAck(0, True, self._connack_properties(packet, None)))
         for frame in session.outgoing.values():
             if frame:
                 self.transport.send(_with_dup(frame))
+        self._release_waiting()
 
     def _detach(self, now: float) -> None:
         """Keep the session without a socket for its expiry (mqtt spec 3.6)."""
@@ -647,13 +663,30 @@ class MqttConnection(Connection):
         if qos == 0:
             self.transport.send(head + tail)
             return True
-        packet_id = session.take_packet_id()
-        if packet_id is None:
+        if session.buffer_full():
             return False  # too many unacknowledged: a consumer this slow must go
+        if session.window_full():
+            session.waiting.append((head, tail))  # the client's Receive Maximum (5.0 4.9)
+            return True
+        self._send_numbered(head, tail)
+        return True
+
+    def _send_numbered(self, head: bytes, tail: bytes) -> None:
+        session = self.session
+        assert session is not None
+        packet_id = session.take_packet_id()
+        assert packet_id is not None
         frame = head + struct.pack("!H", packet_id) + tail
         session.outgoing[packet_id] = frame  # kept until acknowledged, resent on resume
         self.transport.send(frame)
-        return True
+
+    def _release_waiting(self) -> None:
+        """An ack freed room in the client's window: send what waits, in order."""
+        session = self.session
+        assert session is not None
+        while session.waiting and len(session.outgoing) < session.receive_maximum:
+            head, tail = session.waiting.popleft()
+            self._send_numbered(head, tail)
 
     # -- endings (mqtt spec 6) ----------------------------------------------------------------
 
