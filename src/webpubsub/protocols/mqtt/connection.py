@@ -20,6 +20,7 @@ from ...core import mqtt as rules
 from ...core.connection import CloseCode, Connection, Transport
 from ...core.events import ConnectResult
 from ...core.message import DataType, Message, MqttExtras, Source
+from ...core.ratelimit import MessageRate, Verdict
 from ...core.requests import JoinGroup, SendToGroup
 from ..frames import OP_BINARY, binary_frame, header
 from .packets import (
@@ -116,6 +117,7 @@ class MqttConnection(Connection):
         "parser",
         "pending_connect",
         "physical_connection_id",
+        "rate",
         "resumed",
         "session",
         "session_id",
@@ -143,6 +145,7 @@ class MqttConnection(Connection):
         self.session: rules.Session | None = None
         self.will: Publish | None = None
         self.will_due: float | None = None  # when a delayed will goes (5.0 Will Delay)
+        self.rate: MessageRate | None = None  # client_message_rate, charged per PUBLISH
         self.clean_exit = False
         self.groups_at_connect = list(groups)
         self.keep_alive = 0  # seconds agreed at CONNECT; 0: none
@@ -481,6 +484,20 @@ class MqttConnection(Connection):
             self.fail(Reason.TOPIC_ALIAS_INVALID, "Topic aliases are not supported.")
             return
         packet_id = packet.packet_id or 0
+        if self.rate is not None:
+            verdict = self.rate.take(self.last_packet)
+            if verdict is Verdict.CUT:
+                self.fail(Reason.MESSAGE_RATE_TOO_HIGH, "The client ignored throttling.")
+                return
+            if verdict is Verdict.THROTTLE:
+                # Not executed: QoS 0 dropped; QoS 1/2 refused with 0x97 (3.1.1: dropped
+                # after an ack, it has no failure code) so the client may resend later.
+                refused = Reason.QUOTA_EXCEEDED if version == V5 else 0
+                if packet.qos == 1:
+                    self._send(PubAck(packet_id, refused))
+                elif packet.qos == 2:
+                    self._send(PubRec(packet_id, refused))
+                return
         if packet.qos == 2 and packet_id in session.received_qos2:
             self._send(PubRec(packet_id))  # a resent QoS 2 PUBLISH: delivered once already
             return
