@@ -46,3 +46,64 @@ def test_mqtt_publish_rate() -> None:
                 assert isinstance(event, int), event
         finally:
             client.loop_stop()
+
+
+def _client(service: Any, client_id: str, **connect: Any) -> tuple[mqtt.Client, queue.Queue[Any]]:
+    api = WebPubSubServiceClient.from_connection_string(service.connection_string, hub="h")
+    url = urlsplit(api.get_client_access_token(client_protocol="MQTT")["url"])
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=mqtt.MQTTv5,
+        transport="websockets",
+    )
+    client.ws_set_options(path=f"{url.path}?{url.query}")
+    events: queue.Queue[Any] = queue.Queue()
+    client.on_connect = lambda c, u, flags, rc, props: events.put(int(rc.value))
+    client.on_disconnect = lambda c, u, flags, rc, props: events.put(("gone", int(rc.value)))
+    client.connect(url.hostname or "", url.port or 80, **connect)
+    client.loop_start()
+    return client, events
+
+
+def _drop(client: mqtt.Client) -> None:
+    sock = client.socket()
+    client.loop_stop()
+    assert sock is not None
+    sock.close()
+
+
+def test_mqtt_endings_leave_nothing_behind() -> None:
+    """Normal end, dropped socket, refusal, takeover and an expired session: no leak."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    from .support import Census, assert_no_leaks
+
+    with running() as service:
+        baseline = Census.take(service)
+        normal, events = _client(service, "n1")
+        assert events.get(timeout=TIMEOUT) == 0
+        normal.disconnect()
+        normal.loop_stop()
+        dropped, events = _client(service, "d1")
+        assert events.get(timeout=TIMEOUT) == 0
+        _drop(dropped)
+        refused, events = _client(service, "bad_id")
+        assert events.get(timeout=TIMEOUT) == 0x85
+        refused.loop_stop()
+        first, first_events = _client(service, "same")
+        assert first_events.get(timeout=TIMEOUT) == 0
+        second, events = _client(service, "same")
+        assert events.get(timeout=TIMEOUT) == 0
+        assert first_events.get(timeout=TIMEOUT) == ("gone", 0x8E)
+        first.loop_stop()
+        second.disconnect()
+        second.loop_stop()
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 1
+        persistent, events = _client(service, "p1", clean_start=False, properties=props)
+        assert events.get(timeout=TIMEOUT) == 0
+        _drop(persistent)
+        assert_no_leaks(service, baseline, timeout=4 * TIMEOUT, fds=False)
+        assert service.call(lambda: len(service.service.mqtt_clients)) == 0
