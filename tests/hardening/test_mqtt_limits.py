@@ -107,3 +107,14 @@ def test_mqtt_endings_leave_nothing_behind() -> None:
         _drop(persistent)
         assert_no_leaks(service, baseline, timeout=4 * TIMEOUT, fds=False)
         assert service.call(lambda: len(service.service.mqtt_clients)) == 0
+
+
+def test_shutdown_sends_0x8b() -> None:
+    with running() as service:
+        client, events = _client(service, "s1")
+        assert events.get(timeout=TIMEOUT) == 0
+        service.stop()
+        try:
+            assert events.get(timeout=TIMEOUT) == ("gone", 0x8B)
+        finally:
+            client.loop_stop()

@@ -721,10 +721,23 @@ class MqttConnection(Connection):
         self.disconnect_event = {"initiatedByClient": False, "disconnectPacket": packet}
 
     def close(self, code: int, reason: str) -> None:
-        """REST close (and shutdown): DISCONNECT 0x98 on 5.0, then close (mqtt spec 6.1)."""
-        if not self.closed:
-            self._server_disconnect(Reason.ADMINISTRATIVE_ACTION)
-        super().close(code, reason)
+        """The node closes this client (mqtt spec 6.1): 5.0 DISCONNECT 0x98 for a REST close,
+        0x8B at shutdown, 0x97 for a consumer too slow for its buffer; then close."""
+        if self.closed:
+            return
+        if code == CloseCode.GOING_AWAY:
+            why = Reason.SERVER_SHUTTING_DOWN
+        elif code == CloseCode.POLICY_VIOLATION:
+            why = Reason.QUOTA_EXCEEDED
+        else:
+            why = Reason.ADMINISTRATIVE_ACTION
+        if self.session is not None:
+            self._server_disconnect(why)
+            if self.version == V5:
+                props = Properties(reason_string=reason[:200]) if reason else NO_PROPERTIES
+                self._send(Disconnect(why, props))
+        self.closed = True
+        self.transport.close(code, reason)
 
     def socket_lost(self, transport: Transport, now: float) -> bool:
         """The WebSocket ``transport`` ended: publish the will; keep a persistent session for
