@@ -863,3 +863,14 @@ def test_receive_maximum_holds_messages_back(service: ServiceThread, hub: str) -
             publishes = [p for p in _mqtt_packets(sock, parser, Publish) if isinstance(p, Publish)]
             received.append(publishes[-1].payload)
         assert received == [b"one", b"two", b"three"]
+
+
+def test_a_1_mib_payload_passes(service: ServiceThread, hub: str, clients: list[Paho]) -> None:
+    """The message limit is the payload's: a 1 MiB PUBLISH (plus headers) goes through."""
+    roles = ["webpubsub.joinLeaveGroup", "webpubsub.sendToGroup"]
+    p = paho(service, hub, "big1", roles=roles)
+    clients.append(p)
+    assert p.subscribe("t", 1) == [1]
+    payload = bytes(range(256)) * 4096  # 1 MiB
+    p.client.publish("t", payload, qos=1)
+    assert p.message().payload == payload
