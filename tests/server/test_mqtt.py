@@ -874,3 +874,47 @@ def test_a_1_mib_payload_passes(service: ServiceThread, hub: str, clients: list[
     payload = bytes(range(256)) * 4096  # 1 MiB
     p.client.publish("t", payload, qos=1)
     assert p.message().payload == payload
+
+
+# -- the handshake (mqtt spec 1) ---------------------------------------------------------------
+
+
+def _upgrade(service: ServiceThread, path: str, extra: str = "") -> bytes:
+    """Send a raw upgrade request; the status line and headers of the answer."""
+    port = urlsplit(service.endpoint).port or 80
+    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+        sock.sendall(
+            (
+                f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{extra}\r\n"
+            ).encode()
+        )
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            head += chunk
+    return head
+
+
+def test_handshake_rules(service: ServiceThread, hub: str) -> None:
+    from tests.server.helpers import client_token
+
+    mqtt_aud = f"{service.endpoint}/clients/mqtt/hubs/{hub}"
+    token = client_token(service, hub, audience=mqtt_aud)
+    path = f"/clients/mqtt/hubs/{hub}"
+    # the token in an Authorization header, no subprotocol offered: accepted as MQTT
+    assert _upgrade(service, path, f"Authorization: Bearer {token}\r\n").startswith(b"HTTP/1.1 101")
+    # only other subprotocols offered: 400
+    answer = _upgrade(service, f"{path}?access_token={token}", "Sec-WebSocket-Protocol: x\r\n")
+    assert answer.startswith(b"HTTP/1.1 400")
+    # a token minted for /client/hubs/{hub}: 401
+    default = client_token(service, hub)
+    assert _upgrade(service, f"{path}?access_token={default}").startswith(b"HTTP/1.1 401")
+    # no token: 401, unless the hub allows anonymous clients
+    assert _upgrade(service, path).startswith(b"HTTP/1.1 401")
+    settings = HubSettings((), allow_anonymous=True)
+    service.call(lambda: service.settings.hubs.__setitem__(hub.lower(), settings))
+    assert _upgrade(service, path, "Sec-WebSocket-Protocol: mqtt\r\n").startswith(b"HTTP/1.1 101")
