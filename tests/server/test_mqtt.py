@@ -918,3 +918,21 @@ def test_handshake_rules(service: ServiceThread, hub: str) -> None:
     settings = HubSettings((), allow_anonymous=True)
     service.call(lambda: service.settings.hubs.__setitem__(hub.lower(), settings))
     assert _upgrade(service, path, "Sec-WebSocket-Protocol: mqtt\r\n").startswith(b"HTTP/1.1 101")
+
+
+def test_rest_permissions_act_on_mqtt(
+    service: ServiceThread, hub: str, clients: list[Paho]
+) -> None:
+    """REST grant / check / revoke permission on an MQTT connection (mqtt spec 2.3, 4.7)."""
+    p = paho(service, hub, "perm1")
+    clients.append(p)
+    api = sdk(service, hub)
+    api.grant_permission("sendToGroup", "perm1", target_name="t")
+    assert api.has_permission("sendToGroup", "perm1", target_name="t")
+    p.client.publish("t", b"x", qos=1)
+    assert int(p.pubacks.get(timeout=TIMEOUT)[1].value) == 0
+    api.revoke_permission("sendToGroup", "perm1", target_name="t")
+    p.client.publish("t", b"x", qos=1)
+    assert int(p.pubacks.get(timeout=TIMEOUT)[1].value) == 0x87
+    api.grant_permission("joinLeaveGroup", "perm1")
+    assert p.subscribe("any") == [0]
