@@ -936,3 +936,14 @@ def test_rest_permissions_act_on_mqtt(
     assert int(p.pubacks.get(timeout=TIMEOUT)[1].value) == 0x87
     api.grant_permission("joinLeaveGroup", "perm1")
     assert p.subscribe("any") == [0]
+
+
+def test_will_on_rest_close(service: ServiceThread, hub: str, clients: list[Paho]) -> None:
+    roles = ["webpubsub.joinLeaveGroup", "webpubsub.sendToGroup"]
+    watcher = paho(service, hub, "watch3", roles=roles)
+    clients.append(watcher)
+    assert watcher.subscribe("t") == [0]
+    closed = paho(service, hub, "closed1", roles=roles, will=("t", b"closed by REST"))
+    sdk(service, hub).close_connection("closed1", reason="admin")
+    assert watcher.message().payload == b"closed by REST"
+    closed.client.loop_stop()

@@ -736,6 +736,8 @@ class MqttConnection(Connection):
             if self.version == V5:
                 props = Properties(reason_string=reason[:200]) if reason else NO_PROPERTIES
                 self._send(Disconnect(why, props))
+            self.will_due = None
+            self._publish_will()  # the client did not say goodbye (mqtt spec 6.1 [I])
         self.closed = True
         self.transport.close(code, reason)
 
