@@ -6,13 +6,17 @@ checks that the service reassembles packets across frames (mqtt spec 1.3).
 
 from __future__ import annotations
 
+import json
+import subprocess
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from azure.messaging.webpubsubservice import WebPubSubServiceClient
 
-from tests.nodejs import JsError, NodeDriver, node_missing
+from tests.nodejs import NODE_DIR, JsError, NodeDriver, node_missing
+from webpubsub.core.events import EventHandlerSettings, HubSettings
 from webpubsub.testing import ServiceThread
 
 if node_missing():
@@ -194,3 +198,135 @@ def test_interop_with_web_pubsub_client(
         assert got_mqtt["properties"]["contentType"] == "text/plain"
     finally:
         wps.close()
+
+
+# -- @azure/web-pubsub-express as the MQTT clients' event handler (mqtt spec 8, 21-24) ----------
+
+
+class ExpressMqtt:
+    """tests/node/express_mqtt.mjs: prints one JSON line per event express handled."""
+
+    def __init__(self, hub: str) -> None:
+        self.process = subprocess.Popen(
+            ["node", str(NODE_DIR / "express_mqtt.mjs"), hub],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.port = int(self.next_line()["port"])
+
+    def next_line(self, timeout: float = 10.0) -> Any:
+        assert self.process.stdout is not None
+        timer = threading.Timer(timeout, self.process.kill)  # a stuck read ends the process
+        timer.start()
+        try:
+            line = self.process.stdout.readline()
+        finally:
+            timer.cancel()
+        assert line, "the express app exited"
+        return json.loads(line)
+
+    def event(self, name: str) -> Any:
+        while (line := self.next_line())["event"] != name:
+            pass
+        return line
+
+    def close(self) -> None:
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+@pytest.fixture
+def express(service: ServiceThread, hub: str) -> Iterator[ExpressMqtt]:
+    app = ExpressMqtt(hub.lower())
+    template = f"http://127.0.0.1:{app.port}/eventhandler/{{event}}"
+    settings = HubSettings((EventHandlerSettings(template),))
+    service.call(lambda: service.settings.hubs.__setitem__(hub.lower(), settings))
+    try:
+        yield app
+    finally:
+        app.close()
+
+
+def test_express_connect_events(
+    js: NodeDriver, service: ServiceThread, hub: str, express: ExpressMqtt
+) -> None:
+    options = {
+        "clientId": "E1",
+        "protocolVersion": 5,
+        "username": "alice",
+        "password": "pw",
+        "properties": {"userProperties": {"a": "b"}},
+    }
+    connack = js.request("connect", client="E1", url=url(service, hub), options=options)
+    assert connack["properties"]["userProperties"] == {"k": "v"}
+    connect = express.event("connect")
+    context = connect["context"]
+    assert context["clientProtocol"] == "mqtt"
+    assert context["mqtt"]["physicalConnectionId"]
+    assert connect["mqtt"]["protocolVersion"] == 5
+    assert connect["mqtt"]["username"] == "alice"
+    assert connect["mqtt"]["password"] == "cHc="
+    assert connect["mqtt"]["userProperties"] == [{"name": "a", "value": "b"}]
+    assert connect["subprotocols"] == ["mqtt"]
+    connected = express.event("connected")
+    assert connected["context"]["mqtt"]["sessionId"]
+    # the handler's roles: this client may publish to t now
+    js.request("publish", client="E1", topic="t", payload="x", options={"qos": 1})
+    js.request("end", client="E1")
+    disconnected = express.event("disconnected")
+    assert disconnected["mqtt"]["initiatedByClient"] is True
+    assert disconnected["mqtt"]["disconnectPacket"]["code"] == 0
+
+
+@pytest.mark.parametrize(
+    ("version", "username", "code"), [(4, "intruder", 5), (5, "intruder", 135), (5, "banned", 138)]
+)
+def test_express_refusals(
+    js: NodeDriver,
+    service: ServiceThread,
+    hub: str,
+    express: ExpressMqtt,
+    version: int,
+    username: str,
+    code: int,
+) -> None:
+    options = {"clientId": "E2", "protocolVersion": version, "username": username}
+    with pytest.raises(JsError) as info:
+        js.request("connect", client="E2", url=url(service, hub), options=options)
+    assert info.value.error.get("code") == code
+
+
+def test_express_user_event(
+    js: NodeDriver, service: ServiceThread, hub: str, express: ExpressMqtt
+) -> None:
+    options = {"clientId": "E3", "protocolVersion": 5}
+    js.request("connect", client="E3", url=url(service, hub), options=options)
+    publish = {"qos": 1, "properties": {"contentType": "text/plain", "correlationData": "c1"}}
+    js.request(
+        "publish",
+        client="E3",
+        topic="$webpubsub/server/events/echo",
+        payload="ping",
+        options=publish,
+    )
+    user = express.event("user")
+    assert (user["name"], user["dataType"], user["data"]) == ("echo", "text", "ping")
+    assert user["clientProtocol"] == "mqtt"
+    got = message(js, "E3")
+    assert (got["topic"], got["payload"]) == ("$webpubsub/server/events/echo/succeeded", b"pong")
+    assert got["properties"]["userProperties"]["azure-status-code"] == "200"
+    js.request(
+        "publish",
+        client="E3",
+        topic="$webpubsub/server/events/fail",
+        payload="",
+        options={"qos": 0},
+    )
+    got = message(js, "E3")
+    assert got["topic"] == "$webpubsub/server/events/fail/failed"
+    assert got["properties"]["userProperties"]["azure-status-code"] == "400"

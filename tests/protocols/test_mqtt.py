@@ -168,6 +168,13 @@ class TestErrors:
     def test_reserved_type(self) -> None:
         assert_error(bytes.fromhex("00 00"), Reason.MALFORMED_PACKET)
 
+    def test_packets_before_an_error_come_first(self) -> None:
+        parser = Parser(V5)
+        assert parser.feed(bytes.fromhex("c0 00 00 00")) == [PingReq()]
+        with pytest.raises(MqttError) as info:
+            parser.feed(b"")
+        assert info.value.reason == Reason.MALFORMED_PACKET
+
     def test_subscribe_without_filters(self) -> None:
         assert_error(bytes.fromhex("82 03 0001 00"), Reason.PROTOCOL_ERROR)
 

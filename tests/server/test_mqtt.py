@@ -26,6 +26,7 @@ from tests.server.helpers import TIMEOUT, connect_json, wait_until
 from tests.upstream_app import Reply, UpstreamApp
 from webpubsub.core.events import EventHandlerSettings, HubSettings
 from webpubsub.protocols.frames import binary_frame, text_frame
+from webpubsub.protocols.mqtt import Parser, PingResp, Publish, SubAck
 from webpubsub.testing import ServiceThread
 
 V311, V5 = mqtt.MQTTv311, mqtt.MQTTv5
@@ -731,3 +732,218 @@ def test_v5_properties_no_local_and_subscription_ids(
     assert msg.properties.SubscriptionIdentifier == [7]
     b.client.publish("t", b"from b", qos=0)
     assert a.message().payload == b"from b"  # No Local hid only a's own message
+
+
+def test_reused_qos2_packet_id_delivers_once(
+    service: ServiceThread, hub: str, clients: list[Paho]
+) -> None:
+    """A QoS 2 PUBLISH sent again with its id before PUBREL is not delivered twice."""
+    watcher = paho(service, hub, "w2", roles=["webpubsub.joinLeaveGroup"])
+    clients.append(watcher)
+    assert watcher.subscribe("t", 2) == [2]
+    sock = _raw_ws(service, hub, roles=["webpubsub.sendToGroup"])
+    publish = bytes.fromhex("34 06 0001 74 0009 00") + b"x"
+    publish = bytes((0x34, len(publish) - 2)) + publish[2:]
+    with sock:
+        sock.sendall(_masked(binary_frame(CONNECT_5)))
+        sock.sendall(_masked(binary_frame(publish + publish)))
+        sock.sendall(_masked(binary_frame(bytes.fromhex("62 02 0009"))))  # PUBREL
+        sock.sendall(_masked(binary_frame(bytes.fromhex("30 05 0001 74 00") + b"y")))
+        sock.sendall(_masked(binary_frame(bytes.fromhex("30 05 0001 74 00") + b"z")))
+        # paho hands a QoS 2 message over at PUBREL, so x may come after y: compare as sets
+        got = sorted(watcher.message().payload for _ in range(3))
+        assert got == [b"x", b"y", b"z"]  # one x only
+        sock.sendall(_masked(binary_frame(bytes.fromhex("e0 00"))))
+
+
+def test_oversized_packet(service: ServiceThread, hub: str) -> None:
+    """A PUBLISH announcing more than the limit: DISCONNECT 0x95 before it is buffered."""
+    sock = _raw_ws(service, hub)
+    with sock:
+        sock.sendall(_masked(binary_frame(CONNECT_5)))
+        sock.sendall(_masked(binary_frame(bytes.fromhex("30 ff ff ff 7f"))))  # 268 MB
+        data = _read_all(sock)
+    assert b"\xe0\x01\x95" in data
+
+
+def test_metrics_tell_mqtt_apart(service: ServiceThread, hub: str, clients: list[Paho]) -> None:
+    """/metrics labels MQTT connections ``subprotocol="mqtt"`` and counts their publishes."""
+    from tests.ops.helpers import wait_for_metric
+
+    roles = ["webpubsub.joinLeaveGroup", "webpubsub.sendToGroup"]
+    p = paho(service, hub, "met1", roles=roles)
+    clients.append(p)
+    assert p.subscribe("t") == [0]
+    p.client.publish("t", b"12345", qos=0)
+    assert p.message().payload == b"12345"
+    key = hub.lower()
+    wait_for_metric(
+        service,
+        lambda m: (
+            m.value("webpubsub_connections_opened_total", hub=key, subprotocol="mqtt") == 1
+            and m.value("webpubsub_messages_received_total", hub=key, kind="sendToGroup") == 1
+            and m.value("webpubsub_messages_received_total", hub=key, kind="joinGroup") == 1
+        ),
+    )
+
+
+def test_will_delay_interval(service: ServiceThread, hub: str, clients: list[Paho]) -> None:
+    """5.0 Will Delay Interval 1 s with a 30 s session: the will goes after the delay, not
+    at the drop (a marker published at once arrives first)."""
+    roles = ["webpubsub.joinLeaveGroup", "webpubsub.sendToGroup"]
+    watcher = paho(service, hub, "wd0", roles=roles)
+    clients.append(watcher)
+    assert watcher.subscribe("t") == [0]
+    token = sdk(service, hub).get_client_access_token(client_protocol="MQTT", roles=roles)
+    url = urlsplit(token["url"])
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id="wd1", protocol=V5, transport="websockets"
+    )
+    client.ws_set_options(path=f"{url.path}?{url.query}")
+    will_props = PahoProperties(PacketTypes.WILLMESSAGE)
+    will_props.WillDelayInterval = 1
+    client.will_set("t", b"late will", properties=will_props)
+    connect_props = PahoProperties(PacketTypes.CONNECT)
+    connect_props.SessionExpiryInterval = 30
+    connected: queue.Queue[Any] = queue.Queue()
+    client.on_connect = lambda *a: connected.put(True)
+    client.connect(url.hostname or "", url.port or 80, clean_start=False, properties=connect_props)
+    client.loop_start()
+    assert connected.get(timeout=TIMEOUT)
+    sock = client.socket()
+    client.loop_stop()
+    assert sock is not None
+    sock.close()
+    sdk(service, hub).send_to_group("t", "marker", content_type="text/plain")
+    assert watcher.message().payload == b"marker"
+    assert watcher.message().payload == b"late will"
+
+
+def _mqtt_packets(sock: socket.socket, parser: Parser, until: type) -> list[Any]:
+    """Read server frames, parse their MQTT packets, stop after the first ``until`` packet."""
+    got: list[Any] = []
+    data = b""
+    while True:
+        while len(data) >= 2:
+            length, start = data[1] & 0x7F, 2
+            if length == 126:
+                length, start = int.from_bytes(data[2:4], "big"), 4
+            if len(data) < start + length:
+                break
+            payload, data = data[start : start + length], data[start + length :]
+            for packet in parser.feed(payload):
+                got.append(packet)
+                if isinstance(packet, until):
+                    return got
+        chunk = sock.recv(65536)
+        assert chunk, f"closed; got {got}"
+        data += chunk
+
+
+def test_receive_maximum_holds_messages_back(service: ServiceThread, hub: str) -> None:
+    """5.0 Receive Maximum 1: one QoS 1 PUBLISH in flight; the next after its PUBACK."""
+    connect = bytes.fromhex("10 12 0004 4d515454 05 02 003c 03 210001 0002 7231")
+    subscribe = bytes.fromhex("82 07 0001 00 0001 74 01")  # t at QoS 1
+    sock = _raw_ws(service, hub, roles=["webpubsub.joinLeaveGroup"])
+    parser = Parser(5)
+    with sock:
+        sock.sendall(_masked(binary_frame(connect + subscribe)))
+        _mqtt_packets(sock, parser, SubAck)
+        api = sdk(service, hub)
+        for text in ("one", "two", "three"):
+            api.send_to_group("t", text, content_type="text/plain")
+        sock.sendall(_masked(binary_frame(bytes.fromhex("c0 00"))))
+        got = _mqtt_packets(sock, parser, PingResp)
+        publishes = [p for p in got if isinstance(p, Publish)]
+        assert [p.payload for p in publishes] == [b"one"]
+        received = [b"one"]
+        for _ in range(2):
+            pid = publishes[-1].packet_id or 0
+            sock.sendall(_masked(binary_frame(bytes((0x40, 2)) + pid.to_bytes(2, "big"))))
+            publishes = [p for p in _mqtt_packets(sock, parser, Publish) if isinstance(p, Publish)]
+            received.append(publishes[-1].payload)
+        assert received == [b"one", b"two", b"three"]
+
+
+def test_a_1_mib_payload_passes(service: ServiceThread, hub: str, clients: list[Paho]) -> None:
+    """The message limit is the payload's: a 1 MiB PUBLISH (plus headers) goes through."""
+    roles = ["webpubsub.joinLeaveGroup", "webpubsub.sendToGroup"]
+    p = paho(service, hub, "big1", roles=roles)
+    clients.append(p)
+    assert p.subscribe("t", 1) == [1]
+    payload = bytes(range(256)) * 4096  # 1 MiB
+    p.client.publish("t", payload, qos=1)
+    assert p.message().payload == payload
+
+
+# -- the handshake (mqtt spec 1) ---------------------------------------------------------------
+
+
+def _upgrade(service: ServiceThread, path: str, extra: str = "") -> bytes:
+    """Send a raw upgrade request; the status line and headers of the answer."""
+    port = urlsplit(service.endpoint).port or 80
+    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+        sock.sendall(
+            (
+                f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{extra}\r\n"
+            ).encode()
+        )
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            head += chunk
+    return head
+
+
+def test_handshake_rules(service: ServiceThread, hub: str) -> None:
+    from tests.server.helpers import client_token
+
+    mqtt_aud = f"{service.endpoint}/clients/mqtt/hubs/{hub}"
+    token = client_token(service, hub, audience=mqtt_aud)
+    path = f"/clients/mqtt/hubs/{hub}"
+    # the token in an Authorization header, no subprotocol offered: accepted as MQTT
+    assert _upgrade(service, path, f"Authorization: Bearer {token}\r\n").startswith(b"HTTP/1.1 101")
+    # only other subprotocols offered: 400
+    answer = _upgrade(service, f"{path}?access_token={token}", "Sec-WebSocket-Protocol: x\r\n")
+    assert answer.startswith(b"HTTP/1.1 400")
+    # a token minted for /client/hubs/{hub}: 401
+    default = client_token(service, hub)
+    assert _upgrade(service, f"{path}?access_token={default}").startswith(b"HTTP/1.1 401")
+    # no token: 401, unless the hub allows anonymous clients
+    assert _upgrade(service, path).startswith(b"HTTP/1.1 401")
+    settings = HubSettings((), allow_anonymous=True)
+    service.call(lambda: service.settings.hubs.__setitem__(hub.lower(), settings))
+    assert _upgrade(service, path, "Sec-WebSocket-Protocol: mqtt\r\n").startswith(b"HTTP/1.1 101")
+
+
+def test_rest_permissions_act_on_mqtt(
+    service: ServiceThread, hub: str, clients: list[Paho]
+) -> None:
+    """REST grant / check / revoke permission on an MQTT connection (mqtt spec 2.3, 4.7)."""
+    p = paho(service, hub, "perm1")
+    clients.append(p)
+    api = sdk(service, hub)
+    api.grant_permission("sendToGroup", "perm1", target_name="t")
+    assert api.has_permission("sendToGroup", "perm1", target_name="t")
+    p.client.publish("t", b"x", qos=1)
+    assert int(p.pubacks.get(timeout=TIMEOUT)[1].value) == 0
+    api.revoke_permission("sendToGroup", "perm1", target_name="t")
+    p.client.publish("t", b"x", qos=1)
+    assert int(p.pubacks.get(timeout=TIMEOUT)[1].value) == 0x87
+    api.grant_permission("joinLeaveGroup", "perm1")
+    assert p.subscribe("any") == [0]
+
+
+def test_will_on_rest_close(service: ServiceThread, hub: str, clients: list[Paho]) -> None:
+    roles = ["webpubsub.joinLeaveGroup", "webpubsub.sendToGroup"]
+    watcher = paho(service, hub, "watch3", roles=roles)
+    clients.append(watcher)
+    assert watcher.subscribe("t") == [0]
+    closed = paho(service, hub, "closed1", roles=roles, will=("t", b"closed by REST"))
+    sdk(service, hub).close_connection("closed1", reason="admin")
+    assert watcher.message().payload == b"closed by REST"
+    closed.client.loop_stop()

@@ -144,14 +144,16 @@ class Hub:
         frames = message.frames
         overflowed: list[Connection] = []
         for conn in conns:
-            if conn.per_message:
-                # MQTT: bytes depend on the subscription; the parts are cached on the message.
-                if not conn.deliver_message(message):
-                    overflowed.append(conn)
-                continue
             codec = conn.codec
             frame = frames.get(codec)
             if frame is None:
+                if getattr(codec, "per_message", False):
+                    # MQTT: bytes depend on the subscription (QoS, packet id), so nothing is
+                    # cached under its codec; its parts are cached on the message. Checked
+                    # here, off the hot path: once per codec and message for the others.
+                    if not conn.deliver_message(message):
+                        overflowed.append(conn)
+                    continue
                 frame = frames[codec] = codec.encode_message(message)
             if conn.recovery is None and expires is None:
                 # Hot path: a non-reliable connection just queues the shared bytes.

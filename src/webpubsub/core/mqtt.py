@@ -12,6 +12,7 @@ import json
 import re
 import secrets
 import string
+from collections import deque
 from dataclasses import dataclass, field
 
 from .errors import BadRequest
@@ -236,6 +237,10 @@ class Session:
     outgoing: dict[int, bytes] = field(default_factory=dict)
     next_id: int = 1
     max_outgoing: int = MAX_IN_FLIGHT
+    # The client's Receive Maximum (5.0): QoS 1/2 messages in flight at once; the rest wait
+    # (head, tail) here, in order, within max_outgoing in all (MQTT 5.0 4.9).
+    receive_maximum: int = 65535
+    waiting: deque[tuple[bytes, bytes]] = field(default_factory=deque)
     expiry: float = 0.0  # seconds the session outlives its socket
     detached_until: float | None = None  # set while no socket carries the session
 
@@ -249,6 +254,13 @@ class Session:
         self.next_id = self.next_id % 65535 + 1
         self.outgoing[packet_id] = b""
         return packet_id
+
+    def window_full(self) -> bool:
+        """Whether the client's Receive Maximum is reached (a QoS 1/2 message must wait)."""
+        return len(self.outgoing) >= self.receive_maximum or bool(self.waiting)
+
+    def buffer_full(self) -> bool:
+        return len(self.outgoing) + len(self.waiting) >= self.max_outgoing
 
     def granted(self, group: str) -> int:
         """The QoS of the subscription to ``group``; 0 for memberships made by token/REST."""

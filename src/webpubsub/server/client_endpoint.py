@@ -292,7 +292,10 @@ class ClientEndpoint:
             groups=groups,
             max_packet_size=self.limits.max_message_size + MQTT_HEADROOM,
         )
-        ws = self._upgrade(request, "mqtt" if offered else None)
+        # A WebSocket message may hold a whole packet: the payload limit plus its headers.
+        ws = self._upgrade(
+            request, "mqtt" if offered else None, self.limits.max_message_size + MQTT_HEADROOM
+        )
         if isinstance(ws, HttpResponse):
             return ws
         handler = settings.handler_for("connect", EventKind.CONNECT)
@@ -344,7 +347,9 @@ class ClientEndpoint:
             return Accepted(ws, refusal="The connection cannot be recovered.")
         return Accepted(ws, resume=resume)
 
-    def _upgrade(self, request: HttpRequest, chosen: str | None) -> ServerProtocol | HttpResponse:
+    def _upgrade(
+        self, request: HttpRequest, chosen: str | None, max_size: int | None = None
+    ) -> ServerProtocol | HttpResponse:
         """Run the websockets handshake; returns the open protocol or the refusal."""
         head = switching_protocols(request, chosen)
         if head is not None:
@@ -352,14 +357,14 @@ class ClientEndpoint:
             # would write it, and the protocol starts open. Anything else is websockets' to
             # judge and answer (its objects were a sixth of a handshake).
             ws = ServerProtocol(
-                state=State.OPEN, max_size=self.limits.max_message_size, logger=ws_log
+                state=State.OPEN, max_size=max_size or self.limits.max_message_size, logger=ws_log
             )
             ws.writes.append(head)
             return ws
         ws = ServerProtocol(
             subprotocols=[chosen] if chosen else None,  # type: ignore[list-item]
             select_subprotocol=(lambda _p, _o: chosen) if chosen else None,  # type: ignore[arg-type,return-value]
-            max_size=self.limits.max_message_size,
+            max_size=max_size or self.limits.max_message_size,
             logger=ws_log,
         )
         ws_request = Request(request.path + _query_suffix(request), Headers(request.headers))

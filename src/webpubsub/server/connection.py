@@ -617,6 +617,7 @@ class ServiceProtocol(asyncio.Protocol):
             self.conn = result.conn  # registered by the node when its CONNECT is accepted
             self._mqtt = result.mqtt
             result.conn.on_event = self.service.upstream.mqtt_event
+            result.conn.rate = self.rate
             self.service.mqtt_clients.add(result.conn)
         elif result.conn is not None:
             self.conn = result.conn

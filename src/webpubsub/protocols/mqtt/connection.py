@@ -19,7 +19,9 @@ from ...core import commands as c
 from ...core import mqtt as rules
 from ...core.connection import CloseCode, Connection, Transport
 from ...core.events import ConnectResult
-from ...core.message import Message, MqttExtras, Source
+from ...core.message import DataType, Message, MqttExtras, Source
+from ...core.ratelimit import MessageRate, Verdict
+from ...core.requests import JoinGroup, SendToGroup
 from ..frames import OP_BINARY, binary_frame, header
 from .packets import (
     V5,
@@ -59,6 +61,7 @@ class MqttCodec:
     subprotocol: str | None = "mqtt"
     is_pubsub = True
     is_reliable = False
+    per_message = True  # Hub.deliver hands messages to MqttConnection.deliver_message
 
     def __init__(self, version: int) -> None:
         self.version = version
@@ -115,11 +118,13 @@ class MqttConnection(Connection):
         "parser",
         "pending_connect",
         "physical_connection_id",
+        "rate",
         "resumed",
         "session",
         "session_id",
         "upstream_connect",
         "will",
+        "will_due",
     )
 
     per_message = True
@@ -140,6 +145,8 @@ class MqttConnection(Connection):
         self.parser = Parser(max_packet_size=max_packet_size) if max_packet_size else Parser()
         self.session: rules.Session | None = None
         self.will: Publish | None = None
+        self.will_due: float | None = None  # when a delayed will goes (5.0 Will Delay)
+        self.rate: MessageRate | None = None  # client_message_rate, charged per PUBLISH
         self.clean_exit = False
         self.groups_at_connect = list(groups)
         self.keep_alive = 0  # seconds agreed at CONNECT; 0: none
@@ -177,13 +184,23 @@ class MqttConnection(Connection):
             return
         try:
             packets = self.parser.feed(data)
+            self._handle_all(packets)
+            if self.parser.error is not None:
+                self.parser.feed(b"")  # raises the error found after those packets
         except MqttError as exc:
+            owner = self.resumed or self
+            if owner.closed:
+                return
+            if owner is not self:
+                owner.fail(exc.reason, str(exc))
+                return
             if exc.reason == Reason.UNSUPPORTED_PROTOCOL_VERSION and self.session is None:
                 self._send(ConnAck(rules.V311_REFUSED_VERSION), V311)
                 self._close(CloseCode.NORMAL, str(exc))
                 return
             self.fail(exc.reason, str(exc))
-            return
+
+    def _handle_all(self, packets: list[Packet]) -> None:
         for packet in packets:
             owner = self.resumed or self
             if owner.closed:
@@ -211,9 +228,11 @@ class MqttConnection(Connection):
                 self._send(PubComp(packet_id))
             case PubAck(packet_id) | PubComp(packet_id):
                 self.session.outgoing.pop(packet_id, None)
+                self._release_waiting()
             case PubRec(packet_id, reason):
                 if reason >= 0x80:
                     self.session.outgoing.pop(packet_id, None)
+                    self._release_waiting()
                 elif packet_id in self.session.outgoing:
                     frame = binary_frame(encode(PubRel(packet_id), self.version))
                     self.session.outgoing[packet_id] = frame  # resent if the socket drops
@@ -240,12 +259,13 @@ class MqttConnection(Connection):
                     self.session.expiry = rules.session_expiry(
                         5, False, props.session_expiry_interval
                     )
+                why = props.reason_string or "The client disconnected."
                 if self.session.expiry:
                     self._detach(self.last_packet)
-                    self.transport.close(CloseCode.NORMAL, "The client disconnected.")
+                    self.transport.close(CloseCode.NORMAL, why)
                     self.transport = DETACHED
                 else:
-                    self._end(CloseCode.NORMAL, "The client disconnected.")
+                    self._end(CloseCode.NORMAL, why)
             case _:
                 self.fail(Reason.PROTOCOL_ERROR, f"Unexpected {type(packet).__name__}.")
 
@@ -333,7 +353,9 @@ class MqttConnection(Connection):
                 self.resumed = existing
                 return
             existing.take_over()
-        self.session = rules.Session(version, expiry=expiry)
+        self.session = rules.Session(
+            version, expiry=expiry, receive_maximum=packet.properties.receive_maximum or 65535
+        )
         self.session_id = secrets.token_hex(16)
         self.new_session = True
         self.keep_alive = rules.server_keep_alive(version, packet.keep_alive) or packet.keep_alive
@@ -386,20 +408,28 @@ class MqttConnection(Connection):
             else None
         )
         session.expiry = expiry
+        session.receive_maximum = packet.properties.receive_maximum or 65535
         session.detached_until = None
+        self.will_due = None  # resumed within the Will Delay Interval: no will
         self._send(ConnAck(0, True, self._connack_properties(packet, None)))
         for frame in session.outgoing.values():
             if frame:
                 self.transport.send(_with_dup(frame))
+        self._release_waiting()
 
     def _detach(self, now: float) -> None:
         """Keep the session without a socket for its expiry (mqtt spec 3.6)."""
         session = self.session
         assert session is not None
-        if not self.clean_exit:
-            self._publish_will()
-        self.will = None
         session.detached_until = now + session.expiry
+        if self.clean_exit or self.will is None:
+            self.will = None
+            return
+        delay = self.will.properties.will_delay_interval or 0
+        if delay > 0:  # 5.0 Will Delay Interval: unless the session resumes first
+            self.will_due = now + min(float(delay), session.expiry)
+        else:
+            self._publish_will()
 
     def tick(self, now: float) -> bool:
         """Once a second: end an expired offline session, or a silent client (keep alive).
@@ -410,8 +440,14 @@ class MqttConnection(Connection):
             return True
         session = self.session
         if session is not None and session.detached_until is not None:
+            if self.will_due is not None and now >= self.will_due:
+                self.will_due = None
+                self._publish_will()
             if now < session.detached_until:
                 return False
+            if self.will_due is not None:  # the session ends first: the will goes now
+                self.will_due = None
+                self._publish_will()
             self.clean_exit = True
             self._end(None, "The session expired.")
             return True
@@ -449,6 +485,20 @@ class MqttConnection(Connection):
             self.fail(Reason.TOPIC_ALIAS_INVALID, "Topic aliases are not supported.")
             return
         packet_id = packet.packet_id or 0
+        if self.rate is not None:
+            verdict = self.rate.take(self.last_packet)
+            if verdict is Verdict.CUT:
+                self.fail(Reason.MESSAGE_RATE_TOO_HIGH, "The client ignored throttling.")
+                return
+            if verdict is Verdict.THROTTLE:
+                # Not executed: QoS 0 dropped; QoS 1/2 refused with 0x97 (3.1.1: dropped
+                # after an ack, it has no failure code) so the client may resend later.
+                refused = Reason.QUOTA_EXCEEDED if version == V5 else 0
+                if packet.qos == 1:
+                    self._send(PubAck(packet_id, refused))
+                elif packet.qos == 2:
+                    self._send(PubRec(packet_id, refused))
+                return
         if packet.qos == 2 and packet_id in session.received_qos2:
             self._send(PubRec(packet_id))  # a resent QoS 2 PUBLISH: delivered once already
             return
@@ -473,6 +523,9 @@ class MqttConnection(Connection):
                 PubAck(packet_id, ack_reason) if packet.qos == 1 else PubRec(packet_id, ack_reason)
             )
             return
+        if self.node.observer:  # metrics and Live Trace count it as a send to the group
+            request = SendToGroup(packet.topic, packet.payload, DataType.BINARY, packet.packet_id)
+            self.node.observer.request_received(self, request, len(packet.payload))
         self.publish(packet)
         self._ack_publish(packet)
 
@@ -556,7 +609,13 @@ class MqttConnection(Connection):
         sub_id = (packet.properties.subscription_identifiers or (None,))[0]
         for sub in packet.subscriptions:
             code = rules.subscribe_reason(sub.topic_filter, sub.qos, self.roles)
+            limit = self.node.max_groups_per_connection
+            if code < 0x80 and sub.topic_filter not in self.groups and len(self.groups) >= limit:
+                code = rules.QUOTA_EXCEEDED  # the service's groups-per-connection limit [I]
             if code < 0x80 and not rules.is_server_topic(sub.topic_filter):
+                if self.node.observer:
+                    joined = JoinGroup(sub.topic_filter, packet.packet_id)
+                    self.node.observer.request_received(self, joined, len(sub.topic_filter))
                 self._join(sub.topic_filter)
                 session.subscriptions[sub.topic_filter] = (sub.qos, sub.no_local, sub_id)
             codes.append(code if self.version == V5 else rules.v311_suback(code))
@@ -622,13 +681,30 @@ class MqttConnection(Connection):
         if qos == 0:
             self.transport.send(head + tail)
             return True
-        packet_id = session.take_packet_id()
-        if packet_id is None:
+        if session.buffer_full():
             return False  # too many unacknowledged: a consumer this slow must go
+        if session.window_full():
+            session.waiting.append((head, tail))  # the client's Receive Maximum (5.0 4.9)
+            return True
+        self._send_numbered(head, tail)
+        return True
+
+    def _send_numbered(self, head: bytes, tail: bytes) -> None:
+        session = self.session
+        assert session is not None
+        packet_id = session.take_packet_id()
+        assert packet_id is not None
         frame = head + struct.pack("!H", packet_id) + tail
         session.outgoing[packet_id] = frame  # kept until acknowledged, resent on resume
         self.transport.send(frame)
-        return True
+
+    def _release_waiting(self) -> None:
+        """An ack freed room in the client's window: send what waits, in order."""
+        session = self.session
+        assert session is not None
+        while session.waiting and len(session.outgoing) < session.receive_maximum:
+            head, tail = session.waiting.popleft()
+            self._send_numbered(head, tail)
 
     # -- endings (mqtt spec 6) ----------------------------------------------------------------
 
@@ -646,10 +722,25 @@ class MqttConnection(Connection):
         self.disconnect_event = {"initiatedByClient": False, "disconnectPacket": packet}
 
     def close(self, code: int, reason: str) -> None:
-        """REST close (and shutdown): DISCONNECT 0x98 on 5.0, then close (mqtt spec 6.1)."""
-        if not self.closed:
-            self._server_disconnect(Reason.ADMINISTRATIVE_ACTION)
-        super().close(code, reason)
+        """The node closes this client (mqtt spec 6.1): 5.0 DISCONNECT 0x98 for a REST close,
+        0x8B at shutdown, 0x97 for a consumer too slow for its buffer; then close."""
+        if self.closed:
+            return
+        if code == CloseCode.GOING_AWAY:
+            why = Reason.SERVER_SHUTTING_DOWN
+        elif code == CloseCode.POLICY_VIOLATION:
+            why = Reason.QUOTA_EXCEEDED
+        else:
+            why = Reason.ADMINISTRATIVE_ACTION
+        if self.session is not None:
+            self._server_disconnect(why)
+            if self.version == V5:
+                props = Properties(reason_string=reason[:200]) if reason else NO_PROPERTIES
+                self._send(Disconnect(why, props))
+            self.will_due = None
+            self._publish_will()  # the client did not say goodbye (mqtt spec 6.1 [I])
+        self.closed = True
+        self.transport.close(code, reason)
 
     def socket_lost(self, transport: Transport, now: float) -> bool:
         """The WebSocket ``transport`` ended: publish the will; keep a persistent session for

@@ -25,6 +25,9 @@ class Parser:
         self.version = version
         self.max_packet_size = max_packet_size
         self._buffer = bytearray()
+        # An error found after complete packets of the same feed: they are returned first,
+        # and the error is raised by the next call (the stream ends there).
+        self.error: MqttError | None = None
 
     def feed(self, data: bytes) -> list[Packet]:
         """The packets completed by ``data``, in order.
@@ -33,10 +36,18 @@ class Parser:
             MqttError: a malformed packet (0x81), one over ``max_packet_size`` (0x95), a
                 protocol level the service does not speak (0x84).
         """
+        if self.error is not None:
+            raise self.error
         self._buffer += data
         packets: list[Packet] = []
         while True:
-            packet = self._next()
+            try:
+                packet = self._next()
+            except MqttError as exc:
+                if not packets:
+                    raise
+                self.error = exc
+                return packets
             if packet is None:
                 return packets
             packets.append(packet)
