@@ -790,7 +790,7 @@ class WebPubSubClient:
         as ``invokeEvent`` of the official JS client.
 
         The handler sees an ordinary user event; what it answers comes back here (its body,
-        or an error). JSON subprotocols only.
+        or an error). Over every subprotocol (protobuf: spec-next 8).
 
         Args:
             event: the event's name.
@@ -809,11 +809,9 @@ class WebPubSubClient:
             InvocationError: the service or the handler answered an error (``name``), the
                 connection dropped before the answer, or no answer in time (``Timeout``).
             ClientStoppedError: the client is (or got) stopped.
-            ValueError: a protobuf subprotocol, bad metadata, or data that does not fit.
+            ValueError: bad metadata, or data that does not fit.
         """
         core = self._core
-        if not core.codec.subprotocol or not core.codec.subprotocol.startswith("json."):
-            raise ValueError("Invocations need a JSON subprotocol (json.webpubsub.azure.v1).")
         if self._loop is None or core.state is State.STOPPED:
             raise ClientStoppedError("The client is not started.")
         kind = DataType(data_type) if data_type is not None else None
@@ -858,7 +856,7 @@ class WebPubSubClient:
         timeout: Timeout = USE_CLIENT_DEFAULT,
     ) -> GroupStreamWriter:
         """Open a group stream (spec-next 2), as ``openGroupStream`` of the official JS
-        client: returns once the service acknowledged it. JSON subprotocols only.
+        client: returns once the service acknowledged it. Over every subprotocol.
 
         Args:
             group: the group that receives the stream (the ``sendToGroup`` role for it).
@@ -870,11 +868,8 @@ class WebPubSubClient:
 
         Raises:
             GroupStreamError: refused (``Forbidden``, ``BadRequest``) or not answered in time.
-            ValueError: a protobuf subprotocol.
+            ValueError: the stream id is already open here.
         """
-        core = self._core
-        if not core.codec.subprotocol or not core.codec.subprotocol.startswith("json."):
-            raise ValueError("Group streams need a JSON subprotocol (json.webpubsub.azure.v1).")
         stream_id = stream_id or str(uuid.uuid4())
         if stream_id in self._writers:
             raise ValueError(f"The stream '{stream_id}' is already open.")

@@ -100,7 +100,7 @@ class GroupMessage:
     data_type: DataType
     from_user_id: str | None = None
     sequence_id: int | None = None
-    metadata: dict[str, str] | None = None  # spec-next 3.4; JSON protocols only
+    metadata: dict[str, str] | None = None  # spec-next 3.4
     stream: StreamInfo | None = None  # a group stream's fragment (spec-next 2)
 
 
@@ -111,7 +111,7 @@ class ServerMessage:
     data: Payload
     data_type: DataType
     sequence_id: int | None = None
-    metadata: dict[str, str] | None = None  # spec-next 3.4; JSON protocols only
+    metadata: dict[str, str] | None = None  # spec-next 3.4
 
 
 @dataclass(frozen=True, slots=True)

@@ -238,6 +238,19 @@ class JsonCodec:
     def encode_stream_answer(self, answer: StreamAck | StreamClosed) -> bytes:
         return encode_stream_answer(answer)
 
+    def encode_invoke_response(
+        self,
+        invocation_id: str,
+        *,
+        data: bytes | None = None,
+        data_type: DataType | None = None,
+        error: tuple[str, str] | None = None,
+        metadata: Any = None,
+    ) -> bytes:
+        return encode_invoke_response(
+            invocation_id, data=data, data_type=data_type, error=error, metadata=metadata
+        )
+
     # -- upstream ---------------------------------------------------------------------------
 
     def sequence(self, encoded: bytes, sequence_id: int) -> tuple[bytes, ...]:
