@@ -323,3 +323,83 @@ class TestRaw:
         assert payload_of(RAW.encode_message(Message(b'"q"', DataType.JSON))) == b'"q"'
         assert RAW.encode_message(Message(b"\x01", DataType.BINARY))[0] == 0x82
         assert RAW.decode(b"x", False) == SendEvent("message", b"x", DataType.BINARY)
+
+
+def up(**message: object) -> bytes:
+    return UpstreamMessage(**message).SerializeToString()  # type: ignore[arg-type]
+
+
+class TestProtobufNext:
+    """Invocation, streams, metadata and TTL in protobuf (spec-next 8)."""
+
+    def test_invoke_and_cancel(self) -> None:
+        invoke = UpstreamMessage.InvokeEventMessage(
+            event="e", invocation_id="7", data=MessageData(text_data="hi"), metadata={"k": "v"}
+        )
+        assert PROTOBUF.decode(up(invoke_event_message=invoke), False) == Invoke(
+            "7", "e", b"hi", DataType.TEXT, {"k": "v"}
+        )
+        bare = UpstreamMessage.InvokeEventMessage(event="e", invocation_id="8")
+        assert PROTOBUF.decode(up(invoke_event_message=bare), False) == Invoke("8", "e")
+        nameless = UpstreamMessage.InvokeEventMessage(invocation_id="9")
+        refused = PROTOBUF.decode(up(invoke_event_message=nameless), False)
+        assert isinstance(refused, Invoke) and refused.error is not None
+        cancel = UpstreamMessage.CancelInvocationMessage(invocation_id="7")
+        assert PROTOBUF.decode(up(cancel_invocation_message=cancel), False) == (
+            CancelInvocation("7")
+        )
+
+    def test_invoke_response(self) -> None:
+        ok = PROTOBUF.encode_invoke_response("1", data=b'{"a":1}', data_type=DataType.JSON)
+        down = DownstreamMessage.FromString(payload_of(ok)).invoke_response_message
+        assert (down.invocation_id, down.success, down.data.json_data) == ("1", True, '{"a":1}')
+        failed = PROTOBUF.encode_invoke_response("2", error=("NotFound", "none"))
+        down = DownstreamMessage.FromString(payload_of(failed)).invoke_response_message
+        assert (down.success, down.error.name, down.HasField("data")) == (False, "NotFound", False)
+
+    def test_stream_frames(self) -> None:
+        start = UpstreamMessage.SendToGroupMessage(
+            group="g", ack_id=3, stream=UpstreamMessage.StreamStartInfo(stream_id="s")
+        )
+        assert PROTOBUF.decode(up(send_to_group_message=start), False) == StreamStart("g", "s")
+        start.stream.idle_timeout_ms = 0
+        bad = PROTOBUF.decode(up(send_to_group_message=start), False)
+        assert isinstance(bad, StreamInvalid) and bad.start
+        keepalive = UpstreamMessage.StreamDataMessage(stream_id="s")
+        assert PROTOBUF.decode(up(stream_data_message=keepalive), False) == StreamData("s")
+        fragment = UpstreamMessage.StreamDataMessage(
+            stream_id="s", stream_sequence_id=1, data=MessageData(binary_data=b"\x01")
+        )
+        assert PROTOBUF.decode(up(stream_data_message=fragment), False) == StreamData(
+            "s", 1, b"\x01", DataType.BINARY
+        )
+        half = UpstreamMessage.StreamDataMessage(stream_id="s", stream_sequence_id=2)
+        assert isinstance(PROTOBUF.decode(up(stream_data_message=half), False), StreamInvalid)
+        end = UpstreamMessage.StreamEndMessage(stream_id="s")
+        end.error.message = "boom"
+        end.error.user_error_code = "E1"
+        assert PROTOBUF.decode(up(stream_end_message=end), False) == StreamEnd("s", ("boom", "E1"))
+        nameless = UpstreamMessage.StreamEndMessage()
+        with pytest.raises(ProtocolViolation):
+            PROTOBUF.decode(up(stream_end_message=nameless), False)
+
+    def test_metadata_and_ttl(self) -> None:
+        send = UpstreamMessage.SendToGroupMessage(
+            group="g", ack_id=1, ttl_seconds=30, metadata={"Trace": "t"}
+        )
+        assert PROTOBUF.decode(up(send_to_group_message=send), False) == SendToGroup(
+            "g", b"", DataType.TEXT, 1, False, {"Trace": "t"}, 30
+        )
+        send.ttl_seconds = 301
+        with pytest.raises(InvalidRequest):
+            PROTOBUF.decode(up(send_to_group_message=send), False)
+        send.ttl_seconds = 0
+        send.metadata["bad key"] = "x"
+        with pytest.raises(InvalidRequest):
+            PROTOBUF.decode(up(send_to_group_message=send), False)
+
+    def test_group_state_is_refused_with_its_ack_id(self) -> None:
+        state = UpstreamMessage.SubscribeGroupStateMessage(group="g", ack_id=4)
+        assert PROTOBUF.decode(up(subscribe_group_state_message=state), False) == Unsupported(
+            "subscribe_group_state_message", 4
+        )
