@@ -410,19 +410,25 @@ class ProtobufCodec:
                 leave.group = group
                 if ack_id is not None:
                     leave.ack_id = ack_id
-            case SendToGroup(group, data, data_type, ack_id, no_echo):
+            case SendToGroup(group, data, data_type, ack_id, no_echo, metadata, ttl):
                 send = upstream.send_to_group_message
                 send.group = group
                 send.data.CopyFrom(to_message_data(data, data_type))
                 send.no_echo = no_echo
                 if ack_id is not None:
                     send.ack_id = ack_id
-            case SendEvent(event, data, data_type, ack_id):
+                if metadata:
+                    send.metadata.update(metadata)
+                if ttl:
+                    send.ttl_seconds = ttl
+            case SendEvent(event, data, data_type, ack_id, metadata):
                 event_message = upstream.event_message
                 event_message.event = event
                 event_message.data.CopyFrom(to_message_data(data, data_type))
                 if ack_id is not None:
                     event_message.ack_id = ack_id
+                if metadata:
+                    event_message.metadata.update(metadata)
             case Invoke(invocation_id, event, data, data_type, metadata):
                 invoke = upstream.invoke_event_message
                 invoke.invocation_id = invocation_id
