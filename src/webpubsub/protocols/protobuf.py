@@ -385,6 +385,18 @@ class ProtobufCodec:
             return _ack_id(getattr(upstream, kind))
         return None
 
+    def peek_invocation_id(self, data: bytes) -> str | None:
+        """The ``invocation_id`` of an ``InvokeEventMessage`` that will not be decoded
+        (throttled): it must still get an answer (spec-next 1.6)."""
+        try:
+            upstream = UpstreamMessage.FromString(data)
+        except DecodeError:
+            return None
+        if upstream.WhichOneof("message") != "invoke_event_message":
+            return None
+        invocation_id = upstream.invoke_event_message.invocation_id
+        return invocation_id if 0 < len(invocation_id) <= MAX_INVOCATION_ID else None
+
     # -- client side: requests out, service messages in -----------------------------------
 
     text_frames = False
