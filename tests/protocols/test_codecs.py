@@ -18,10 +18,12 @@ from webpubsub.core.requests import (
     SendEvent,
     SendToGroup,
     SequenceAck,
+    SetGroupState,
     StreamData,
     StreamEnd,
     StreamInvalid,
     StreamStart,
+    SubscribeGroupState,
     Unsupported,
 )
 from webpubsub.protocols import (
@@ -133,9 +135,25 @@ class TestJsonDecode:
         assert raised.value.ack_id == 3
 
     def test_unknown_and_unsupported_types(self) -> None:
-        assert JSON.decode(b'{"type":"setGroupState","ackId":9}', True) == Unsupported(
-            "setGroupState", 9
+        assert JSON.decode(b'{"type":"newThing","ackId":9}', True) == Unsupported("newThing", 9)
+
+    def test_group_state_frames(self) -> None:
+        decode = JSON.decode
+        assert decode(
+            b'{"type":"setGroupState","group":"r","state":{"a":"1"},"ackId":1}', True
+        ) == SetGroupState("r", {"a": "1"}, 1)
+        assert decode(b'{"type":"setGroupState","group":"r","state":null}', True) == (
+            SetGroupState("r")
         )
+        assert decode(b'{"type":"unsubscribeGroupState","group":"r","ackId":2}', True) == (
+            SubscribeGroupState("r", 2, subscribe=False)
+        )
+        for bad in (b'"x"', b'{"a":1}', b'{"a b":"1"}'):
+            with pytest.raises(InvalidRequest) as raised:
+                decode(b'{"type":"setGroupState","group":"r","ackId":3,"state":' + bad + b"}", True)
+            assert raised.value.ack_id == 3
+        with pytest.raises(InvalidRequest):
+            decode(b'{"type":"subscribeGroupState","ackId":4}', True)
 
     def test_stream_frames(self) -> None:
         decode = JSON.decode

@@ -11,10 +11,12 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Iterable
 from typing import Any, TypeGuard
 
 from ..core import jsontext
 from ..core.errors import ClientError, InvalidRequest, ProtocolViolation
+from ..core.groupstate import StateItem
 from ..core.jsontext import Refused, lenient_members, members
 from ..core.message import DataType, Message, Source
 from ..core.metadata import MetadataError, check_pairs
@@ -28,10 +30,12 @@ from ..core.requests import (
     SendEvent,
     SendToGroup,
     SequenceAck,
+    SetGroupState,
     StreamData,
     StreamEnd,
     StreamInvalid,
     StreamStart,
+    SubscribeGroupState,
     Unsupported,
 )
 from ..core.streams import MAX_IDLE_MS, MAX_STREAM_ID, StreamError, StreamMark
@@ -56,15 +60,6 @@ from .frames import OP_TEXT, header, text_frame
 SUBPROTOCOL = "json.webpubsub.azure.v1"
 RELIABLE_SUBPROTOCOL = "json.reliable.webpubsub.azure.v1"
 UINT64_MAX = 2**64 - 1
-
-# Message types the current clients know but this service does not implement (spec 4.11, 4.12).
-UNSUPPORTED_TYPES = frozenset(
-    {
-        "setGroupState",
-        "subscribeGroupState",
-        "unsubscribeGroupState",
-    }
-)
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
@@ -238,6 +233,24 @@ class JsonCodec:
     def encode_stream_answer(self, answer: StreamAck | StreamClosed) -> bytes:
         return encode_stream_answer(answer)
 
+    def group_state_body(self, kind: str, group: str, items: Iterable[StateItem]) -> bytes:
+        """A ``groupStateSnapshot`` / ``groupStateUpdate`` envelope (spec-next 5)."""
+        listed = []
+        for item in items:
+            entry: dict[str, Any] = {"connectionId": item.connection_id}
+            if item.user_id is not None:
+                entry["userId"] = item.user_id
+            if item.state is not None:
+                entry["state"] = dict(item.state)
+            entry["updatedAt"] = item.updated_at
+            listed.append(entry)
+        return dumps({"type": kind, "group": group, "items": listed})
+
+    def encode_group_state(self, kind: str, group: str, items: Iterable[StateItem]) -> bytes:
+        """As :meth:`encode_message`: a frame here, the shared body on the reliable codec
+        (group-state frames are sequenced and replayed like data)."""
+        return text_frame(self.group_state_body(kind, group, items))
+
     def encode_invoke_response(
         self,
         invocation_id: str,
@@ -301,6 +314,12 @@ class JsonCodec:
             return _stream_data(envelope, raw)
         if kind == "streamEnd":
             return _stream_end(envelope)
+        if kind == "setGroupState":
+            group = self._group(envelope, ack_id)
+            return SetGroupState(group, _group_state(envelope.get("state"), ack_id), ack_id)
+        if kind in ("subscribeGroupState", "unsubscribeGroupState"):
+            group = self._group(envelope, ack_id)
+            return SubscribeGroupState(group, ack_id, kind == "subscribeGroupState")
         if kind == "ping":
             return Ping()
         if kind == "sequenceAck":
@@ -492,6 +511,9 @@ class ReliableJsonCodec(JsonCodec):
     def encode_message(self, message: Message) -> bytes:
         return self.message_body(message)[1:]
 
+    def encode_group_state(self, kind: str, group: str, items: Iterable[StateItem]) -> bytes:
+        return self.group_state_body(kind, group, items)[1:]
+
     def sequence(self, encoded: bytes, sequence_id: int) -> tuple[bytes, ...]:
         prefix = b'{"sequenceId":%d,' % sequence_id
         return header(OP_TEXT, len(prefix) + len(encoded)) + prefix, encoded
@@ -606,6 +628,19 @@ def encode_stream_answer(answer: StreamAck | StreamClosed) -> bytes:
             "expectedSequenceId": answer.expected,
         }
     return text_frame(dumps(body))
+
+
+def _group_state(value: Any, ack_id: int | None) -> dict[str, str] | None:
+    """The ``state`` of a ``setGroupState``: absent or null clears; a string map limited as
+    metadata (spec-next 5, 3.2)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise InvalidRequest("'state' must be an object of strings.", ack_id)
+    try:
+        return check_pairs(value.items()) or {}
+    except MetadataError as exc:
+        raise InvalidRequest(f"Invalid state: {exc}.", ack_id) from None
 
 
 def _invoke(envelope: dict[str, Any], raw: bytes | None, frame: bytes) -> Invoke:

@@ -1,0 +1,66 @@
+"""Group state (spec-next 5) over real sockets: ``setGroupState``, ``subscribeGroupState``
+with its snapshot after the ack, updates, and entries cleared by a leave or a disconnect."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.server.helpers import connect_json
+from webpubsub.testing import ServiceThread
+
+JOIN = ["webpubsub.joinLeaveGroup"]
+RELIABLE = ("json.reliable.webpubsub.azure.v1",)
+
+
+def items(frame: dict[str, Any]) -> list[tuple[str | None, Any]]:
+    assert frame["group"] == "room"
+    return [(item.get("userId"), item.get("state")) for item in frame["items"]]
+
+
+async def test_snapshot_updates_and_clears(service: ServiceThread, hub: str) -> None:
+    async with (
+        await connect_json(service, hub, user_id="alice", roles=JOIN) as alice,
+        await connect_json(service, hub, user_id="bob", roles=JOIN, subprotocols=RELIABLE) as bob,
+    ):
+        await alice.join("room")
+        state = {"status": "typing"}
+        ack = await alice.request({"type": "setGroupState", "group": "room", "state": state})
+        assert ack["success"] is True
+        ack = await bob.request({"type": "subscribeGroupState", "group": "room"})
+        assert ack["success"] is True
+        snapshot = await bob.receive()
+        assert snapshot["type"] == "groupStateSnapshot" and "sequenceId" in snapshot
+        assert items(snapshot) == [("alice", state)]
+        first = snapshot["items"][0]["updatedAt"]
+        await alice.request({"type": "setGroupState", "group": "room", "state": {"s": "idle"}})
+        update = await bob.receive()
+        assert update["type"] == "groupStateUpdate" and items(update) == [("alice", {"s": "idle"})]
+        assert update["items"][0]["updatedAt"] > first
+        await alice.request({"type": "setGroupState", "group": "room"})  # no state: cleared
+        assert items(await bob.receive()) == [("alice", None)]
+        await alice.request({"type": "setGroupState", "group": "room", "state": {"a": "1"}})
+        await bob.receive()
+        await alice.leave("room")  # a member that leaves loses its entry
+        assert items(await bob.receive()) == [("alice", None)]
+        await alice.join("room")
+        await alice.request({"type": "setGroupState", "group": "room", "state": {"a": "2"}})
+        await bob.receive()
+        await bob.request({"type": "unsubscribeGroupState", "group": "room"})
+        await alice.request({"type": "setGroupState", "group": "room", "state": {"a": "3"}})
+        await bob.request({"type": "subscribeGroupState", "group": "room"})
+        assert items(await bob.receive()) == [("alice", {"a": "3"})]  # nothing in between
+        await alice.close()
+        assert items(await bob.receive()) == [("alice", None)]  # its connection ended
+
+
+async def test_refusals(service: ServiceThread, hub: str) -> None:
+    async with await connect_json(service, hub, roles=()) as client:
+        ack = await client.request({"type": "setGroupState", "group": "room", "state": {"a": "1"}})
+        assert (ack["success"], ack["error"]["name"]) == (False, "BadRequest")  # not a member
+        ack = await client.request({"type": "subscribeGroupState", "group": "room"})
+        assert ack["error"]["name"] == "Forbidden"
+    async with await connect_json(service, hub, groups=["room"]) as member:
+        bad = {"type": "setGroupState", "group": "room", "state": {"a": 1}}
+        assert (await member.request(bad))["error"]["name"] == "BadRequest"
+        bad = {"type": "setGroupState", "group": "room", "state": ["a"]}
+        assert (await member.request(bad))["error"]["name"] == "BadRequest"
