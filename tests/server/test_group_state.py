@@ -3,9 +3,10 @@ with its snapshot after the ack, updates, and entries cleared by a leave or a di
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
-from tests.server.helpers import connect_json
+from tests.server.helpers import connect_json, rest_call
 from webpubsub.testing import ServiceThread
 
 JOIN = ["webpubsub.joinLeaveGroup"]
@@ -64,3 +65,17 @@ async def test_refusals(service: ServiceThread, hub: str) -> None:
         assert (await member.request(bad))["error"]["name"] == "BadRequest"
         bad = {"type": "setGroupState", "group": "room", "state": ["a"]}
         assert (await member.request(bad))["error"]["name"] == "BadRequest"
+
+
+async def test_a_rest_removal_clears_the_entry(service: ServiceThread, hub: str) -> None:
+    async with (
+        await connect_json(service, hub, user_id="alice", groups=["room"]) as alice,
+        await connect_json(service, hub, roles=JOIN) as watcher,
+    ):
+        await alice.request({"type": "setGroupState", "group": "room", "state": {"a": "1"}})
+        await watcher.request({"type": "subscribeGroupState", "group": "room"})
+        assert items(await watcher.receive()) == [("alice", {"a": "1"})]
+        path = f"/api/hubs/{hub}/groups/room/connections/{alice.connection_id}"
+        response = await asyncio.to_thread(rest_call, service, "DELETE", path)
+        assert response.status_code in (200, 204)
+        assert items(await watcher.receive()) == [("alice", None)]

@@ -147,7 +147,7 @@ class Node:
         hub = self.hubs.get(key)
         if hub is None:
             hub = self.hubs[key] = Hub(key)
-            hub.presence = self.on_presence
+            hub.presence = self._presence
             if self.engine is not None:
                 self.engine.hub_added(key)
         return hub
@@ -243,7 +243,7 @@ class Node:
                 transport.send_expiring((data,), expires)
         # The later commands see this connection alone: the others here had them already.
         alone = Hub(snapshot.hub)
-        alone.presence = self.on_presence
+        alone.presence = self._presence
         alone.add(conn)
         for group in snapshot.groups:
             alone.join(conn, group, announce=False)
@@ -484,6 +484,13 @@ class Node:
                 conn, "groupStateSnapshot", request.group, states.snapshot(request.group)
             )
 
+    def _presence(self, conn: Connection, group: str, joined: bool) -> None:
+        """Every join and leave of a local connection (client, REST, initial groups)."""
+        if not joined and conn.hub in self.group_states:
+            self._set_state(conn, group, None)  # a member that leaves has no state (spec-next 5)
+        if self.on_presence is not None:
+            self.on_presence(conn, group, joined)
+
     def _set_state(self, conn: Connection, group: str, state: Mapping[str, str] | None) -> None:
         states = self.group_states.get(conn.hub)
         if states is None:
@@ -538,7 +545,6 @@ class Node:
                     self.engine.record_soon(
                         conn.hub, c.RemoveFromGroup(c.ToConnection(conn.connection_id), group)
                     )
-                self._set_state(conn, group, None)  # a member that leaves has no state
             case SetGroupState(group, state):
                 self._check_group(group)
                 if group not in conn.groups:
