@@ -8,6 +8,7 @@ import pytest
 from google.protobuf import any_pb2
 
 from webpubsub.core.errors import Forbidden, InvalidRequest, ProtocolViolation
+from webpubsub.core.groupstate import StateItem
 from webpubsub.core.message import DataType, Message, Source
 from webpubsub.core.requests import (
     CancelInvocation,
@@ -416,8 +417,38 @@ class TestProtobufNext:
         with pytest.raises(InvalidRequest):
             PROTOBUF.decode(up(send_to_group_message=send), False)
 
-    def test_group_state_is_refused_with_its_ack_id(self) -> None:
-        state = UpstreamMessage.SubscribeGroupStateMessage(group="g", ack_id=4)
-        assert PROTOBUF.decode(up(subscribe_group_state_message=state), False) == Unsupported(
-            "subscribe_group_state_message", 4
+    def test_group_state(self) -> None:
+        watch = UpstreamMessage.SubscribeGroupStateMessage(group="g", ack_id=4)
+        assert PROTOBUF.decode(up(subscribe_group_state_message=watch), False) == (
+            SubscribeGroupState("g", 4)
         )
+        unwatch = UpstreamMessage.UnsubscribeGroupStateMessage(group="g")
+        assert PROTOBUF.decode(up(unsubscribe_group_state_message=unwatch), False) == (
+            SubscribeGroupState("g", None, subscribe=False)
+        )
+        clear = UpstreamMessage.SetGroupStateMessage(group="g", ack_id=5)
+        assert PROTOBUF.decode(up(set_group_state_message=clear), False) == SetGroupState(
+            "g", None, 5
+        )
+        clear.state.entries["a"] = "1"
+        assert PROTOBUF.decode(up(set_group_state_message=clear), False) == SetGroupState(
+            "g", {"a": "1"}, 5
+        )
+        clear.state.entries["a b"] = "1"
+        with pytest.raises(InvalidRequest):
+            PROTOBUF.decode(up(set_group_state_message=clear), False)
+        item = StateItem("c1", "alice", {"a": "1"}, 7)
+        encoded = RELIABLE_PROTOBUF.encode_group_state("groupStateSnapshot", "g", [item])
+        frame = b"".join(RELIABLE_PROTOBUF.sequence_group_state("groupStateSnapshot", encoded, 300))
+        snapshot = DownstreamMessage.FromString(payload_of(frame)).group_state_snapshot_message
+        assert (snapshot.group, snapshot.sequence_id) == ("g", 300)
+        [entry] = snapshot.items
+        assert (entry.connection_id, entry.user_id, dict(entry.state.entries)) == (
+            "c1",
+            "alice",
+            {"a": "1"},
+        )
+        gone = StateItem("c1", None, None, 8)
+        frame = PROTOBUF.encode_group_state("groupStateUpdate", "g", [gone])
+        update = DownstreamMessage.FromString(payload_of(frame)).group_state_update_message
+        assert not update.items[0].HasField("state") and not update.HasField("sequence_id")

@@ -6,7 +6,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from tests.server.helpers import connect_json, rest_call
+from websockets.asyncio.client import connect
+from websockets.typing import Subprotocol
+
+from tests.server.helpers import TIMEOUT, client_token, client_url, connect_json, rest_call
+from webpubsub.protocols.proto.webpubsub_pb2 import DownstreamMessage, UpstreamMessage
 from webpubsub.testing import ServiceThread
 
 JOIN = ["webpubsub.joinLeaveGroup"]
@@ -79,3 +83,37 @@ async def test_a_rest_removal_clears_the_entry(service: ServiceThread, hub: str)
         response = await asyncio.to_thread(rest_call, service, "DELETE", path)
         assert response.status_code in (200, 204)
         assert items(await watcher.receive()) == [("alice", None)]
+
+
+async def test_protobuf_reliable(service: ServiceThread, hub: str) -> None:
+    """spec-next 8: the same frames in protobuf; snapshot and update carry sequence ids."""
+    token = client_token(service, hub, user_id="carol", roles=JOIN, groups=["room"])
+    async with connect(
+        client_url(service, hub, token=token),
+        subprotocols=[Subprotocol("protobuf.reliable.webpubsub.azure.v1")],
+        open_timeout=TIMEOUT,
+    ) as ws:
+
+        async def receive() -> DownstreamMessage:
+            return DownstreamMessage.FromString(await asyncio.wait_for(ws.recv(), TIMEOUT))
+
+        assert (await receive()).WhichOneof("message") == "system_message"
+        set_state = UpstreamMessage.SetGroupStateMessage(group="room", ack_id=1)
+        set_state.state.entries["s"] = "on"
+        await ws.send(UpstreamMessage(set_group_state_message=set_state).SerializeToString())
+        assert (await receive()).ack_message.success
+        watch = UpstreamMessage.SubscribeGroupStateMessage(group="room", ack_id=2)
+        await ws.send(UpstreamMessage(subscribe_group_state_message=watch).SerializeToString())
+        assert (await receive()).ack_message.ack_id == 2
+        snapshot = (await receive()).group_state_snapshot_message
+        assert [(i.user_id, dict(i.state.entries)) for i in snapshot.items] == [
+            ("carol", {"s": "on"})
+        ]
+        clear = UpstreamMessage.SetGroupStateMessage(group="room", ack_id=3)
+        await ws.send(UpstreamMessage(set_group_state_message=clear).SerializeToString())
+        frames = [await receive(), await receive()]
+        [update] = [
+            f.group_state_update_message for f in frames if f.HasField("group_state_update_message")
+        ]
+        assert not update.items[0].HasField("state")
+        assert update.sequence_id == snapshot.sequence_id + 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
+from functools import partial
 from typing import Protocol
 
 from . import commands as c
@@ -514,8 +515,14 @@ class Node:
     def _deliver_state(
         self, conn: Connection, kind: str, group: str, items: list[StateItem]
     ) -> None:
-        encode = getattr(conn.codec, "encode_group_state", None)
-        if encode is not None and not conn.deliver(encode(kind, group, items)):
+        codec = conn.codec
+        encode = getattr(codec, "encode_group_state", None)
+        if encode is None:
+            return
+        sequence = getattr(codec, "sequence_group_state", None)
+        if sequence is not None:
+            sequence = partial(sequence, kind)
+        if not conn.deliver(encode(kind, group, items), None, sequence):
             self.close(conn, CloseCode.POLICY_VIOLATION, BUFFER_FULL)
 
     def ack(self, conn: Connection, ack_id: int, error: ClientError | None) -> None:

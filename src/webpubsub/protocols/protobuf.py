@@ -8,6 +8,7 @@ way the official JS and .NET protobuf clients send and expect them.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from google.protobuf import any_pb2
@@ -15,6 +16,7 @@ from google.protobuf.message import DecodeError
 
 from ..core import jsontext
 from ..core.errors import ClientError, InvalidRequest, ProtocolViolation
+from ..core.groupstate import StateItem
 from ..core.message import DataType, Message, Source
 from ..core.metadata import MetadataError, check_pairs
 from ..core.requests import (
@@ -27,10 +29,12 @@ from ..core.requests import (
     SendEvent,
     SendToGroup,
     SequenceAck,
+    SetGroupState,
     StreamData,
     StreamEnd,
     StreamInvalid,
     StreamStart,
+    SubscribeGroupState,
     Unsupported,
 )
 from ..core.streams import MAX_STREAM_ID, StreamMark
@@ -50,13 +54,23 @@ from .downstream import (
 )
 from .downstream import StreamInfo as DownstreamStreamInfo
 from .frames import OP_BINARY, binary_frame, header
-from .proto.webpubsub_pb2 import DownstreamMessage, MessageData, StreamInfo, UpstreamMessage
+from .proto.webpubsub_pb2 import (
+    DownstreamMessage,
+    GroupStateItem,
+    MessageData,
+    StreamInfo,
+    UpstreamMessage,
+)
 
 SUBPROTOCOL = "protobuf.webpubsub.azure.v1"
 RELIABLE_SUBPROTOCOL = "protobuf.reliable.webpubsub.azure.v1"
 
 _DATA_MESSAGE_TAG = b"\x12"  # DownstreamMessage.data_message = 2, length-delimited
 _SEQUENCE_ID_TAG = b"\x20"  # DataMessage.sequence_id = 4, varint
+# DownstreamMessage.group_state_update_message = 9 / group_state_snapshot_message = 10, and
+# their sequence_id = 3 (varint) (spec-next 8)
+_GROUP_STATE_TAGS = {"groupStateUpdate": b"\x4a", "groupStateSnapshot": b"\x52"}
+_GROUP_STATE_SEQUENCE_TAG = b"\x18"
 
 
 def varint(value: int) -> bytes:
@@ -292,6 +306,23 @@ class ProtobufCodec:
         )
         return _frame(DownstreamMessage(stream_ack_message=ack))
 
+    def group_state_body(self, group: str, items: Iterable[StateItem]) -> bytes:
+        """A ``GroupStateSnapshot/UpdateMessage`` without its sequence id (spec-next 8)."""
+        message = DownstreamMessage.GroupStateSnapshotMessage(group=group)  # same fields
+        for item in items:
+            entry = GroupStateItem(connection_id=item.connection_id, updated_at=item.updated_at)
+            if item.user_id is not None:
+                entry.user_id = item.user_id
+            if item.state is not None:
+                entry.state.entries.update(item.state)
+                entry.state.SetInParent()
+            message.items.append(entry)
+        return message.SerializeToString()
+
+    def encode_group_state(self, kind: str, group: str, items: Iterable[StateItem]) -> bytes:
+        inner = self.group_state_body(group, items)
+        return binary_frame(_GROUP_STATE_TAGS[kind] + varint(len(inner)) + inner)
+
     def encode_invoke_response(
         self,
         invocation_id: str,
@@ -362,10 +393,23 @@ class ProtobufCodec:
             return Ping()
         if kind == "sequence_ack_message":
             return SequenceAck(int(upstream.sequence_ack_message.sequence_id))
+        if kind == "set_group_state_message":
+            set_state = upstream.set_group_state_message
+            ack_id = _ack_id(set_state)
+            if not set_state.HasField("state"):
+                return SetGroupState(set_state.group, None, ack_id)
+            try:
+                state = check_pairs(sorted(set_state.state.entries.items())) or {}
+            except MetadataError as exc:
+                raise InvalidRequest(f"Invalid state: {exc}.", ack_id) from None
+            return SetGroupState(set_state.group, state, ack_id)
+        if kind in ("subscribe_group_state_message", "unsubscribe_group_state_message"):
+            watch = getattr(upstream, kind)
+            subscribe = kind == "subscribe_group_state_message"
+            return SubscribeGroupState(watch.group, _ack_id(watch), subscribe)
         if kind is None:
             raise ProtocolViolation("The UpstreamMessage has no message set.")
-        ack_id = _ack_id(getattr(upstream, kind)) if kind.endswith("group_state_message") else None
-        return Unsupported(kind, ack_id)
+        return Unsupported(kind)
 
     def peek_ack_id(self, data: bytes, is_text: bool) -> int | None:
         """The ackId of a frame that will not be decoded in full (throttled)."""
@@ -381,6 +425,9 @@ class ProtobufCodec:
             "leave_group_message",
             "send_to_group_message",
             "event_message",
+            "set_group_state_message",
+            "subscribe_group_state_message",
+            "unsubscribe_group_state_message",
         ):
             return _ack_id(getattr(upstream, kind))
         return None
@@ -551,6 +598,18 @@ class ReliableProtobufCodec(ProtobufCodec):
 
     def encode_message(self, message: Message) -> bytes:
         return self.data_message(message)
+
+    def encode_group_state(self, kind: str, group: str, items: Iterable[StateItem]) -> bytes:
+        return self.group_state_body(group, items)
+
+    def sequence_group_state(
+        self, kind: str, encoded: bytes, sequence_id: int
+    ) -> tuple[bytes, ...]:
+        """As :meth:`sequence`, for a group-state frame: its own ``sequence_id`` (field 3)."""
+        tail = _GROUP_STATE_SEQUENCE_TAG + varint(sequence_id)
+        inner_length = len(encoded) + len(tail)
+        head = _GROUP_STATE_TAGS[kind] + varint(inner_length)
+        return header(OP_BINARY, len(head) + inner_length) + head, encoded, tail
 
     def sequence(self, encoded: bytes, sequence_id: int) -> tuple[bytes, ...]:
         tail = _SEQUENCE_ID_TAG + varint(sequence_id)
