@@ -221,6 +221,7 @@ class Node:
         hub = self.hubs.get(conn.hub)
         if hub is not None and hub.remove(conn, announce=False):
             self._forget_hub_if_empty(hub)
+        self._forget_state(conn)  # group state is per node: it does not move (compatibility.md)
         self.observer.connection_moved(conn, arrived=False)
         return snapshot
 
@@ -309,12 +310,7 @@ class Node:
 
     def _disconnected(self, conn: Connection, reason: str) -> None:
         self._cancel_streams(conn)
-        states = self.group_states.get(conn.hub)
-        if states is not None:
-            for group, item in states.forget(conn.connection_id, _epoch_ms()):
-                self._state_update(conn.hub, group, item)
-            if not states:
-                del self.group_states[conn.hub]
+        self._forget_state(conn)
         if self.engine is not None:
             self.engine.connection_removed(conn)
         self.observer.connection_closed(conn, reason)
@@ -484,6 +480,15 @@ class Node:
             self._deliver_state(
                 conn, "groupStateSnapshot", request.group, states.snapshot(request.group)
             )
+
+    def _forget_state(self, conn: Connection) -> None:
+        """The connection is gone from here: its entries (watchers are told) and watches."""
+        states = self.group_states.get(conn.hub)
+        if states is not None:
+            for group, item in states.forget(conn.connection_id, _epoch_ms()):
+                self._state_update(conn.hub, group, item)
+            if not states:
+                del self.group_states[conn.hub]
 
     def _presence(self, conn: Connection, group: str, joined: bool) -> None:
         """Every join and leave of a local connection (client, REST, initial groups)."""
