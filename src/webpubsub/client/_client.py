@@ -31,12 +31,15 @@ from ..core.requests import (
     LeaveGroup,
     SendEvent,
     SendToGroup,
+    SetGroupState,
     StreamData,
     StreamEnd,
     StreamStart,
+    SubscribeGroupState,
 )
 from ..protocols.downstream import (
     GroupMessage,
+    GroupStates,
     InvokeResponse,
     Payload,
     ServerMessage,
@@ -480,6 +483,8 @@ class WebPubSubClient:
                 self._emit(
                     "group-message" if isinstance(event, GroupMessage) else "server-message", event
                 )
+            case GroupStates():
+                self._emit("group-states-changed", event)
             case ConnectedEvent():
                 self._resolve_start(None)
                 self._emit("connected", event)
@@ -548,6 +553,12 @@ class WebPubSubClient:
         event: Literal["rejoin-group-failed", "rejoin_group_failed"],
         handler: Callable[[RejoinGroupFailedEvent], object],
     ) -> None: ...
+    @overload
+    def on(
+        self,
+        event: Literal["group-states-changed", "group_states_changed"],
+        handler: Callable[[GroupStates], object],
+    ) -> None: ...
     def on(self, event: str, handler: Callable[[Any], object]) -> None:
         """Call ``handler`` with every event of a kind.
 
@@ -555,7 +566,9 @@ class WebPubSubClient:
         gets: ``connected`` (:class:`ConnectedEvent`), ``disconnected``
         (:class:`DisconnectedEvent`), ``stopped`` (:class:`StoppedEvent`),
         ``group-message`` (:class:`GroupMessage`), ``server-message``
-        (:class:`ServerMessage`), ``rejoin-group-failed`` (:class:`RejoinGroupFailedEvent`).
+        (:class:`ServerMessage`), ``rejoin-group-failed`` (:class:`RejoinGroupFailedEvent`),
+        ``group-states-changed`` (:class:`GroupStates`: a snapshot or an update of a group
+        this client subscribed to with :meth:`subscribe_group_state`).
 
         A plain function runs at once, in order, on the client's reader: keep it short. A
         coroutine function runs as its own task, so it may await operations of this client.
@@ -648,6 +661,46 @@ class WebPubSubClient:
             ValueError: ``ack_id`` is still waiting for its ack.
         """
         return await self._send_acked(lambda a: JoinGroup(group, a), ack_id, timeout)
+
+    async def set_group_state(
+        self,
+        group: str,
+        state: Mapping[str, str] | None,
+        *,
+        ack_id: int | None = None,
+        timeout: Timeout = USE_CLIENT_DEFAULT,
+    ) -> AckResult:
+        """Set this connection's state in a group it is a member of (spec-next 5); None
+        clears it. Subscribers of the group get it in ``group-states-changed``.
+
+        Raises:
+            InvalidMessage: not a member, or a state that is not a small string map.
+            SendTimeoutError: no ack in time.
+            ClientStoppedError: the client is (or got) stopped.
+        """
+        value = dict(state) if state is not None else None
+        return await self._send_acked(lambda a: SetGroupState(group, value, a), ack_id, timeout)
+
+    async def subscribe_group_state(
+        self, group: str, *, ack_id: int | None = None, timeout: Timeout = USE_CLIENT_DEFAULT
+    ) -> AckResult:
+        """Watch a group's states (the ``webpubsub.joinLeaveGroup[.<group>]`` role): a
+        snapshot, then every change, arrive as ``group-states-changed`` events.
+
+        Raises:
+            Forbidden: the connection may not watch the group.
+            SendTimeoutError: no ack in time.
+            ClientStoppedError: the client is (or got) stopped.
+        """
+        return await self._send_acked(lambda a: SubscribeGroupState(group, a), ack_id, timeout)
+
+    async def unsubscribe_group_state(
+        self, group: str, *, ack_id: int | None = None, timeout: Timeout = USE_CLIENT_DEFAULT
+    ) -> AckResult:
+        """Stop watching a group's states."""
+        return await self._send_acked(
+            lambda a: SubscribeGroupState(group, a, subscribe=False), ack_id, timeout
+        )
 
     async def leave_group(
         self, group: str, *, ack_id: int | None = None, timeout: Timeout = USE_CLIENT_DEFAULT

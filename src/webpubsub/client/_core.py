@@ -52,9 +52,11 @@ from ..core.requests import (
     SendEvent,
     SendToGroup,
     SequenceAck,
+    SetGroupState,
     StreamData,
     StreamEnd,
     StreamStart,
+    SubscribeGroupState,
 )
 from ..protocols.client import ClientCodec, client_codec
 from ..protocols.downstream import (
@@ -62,6 +64,7 @@ from ..protocols.downstream import (
     Connected,
     Disconnected,
     GroupMessage,
+    GroupStates,
     InvokeResponse,
     Pong,
     ServerMessage,
@@ -225,7 +228,9 @@ class AbortSocket:
 
 
 Event = ClientEvent | AckSettled | StartFailed | AbortSocket | InvokeResponse | StreamAnswer
-AckedRequest = JoinGroup | LeaveGroup | SendToGroup | SendEvent
+AckedRequest = (
+    JoinGroup | LeaveGroup | SendToGroup | SendEvent | SetGroupState | SubscribeGroupState
+)
 UntrackedRequest = (
     SendToGroup | SendEvent | Invoke | CancelInvocation | StreamStart | StreamData | StreamEnd
 )
@@ -513,7 +518,7 @@ class ClientCore:
             log.exception("could not decode a message from the service")
             return
         match message:
-            case GroupMessage() | ServerMessage():
+            case GroupMessage() | ServerMessage() | GroupStates():
                 self._on_data(message, now)
             case Ack():
                 self._on_ack(message)
@@ -605,7 +610,7 @@ class ClientCore:
             self._events.append(RejoinGroupFailedEvent(entry.request.group, error))
         self._maybe_announce_connected()
 
-    def _on_data(self, message: GroupMessage | ServerMessage, now: float) -> None:
+    def _on_data(self, message: GroupMessage | ServerMessage | GroupStates, now: float) -> None:
         sequence_id = message.sequence_id
         if sequence_id is not None and self.codec.is_reliable:
             if sequence_id <= self._sequence_id:

@@ -48,6 +48,8 @@ from .downstream import (
     Disconnected,
     Downstream,
     GroupMessage,
+    GroupStateEntry,
+    GroupStates,
     InvokeResponse,
     Payload,
     Pong,
@@ -400,6 +402,16 @@ class JsonCodec:
                     + _metadata_member(metadata)
                     + b"}"
                 )
+            case SetGroupState(group, state, ack_id):
+                body: dict[str, Any] = {"type": "setGroupState", "group": group}
+                if state is not None:
+                    body["state"] = dict(state)
+                if ack_id is not None:
+                    body["ackId"] = ack_id
+                return dumps(body)
+            case SubscribeGroupState(group, ack_id, subscribe):
+                kind = b"subscribeGroupState" if subscribe else b"unsubscribeGroupState"
+                return b'{"type":"' + kind + b'","group":' + dumps(group) + _ack(ack_id) + b"}"
             case StreamStart(group, stream_id, no_echo, idle_ms):
                 stream: dict[str, Any] = {"streamId": stream_id}
                 if idle_ms is not None:
@@ -474,6 +486,8 @@ class JsonCodec:
             return Pong()
         if kind == "invokeResponse":
             return _invoke_response(envelope)
+        if kind in ("groupStateSnapshot", "groupStateUpdate"):
+            return _group_states(envelope, kind == "groupStateSnapshot")
         if kind in ("streamAck", "streamNack", "streamClosed"):
             return _stream_answer(kind, envelope)
         return None
@@ -768,6 +782,34 @@ def _invoke_response(envelope: dict[str, Any]) -> InvokeResponse | None:
         return None
     data, data_type = payload
     return InvokeResponse(invocation_id, True, data, data_type, metadata=metadata)
+
+
+def _group_states(envelope: dict[str, Any], snapshot: bool) -> GroupStates | None:
+    group, raw_items = envelope.get("group"), envelope.get("items")
+    if not isinstance(group, str) or not isinstance(raw_items, list):
+        return None
+    items = []
+    for raw in raw_items:
+        if not isinstance(raw, dict) or not isinstance(raw.get("connectionId"), str):
+            continue
+        state = raw.get("state")
+        state = (
+            {k: v for k, v in state.items() if isinstance(v, str)}
+            if isinstance(state, dict)
+            else None
+        )
+        updated_at = raw.get("updatedAt")
+        items.append(
+            GroupStateEntry(
+                raw["connectionId"],
+                _str_or_none(raw, "userId"),
+                state,
+                updated_at if type(updated_at) is int else 0,
+            )
+        )
+    sequence_id = envelope.get("sequenceId")
+    sequence_id = sequence_id if _is_uint64(sequence_id) else None
+    return GroupStates(group, tuple(items), snapshot, sequence_id)
 
 
 def _stream_answer(kind: str, envelope: dict[str, Any]) -> StreamAnswer | None:

@@ -47,6 +47,8 @@ from .downstream import (
     Disconnected,
     Downstream,
     GroupMessage,
+    GroupStateEntry,
+    GroupStates,
     InvokeResponse,
     Pong,
     ServerMessage,
@@ -518,6 +520,23 @@ class ProtobufCodec:
                     end.error.message = error[0]
                     if error[1] is not None:
                         end.error.user_error_code = error[1]
+            case SetGroupState(group, state, ack_id):
+                set_state = upstream.set_group_state_message
+                set_state.group = group
+                if ack_id is not None:
+                    set_state.ack_id = ack_id
+                if state is not None:
+                    set_state.state.SetInParent()
+                    set_state.state.entries.update(state)
+            case SubscribeGroupState(group, ack_id, subscribe):
+                watch = (
+                    upstream.subscribe_group_state_message
+                    if subscribe
+                    else upstream.unsubscribe_group_state_message
+                )
+                watch.group = group
+                if ack_id is not None:
+                    watch.ack_id = ack_id
             case SequenceAck(sequence_id):
                 upstream.sequence_ack_message.sequence_id = sequence_id
             case Ping():
@@ -567,6 +586,8 @@ class ProtobufCodec:
             return Pong()
         if kind == "invoke_response_message":
             return _invoke_response(downstream.invoke_response_message)
+        if kind in ("group_state_snapshot_message", "group_state_update_message"):
+            return _group_states(getattr(downstream, kind), kind.endswith("snapshot_message"))
         if kind == "stream_ack_message":
             ack_ = downstream.stream_ack_message
             return StreamAnswer(ack_.stream_id, False, int(ack_.expected_sequence_id))
@@ -632,6 +653,20 @@ def _payload_of(data: MessageData) -> tuple[Any, DataType] | None:
         except (ValueError, RecursionError):
             raise ProtocolViolation("'json_data' is not valid JSON.") from None
     return None
+
+
+def _group_states(message: Any, snapshot: bool) -> GroupStates:
+    items = tuple(
+        GroupStateEntry(
+            item.connection_id,
+            item.user_id if item.HasField("user_id") else None,
+            dict(item.state.entries) if item.HasField("state") else None,
+            int(item.updated_at),
+        )
+        for item in message.items
+    )
+    sequence_id = int(message.sequence_id) if message.HasField("sequence_id") else None
+    return GroupStates(message.group, items, snapshot, sequence_id)
 
 
 def _invoke_response(response: Any) -> InvokeResponse:
