@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from tests.client.conftest import Connect
-from tests.client.helpers import PROTOCOLS
+from tests.client.helpers import PROTOCOLS, RELIABLE, Recorder, drop_client_side
 from webpubsub.client import GroupStates, InvalidMessage
 
 
@@ -32,3 +32,29 @@ async def test_snapshot_then_updates(connect: Connect, protocol: str) -> None:
     await bob.unsubscribe_group_state("room")
     with pytest.raises(InvalidMessage):
         await bob.set_group_state("room", {"a": "1"})  # not a member
+
+
+@pytest.mark.parametrize("protocol", RELIABLE)
+async def test_updates_survive_a_recovery_once_each(connect: Connect, protocol: str) -> None:
+    """Snapshot and updates are sequenced data: after a drop the service replays what the
+    client did not acknowledge, the client drops what it had, and the subscription and
+    entries live on (the same logical connection)."""
+    watcher = await connect("bob", protocol=protocol, sequence_ack_interval=60)
+    member = await connect("alice", protocol=protocol)
+    await member.join_group("room")
+    inbox = Recorder(watcher)
+    await watcher.subscribe_group_state("room")
+    connection_id = watcher.connection_id
+    assert connection_id is not None
+    for round_ in range(3):
+        await member.set_group_state("room", {"n": str(round_)})
+        await inbox.until(
+            GroupStates, lambda s, r=round_: [e.state for e in s.items] == [{"n": str(r)}]
+        )
+        drop_client_side(watcher)
+        await member.set_group_state("room", {"n": f"{round_}.away"})
+    await member.set_group_state("room", {"n": "last"})
+    await inbox.until(GroupStates, lambda s: [e.state for e in s.items] == [{"n": "last"}])
+    seen = [e.state["n"] for s in inbox.of(GroupStates) for e in s.items if e.state]
+    assert seen == ["0", "0.away", "1", "1.away", "2", "2.away", "last"]
+    assert watcher.connection_id == connection_id
