@@ -8,8 +8,22 @@ import asyncio
 import pytest
 
 from tests.client.conftest import Connect
-from tests.client.helpers import PROTOCOLS, RELIABLE, Recorder, drop_client_side
-from webpubsub.client import GroupStates, InvalidMessage
+from tests.client.helpers import (
+    PROTOCOLS,
+    RELIABLE,
+    Recorder,
+    access_url,
+    drop_client_side,
+    drop_server_side,
+)
+from webpubsub.client import (
+    DisconnectedEvent,
+    GroupStates,
+    InvalidMessage,
+    ReconnectPolicy,
+    WebPubSubClient,
+)
+from webpubsub.testing import ServiceThread
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -58,3 +72,40 @@ async def test_updates_survive_a_recovery_once_each(connect: Connect, protocol: 
     seen = [e.state["n"] for s in inbox.of(GroupStates) for e in s.items if e.state]
     assert seen == ["0", "0.away", "1", "1.away", "2", "2.away", "last"]
     assert watcher.connection_id == connection_id
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_a_new_connection_subscribes_again(
+    service: ServiceThread, hub: str, protocol: str
+) -> None:
+    """After a reconnect (a new connection, its subscriptions gone with the old one) the
+    client subscribes again and gets a fresh snapshot, as the newer JS client does."""
+    member = WebPubSubClient(access_url(service, hub, "alice"), protocol=protocol)
+    watcher = WebPubSubClient(
+        access_url(service, hub, "bob"),
+        protocol=protocol,
+        reconnect_policy=ReconnectPolicy(initial_delay=0.02, max_delay=0.1, jitter=0),
+    )
+    async with member, watcher:
+        inbox = Recorder(watcher)
+        await member.join_group("room")
+        await member.set_group_state("room", {"n": "1"})
+        await watcher.subscribe_group_state("room")
+        assert (await inbox.next(GroupStates)).snapshot
+        first = watcher.connection_id
+        assert first is not None
+        if ".reliable." in protocol:
+            service.call(
+                lambda: service.service.node.close(
+                    service.service.node.hubs[hub.lower()].connections[first], 1008, "test"
+                )
+            )
+        else:
+            drop_server_side(service, first)
+        await inbox.next(DisconnectedEvent)
+        again = await inbox.next(GroupStates)
+        assert again.snapshot and [e.state for e in again.items] == [{"n": "1"}]
+        assert watcher.connection_id != first
+        await member.set_group_state("room", {"n": "2"})
+        update = await inbox.next(GroupStates)
+        assert [e.state for e in update.items] == [{"n": "2"}]

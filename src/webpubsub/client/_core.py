@@ -280,6 +280,7 @@ class ClientCore:
         self._rejoins: set[int] = set()
         self._announce_connected = False
         self._joined: dict[str, None] = {}  # groups this client joined (ordered set)
+        self._watched: dict[str, None] = {}  # groups whose state it subscribed to
         # reliable protocols: the largest sequence id received, and the largest acknowledged
         self._sequence_id = 0
         self._acked_sequence_id = 0
@@ -572,6 +573,10 @@ class ClientCore:
                 entry.sent = True
                 self._outgoing.append(entry.payload)
                 self._rejoins.add(ack_id)
+        for group in self._watched:
+            # A new connection has no subscriptions: watch again (a snapshot follows). No
+            # ackId: a refusal (the role is gone) is only the absence of events.
+            self._outgoing.append(self.codec.encode_request(SubscribeGroupState(group)))
         self._announce_connected = True
         self._send_pending()
         self._maybe_announce_connected()
@@ -591,6 +596,11 @@ class ClientCore:
                 self._joined[request.group] = None
             elif isinstance(request, LeaveGroup):
                 self._joined.pop(request.group, None)
+            elif isinstance(request, SubscribeGroupState):
+                if request.subscribe:
+                    self._watched[request.group] = None
+                else:
+                    self._watched.pop(request.group, None)
             self._settle(entry, AckResult(ack.ack_id, ack.is_duplicate), None)
         else:
             self._settle(entry, None, ack_error(ack.ack_id, ack.error))
