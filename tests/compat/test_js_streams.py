@@ -186,3 +186,36 @@ def test_closing_the_publisher_cancels_its_stream(rest: Rest, clients: Clients) 
     *items, done = stream_lines(clients, "sub")
     assert [i["data"] for i in items] == ["a"]
     assert done["error"]["name"] == "Cancelled"
+
+
+def test_a_zero_idle_timeout_is_refused(rest: Rest, clients: Clients) -> None:
+    """Acceptance check 15."""
+    clients.start("pub", user_id="alice", roles=ALL_ROLES)
+    with pytest.raises(JsError) as refused:
+        clients.driver.request(
+            "openStream", client="pub", group="live", options={"idleTimeoutInMs": 0}
+        )
+    assert refused.value.error["name"] == "BadRequest"
+
+
+def test_a_closed_stream_id_can_be_used_again(rest: Rest, clients: Clients) -> None:
+    """Acceptance check 19: after streamClosed the same streamId opens a new stream."""
+    clients.start("pub", user_id="alice", roles=ALL_ROLES)
+    clients.start("sub", user_id="bob", roles=ALL_ROLES)
+    clients.call("sub", "joinGroup", "live")
+    clients.driver.request("onGroupStream", client="sub")
+    for round_ in range(2):
+        for _ in range(100):  # the client may still hold the closed stream for a moment
+            try:
+                clients.driver.request(
+                    "openStream", client="pub", group="live", options={"streamId": "fixed"}
+                )
+                break
+            except JsError as exc:
+                assert "exist" in str(exc.error).lower(), exc.error
+        clients.driver.request(
+            "streamWrite", client="pub", streamId="fixed", args=[f"r{round_}", "text"]
+        )
+        clients.driver.request("streamEnd", client="pub", streamId="fixed")
+        *items, done = stream_lines(clients, "sub")
+        assert [i["data"] for i in items] == [f"r{round_}"] and "error" not in done
