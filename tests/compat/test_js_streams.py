@@ -219,3 +219,25 @@ def test_a_closed_stream_id_can_be_used_again(rest: Rest, clients: Clients) -> N
         clients.driver.request("streamEnd", client="pub", streamId="fixed")
         *items, done = stream_lines(clients, "sub")
         assert [i["data"] for i in items] == [f"r{round_}"] and "error" not in done
+
+
+def test_group_message_events_carry_the_stream_descriptor(rest: Rest, clients: Clients) -> None:
+    """Acceptance check 11: fragments and the terminal frame are also group-message events
+    with stream.streamSequenceId 1, 2, 3 (the last with endOfStream and data "")."""
+    clients.start("pub", user_id="alice", roles=ALL_ROLES)
+    clients.start("sub", user_id="bob", roles=ALL_ROLES)
+    clients.call("sub", "joinGroup", "live")
+    stream_id = clients.driver.request("openStream", client="pub", group="live")["streamId"]
+    for part in ("hello ", "world"):
+        clients.driver.request("streamWrite", client="pub", streamId=stream_id, args=[part, "text"])
+    clients.driver.request("streamEnd", client="pub", streamId=stream_id)
+    messages = []
+    for _ in range(3):
+        line = clients.expect("sub", "group-message")
+        messages.append(line["message"])
+    assert [m["stream"]["streamSequenceId"] for m in messages] == [1, 2, 3]
+    assert {m["stream"]["streamId"] for m in messages} == {stream_id}
+    assert {m["fromUserId"] for m in messages} == {"alice"}
+    assert [m["data"] for m in messages] == ["hello ", "world", ""]
+    assert messages[2]["stream"]["endOfStream"] is True
+    assert "endOfStream" not in messages[0]["stream"]
