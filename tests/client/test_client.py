@@ -181,7 +181,7 @@ class TestEvents:
 class TestMetadata:
     """metadata on sends and events, exposed on received messages (spec-next 3)."""
 
-    @pytest.mark.parametrize("protocol", [p for p in PROTOCOLS if p.startswith("json")])
+    @pytest.mark.parametrize("protocol", PROTOCOLS)
     async def test_group_metadata(self, connect: Connect, protocol: str) -> None:
         alice = await connect("alice", protocol=protocol)
         inbox = Recorder(alice)
@@ -194,8 +194,9 @@ class TestMetadata:
         with pytest.raises(ValueError, match="metadata"):
             await alice.send_to_group("g", "x", "text", metadata={"k": "é"})
 
-    async def test_ttl_seconds(self, connect: Connect) -> None:
-        alice = await connect("alice")
+    @pytest.mark.parametrize("protocol", PROTOCOLS)
+    async def test_ttl_seconds(self, connect: Connect, protocol: str) -> None:
+        alice = await connect("alice", protocol=protocol)
         inbox = Recorder(alice)
         await alice.join_group("g")
         await alice.send_to_group("g", "in time", "text", ttl_seconds=300)

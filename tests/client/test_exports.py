@@ -20,6 +20,8 @@ EXPORTED = {
     "DisconnectedEvent",
     "Forbidden",
     "GroupMessage",
+    "GroupStateEntry",
+    "GroupStates",
     "GroupStream",
     "GroupStreamError",
     "GroupStreamWriter",

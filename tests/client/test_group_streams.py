@@ -8,14 +8,16 @@ import asyncio
 import pytest
 
 from tests.client.conftest import Connect
+from tests.client.helpers import PROTOCOLS
 from webpubsub.client import GroupStreamError
 
 
-async def test_a_stream_from_one_client_to_another(connect: Connect) -> None:
-    reader = await connect("bob")
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_a_stream_from_one_client_to_another(connect: Connect, protocol: str) -> None:
+    reader = await connect("bob", protocol=protocol)
     await reader.join_group("live")
     streams = reader.group_streams("live")
-    writer_client = await connect("alice")
+    writer_client = await connect("alice", protocol=protocol)
     writer = await writer_client.open_group_stream("live", idle_timeout_ms=10_000)
     for part in ("a", "b"):
         await writer.write(part, "text")
@@ -25,7 +27,7 @@ async def test_a_stream_from_one_client_to_another(connect: Connect) -> None:
     assert (stream.group, stream.stream_id, stream.from_user_id) == (
         "live",
         writer.stream_id,
-        "alice",
+        "alice" if protocol.startswith("json.") else None,  # protobuf has no fromUserId
     )
     fragments = [m async for m in stream]
     assert [m.data for m in fragments] == ["a", "b", {"n": 3}]
@@ -36,11 +38,12 @@ async def test_a_stream_from_one_client_to_another(connect: Connect) -> None:
     streams.close()
 
 
-async def test_an_abort_reaches_readers_as_an_error(connect: Connect) -> None:
-    reader = await connect("bob")
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_an_abort_reaches_readers_as_an_error(connect: Connect, protocol: str) -> None:
+    reader = await connect("bob", protocol=protocol)
     await reader.join_group("live")
     streams = reader.group_streams()
-    writer = await (await connect("alice")).open_group_stream("live")
+    writer = await (await connect("alice", protocol=protocol)).open_group_stream("live")
     await writer.write("x", "text")
     await writer.abort("gave up", "E42")
     stream = await asyncio.wait_for(anext(streams), 5)
@@ -61,8 +64,11 @@ async def test_a_stream_without_permission_is_refused(connect: Connect) -> None:
     assert refused.value.name == "Forbidden"
 
 
-async def test_the_service_closes_an_idle_stream(connect: Connect) -> None:
-    writer = await (await connect("alice")).open_group_stream("live", idle_timeout_ms=200)
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_the_service_closes_an_idle_stream(connect: Connect, protocol: str) -> None:
+    writer = await (await connect("alice", protocol=protocol)).open_group_stream(
+        "live", idle_timeout_ms=200
+    )
     with pytest.raises(GroupStreamError) as closed:
         await asyncio.wait_for(writer.wait_closed(), 5)
     assert closed.value.name == "IdleTimeout"

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.client.conftest import Connect
+from tests.client.helpers import PROTOCOLS
 from tests.upstream_app import Reply, UpstreamApp
 from webpubsub.client import InvocationError, InvokeResult
 from webpubsub.core.events import EventHandlerSettings, HubSettings
@@ -23,8 +24,9 @@ def app(service: ServiceThread, hub: str) -> Iterator[UpstreamApp]:
         yield running
 
 
-async def test_answers_come_back_typed(connect: Connect, app: UpstreamApp) -> None:
-    client = await connect()
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_answers_come_back_typed(connect: Connect, app: UpstreamApp, protocol: str) -> None:
+    client = await connect(protocol=protocol)
     app.rules["ask"] = Reply(
         200,
         b'{"total":3}',
@@ -48,8 +50,11 @@ async def test_answers_come_back_typed(connect: Connect, app: UpstreamApp) -> No
     assert (empty.data, empty.data_type) == (None, None)
 
 
-async def test_errors_are_invocation_errors(connect: Connect, app: UpstreamApp) -> None:
-    client = await connect()
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_errors_are_invocation_errors(
+    connect: Connect, app: UpstreamApp, protocol: str
+) -> None:
+    client = await connect(protocol=protocol)
     app.rules["bad"] = Reply(400, b"no such order")
     with pytest.raises(InvocationError) as failed:
         await client.invoke_event("bad", "x", "text")
@@ -72,9 +77,3 @@ async def test_a_timeout_cancels_the_call(connect: Connect, app: UpstreamApp) ->
     # The connection goes on: the late answer (if any) is dropped, a new call works.
     app.rules["ask"] = Reply(200, b"ok", {"Content-Type": "text/plain"})
     assert (await client.invoke_event("ask")).data == "ok"
-
-
-async def test_protobuf_clients_are_told(connect: Connect) -> None:
-    client = await connect(protocol="protobuf.webpubsub.azure.v1")
-    with pytest.raises(ValueError, match="JSON subprotocol"):
-        await client.invoke_event("ask")

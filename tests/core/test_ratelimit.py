@@ -14,6 +14,8 @@ from webpubsub.core.connection import CloseCode
 from webpubsub.core.node import Node
 from webpubsub.core.ratelimit import MessageRate, Verdict
 from webpubsub.core.requests import CancelInvocation, Invoke
+from webpubsub.protocols import PROTOBUF
+from webpubsub.protocols.proto.webpubsub_pb2 import UpstreamMessage
 
 from .helpers import make_connection
 
@@ -125,6 +127,23 @@ class TestAdmission:
         assert isinstance(request, Invoke)
         assert (request.invocation_id, request.error_name) == ("i7", "Throttled")
         assert request.error and "Too many messages" in request.error
+
+    def test_a_throttled_protobuf_invoke_still_gets_its_answer(self) -> None:
+        """As above, over protobuf (spec-next 8): the id is read from the binary frame."""
+        node = Node(message_rate=1, message_burst=1)
+        answered: list[Invoke | CancelInvocation] = []
+        node.on_invoke = lambda conn, request: answered.append(request)
+        conn, _ = make_connection(codec=PROTOBUF)
+        node.connect(conn)
+        rate = node.new_rate(0.0)
+        assert rate is not None
+        invoke = UpstreamMessage.InvokeEventMessage(event="e", invocation_id="p1")
+        frame = UpstreamMessage(invoke_event_message=invoke).SerializeToString()
+        assert node.admit(conn, frame, False, rate, 0.0)
+        assert not node.admit(conn, frame, False, rate, 0.0)
+        (request,) = answered
+        assert isinstance(request, Invoke)
+        assert (request.invocation_id, request.error_name) == ("p1", "Throttled")
 
     def test_a_steady_flood_without_ack_ids_is_closed_with_1008(self) -> None:
         node = Node(message_rate=100, message_burst=10)

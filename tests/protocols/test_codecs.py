@@ -8,6 +8,7 @@ import pytest
 from google.protobuf import any_pb2
 
 from webpubsub.core.errors import Forbidden, InvalidRequest, ProtocolViolation
+from webpubsub.core.groupstate import StateItem
 from webpubsub.core.message import DataType, Message, Source
 from webpubsub.core.requests import (
     CancelInvocation,
@@ -18,10 +19,12 @@ from webpubsub.core.requests import (
     SendEvent,
     SendToGroup,
     SequenceAck,
+    SetGroupState,
     StreamData,
     StreamEnd,
     StreamInvalid,
     StreamStart,
+    SubscribeGroupState,
     Unsupported,
 )
 from webpubsub.protocols import (
@@ -133,9 +136,25 @@ class TestJsonDecode:
         assert raised.value.ack_id == 3
 
     def test_unknown_and_unsupported_types(self) -> None:
-        assert JSON.decode(b'{"type":"setGroupState","ackId":9}', True) == Unsupported(
-            "setGroupState", 9
+        assert JSON.decode(b'{"type":"newThing","ackId":9}', True) == Unsupported("newThing", 9)
+
+    def test_group_state_frames(self) -> None:
+        decode = JSON.decode
+        assert decode(
+            b'{"type":"setGroupState","group":"r","state":{"a":"1"},"ackId":1}', True
+        ) == SetGroupState("r", {"a": "1"}, 1)
+        assert decode(b'{"type":"setGroupState","group":"r","state":null}', True) == (
+            SetGroupState("r")
         )
+        assert decode(b'{"type":"unsubscribeGroupState","group":"r","ackId":2}', True) == (
+            SubscribeGroupState("r", 2, subscribe=False)
+        )
+        for bad in (b'"x"', b'{"a":1}', b'{"a b":"1"}'):
+            with pytest.raises(InvalidRequest) as raised:
+                decode(b'{"type":"setGroupState","group":"r","ackId":3,"state":' + bad + b"}", True)
+            assert raised.value.ack_id == 3
+        with pytest.raises(InvalidRequest):
+            decode(b'{"type":"subscribeGroupState","ackId":4}', True)
 
     def test_stream_frames(self) -> None:
         decode = JSON.decode
@@ -323,3 +342,113 @@ class TestRaw:
         assert payload_of(RAW.encode_message(Message(b'"q"', DataType.JSON))) == b'"q"'
         assert RAW.encode_message(Message(b"\x01", DataType.BINARY))[0] == 0x82
         assert RAW.decode(b"x", False) == SendEvent("message", b"x", DataType.BINARY)
+
+
+def up(**message: object) -> bytes:
+    return UpstreamMessage(**message).SerializeToString()  # type: ignore[arg-type]
+
+
+class TestProtobufNext:
+    """Invocation, streams, metadata and TTL in protobuf (spec-next 8)."""
+
+    def test_invoke_and_cancel(self) -> None:
+        invoke = UpstreamMessage.InvokeEventMessage(
+            event="e", invocation_id="7", data=MessageData(text_data="hi"), metadata={"k": "v"}
+        )
+        assert PROTOBUF.decode(up(invoke_event_message=invoke), False) == Invoke(
+            "7", "e", b"hi", DataType.TEXT, {"k": "v"}
+        )
+        bare = UpstreamMessage.InvokeEventMessage(event="e", invocation_id="8")
+        assert PROTOBUF.decode(up(invoke_event_message=bare), False) == Invoke("8", "e")
+        nameless = UpstreamMessage.InvokeEventMessage(invocation_id="9")
+        refused = PROTOBUF.decode(up(invoke_event_message=nameless), False)
+        assert isinstance(refused, Invoke) and refused.error is not None
+        cancel = UpstreamMessage.CancelInvocationMessage(invocation_id="7")
+        assert PROTOBUF.decode(up(cancel_invocation_message=cancel), False) == (
+            CancelInvocation("7")
+        )
+
+    def test_invoke_response(self) -> None:
+        ok = PROTOBUF.encode_invoke_response("1", data=b'{"a":1}', data_type=DataType.JSON)
+        down = DownstreamMessage.FromString(payload_of(ok)).invoke_response_message
+        assert (down.invocation_id, down.success, down.data.json_data) == ("1", True, '{"a":1}')
+        failed = PROTOBUF.encode_invoke_response("2", error=("NotFound", "none"))
+        down = DownstreamMessage.FromString(payload_of(failed)).invoke_response_message
+        assert (down.success, down.error.name, down.HasField("data")) == (False, "NotFound", False)
+
+    def test_stream_frames(self) -> None:
+        start = UpstreamMessage.SendToGroupMessage(
+            group="g", ack_id=3, stream=UpstreamMessage.StreamStartInfo(stream_id="s")
+        )
+        assert PROTOBUF.decode(up(send_to_group_message=start), False) == StreamStart("g", "s")
+        start.stream.idle_timeout_ms = 0
+        bad = PROTOBUF.decode(up(send_to_group_message=start), False)
+        assert isinstance(bad, StreamInvalid) and bad.start
+        keepalive = UpstreamMessage.StreamDataMessage(stream_id="s")
+        assert PROTOBUF.decode(up(stream_data_message=keepalive), False) == StreamData("s")
+        fragment = UpstreamMessage.StreamDataMessage(
+            stream_id="s", stream_sequence_id=1, data=MessageData(binary_data=b"\x01")
+        )
+        assert PROTOBUF.decode(up(stream_data_message=fragment), False) == StreamData(
+            "s", 1, b"\x01", DataType.BINARY
+        )
+        half = UpstreamMessage.StreamDataMessage(stream_id="s", stream_sequence_id=2)
+        assert isinstance(PROTOBUF.decode(up(stream_data_message=half), False), StreamInvalid)
+        end = UpstreamMessage.StreamEndMessage(stream_id="s")
+        end.error.message = "boom"
+        end.error.user_error_code = "E1"
+        assert PROTOBUF.decode(up(stream_end_message=end), False) == StreamEnd("s", ("boom", "E1"))
+        nameless = UpstreamMessage.StreamEndMessage()
+        with pytest.raises(ProtocolViolation):
+            PROTOBUF.decode(up(stream_end_message=nameless), False)
+
+    def test_metadata_and_ttl(self) -> None:
+        send = UpstreamMessage.SendToGroupMessage(
+            group="g", ack_id=1, ttl_seconds=30, metadata={"Trace": "t"}
+        )
+        assert PROTOBUF.decode(up(send_to_group_message=send), False) == SendToGroup(
+            "g", b"", DataType.TEXT, 1, False, {"Trace": "t"}, 30
+        )
+        send.ttl_seconds = 301
+        with pytest.raises(InvalidRequest):
+            PROTOBUF.decode(up(send_to_group_message=send), False)
+        send.ttl_seconds = 0
+        send.metadata["bad key"] = "x"
+        with pytest.raises(InvalidRequest):
+            PROTOBUF.decode(up(send_to_group_message=send), False)
+
+    def test_group_state(self) -> None:
+        watch = UpstreamMessage.SubscribeGroupStateMessage(group="g", ack_id=4)
+        assert PROTOBUF.decode(up(subscribe_group_state_message=watch), False) == (
+            SubscribeGroupState("g", 4)
+        )
+        unwatch = UpstreamMessage.UnsubscribeGroupStateMessage(group="g")
+        assert PROTOBUF.decode(up(unsubscribe_group_state_message=unwatch), False) == (
+            SubscribeGroupState("g", None, subscribe=False)
+        )
+        clear = UpstreamMessage.SetGroupStateMessage(group="g", ack_id=5)
+        assert PROTOBUF.decode(up(set_group_state_message=clear), False) == SetGroupState(
+            "g", None, 5
+        )
+        clear.state.entries["a"] = "1"
+        assert PROTOBUF.decode(up(set_group_state_message=clear), False) == SetGroupState(
+            "g", {"a": "1"}, 5
+        )
+        clear.state.entries["a b"] = "1"
+        with pytest.raises(InvalidRequest):
+            PROTOBUF.decode(up(set_group_state_message=clear), False)
+        item = StateItem("c1", "alice", {"a": "1"}, 7)
+        encoded = RELIABLE_PROTOBUF.encode_group_state("groupStateSnapshot", "g", [item])
+        frame = b"".join(RELIABLE_PROTOBUF.sequence_group_state("groupStateSnapshot", encoded, 300))
+        snapshot = DownstreamMessage.FromString(payload_of(frame)).group_state_snapshot_message
+        assert (snapshot.group, snapshot.sequence_id) == ("g", 300)
+        [entry] = snapshot.items
+        assert (entry.connection_id, entry.user_id, dict(entry.state.entries)) == (
+            "c1",
+            "alice",
+            {"a": "1"},
+        )
+        gone = StateItem("c1", None, None, 8)
+        frame = PROTOBUF.encode_group_state("groupStateUpdate", "g", [gone])
+        update = DownstreamMessage.FromString(payload_of(frame)).group_state_update_message
+        assert not update.items[0].HasField("state") and not update.HasField("sequence_id")

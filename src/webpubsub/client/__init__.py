@@ -15,7 +15,13 @@ See ``docs/client.md`` for the whole story.
 """
 
 from ..core.message import DataType
-from ..protocols.downstream import GroupMessage, Payload, ServerMessage
+from ..protocols.downstream import (
+    GroupMessage,
+    GroupStateEntry,
+    GroupStates,
+    Payload,
+    ServerMessage,
+)
 from ._client import USE_CLIENT_DEFAULT, ClientCredential, UseClientDefault, WebPubSubClient
 from ._core import ClientCore, ClientOptions, ReconnectPolicy, State
 from ._errors import (
@@ -58,6 +64,8 @@ __all__ = [
     "DisconnectedEvent",
     "Forbidden",
     "GroupMessage",
+    "GroupStateEntry",
+    "GroupStates",
     "GroupStream",
     "GroupStreamError",
     "GroupStreamWriter",

@@ -31,12 +31,15 @@ from ..core.requests import (
     LeaveGroup,
     SendEvent,
     SendToGroup,
+    SetGroupState,
     StreamData,
     StreamEnd,
     StreamStart,
+    SubscribeGroupState,
 )
 from ..protocols.downstream import (
     GroupMessage,
+    GroupStates,
     InvokeResponse,
     Payload,
     ServerMessage,
@@ -480,6 +483,8 @@ class WebPubSubClient:
                 self._emit(
                     "group-message" if isinstance(event, GroupMessage) else "server-message", event
                 )
+            case GroupStates():
+                self._emit("group-states-changed", event)
             case ConnectedEvent():
                 self._resolve_start(None)
                 self._emit("connected", event)
@@ -548,6 +553,12 @@ class WebPubSubClient:
         event: Literal["rejoin-group-failed", "rejoin_group_failed"],
         handler: Callable[[RejoinGroupFailedEvent], object],
     ) -> None: ...
+    @overload
+    def on(
+        self,
+        event: Literal["group-states-changed", "group_states_changed"],
+        handler: Callable[[GroupStates], object],
+    ) -> None: ...
     def on(self, event: str, handler: Callable[[Any], object]) -> None:
         """Call ``handler`` with every event of a kind.
 
@@ -555,7 +566,9 @@ class WebPubSubClient:
         gets: ``connected`` (:class:`ConnectedEvent`), ``disconnected``
         (:class:`DisconnectedEvent`), ``stopped`` (:class:`StoppedEvent`),
         ``group-message`` (:class:`GroupMessage`), ``server-message``
-        (:class:`ServerMessage`), ``rejoin-group-failed`` (:class:`RejoinGroupFailedEvent`).
+        (:class:`ServerMessage`), ``rejoin-group-failed`` (:class:`RejoinGroupFailedEvent`),
+        ``group-states-changed`` (:class:`GroupStates`: a snapshot or an update of a group
+        this client subscribed to with :meth:`subscribe_group_state`).
 
         A plain function runs at once, in order, on the client's reader: keep it short. A
         coroutine function runs as its own task, so it may await operations of this client.
@@ -648,6 +661,46 @@ class WebPubSubClient:
             ValueError: ``ack_id`` is still waiting for its ack.
         """
         return await self._send_acked(lambda a: JoinGroup(group, a), ack_id, timeout)
+
+    async def set_group_state(
+        self,
+        group: str,
+        state: Mapping[str, str] | None,
+        *,
+        ack_id: int | None = None,
+        timeout: Timeout = USE_CLIENT_DEFAULT,
+    ) -> AckResult:
+        """Set this connection's state in a group it is a member of (spec-next 5); None
+        clears it. Subscribers of the group get it in ``group-states-changed``.
+
+        Raises:
+            InvalidMessage: not a member, or a state that is not a small string map.
+            SendTimeoutError: no ack in time.
+            ClientStoppedError: the client is (or got) stopped.
+        """
+        value = dict(state) if state is not None else None
+        return await self._send_acked(lambda a: SetGroupState(group, value, a), ack_id, timeout)
+
+    async def subscribe_group_state(
+        self, group: str, *, ack_id: int | None = None, timeout: Timeout = USE_CLIENT_DEFAULT
+    ) -> AckResult:
+        """Watch a group's states (the ``webpubsub.joinLeaveGroup[.<group>]`` role): a
+        snapshot, then every change, arrive as ``group-states-changed`` events.
+
+        Raises:
+            Forbidden: the connection may not watch the group.
+            SendTimeoutError: no ack in time.
+            ClientStoppedError: the client is (or got) stopped.
+        """
+        return await self._send_acked(lambda a: SubscribeGroupState(group, a), ack_id, timeout)
+
+    async def unsubscribe_group_state(
+        self, group: str, *, ack_id: int | None = None, timeout: Timeout = USE_CLIENT_DEFAULT
+    ) -> AckResult:
+        """Stop watching a group's states."""
+        return await self._send_acked(
+            lambda a: SubscribeGroupState(group, a, subscribe=False), ack_id, timeout
+        )
 
     async def leave_group(
         self, group: str, *, ack_id: int | None = None, timeout: Timeout = USE_CLIENT_DEFAULT
@@ -790,7 +843,7 @@ class WebPubSubClient:
         as ``invokeEvent`` of the official JS client.
 
         The handler sees an ordinary user event; what it answers comes back here (its body,
-        or an error). JSON subprotocols only.
+        or an error). Over every subprotocol (protobuf: spec-next 8).
 
         Args:
             event: the event's name.
@@ -809,11 +862,9 @@ class WebPubSubClient:
             InvocationError: the service or the handler answered an error (``name``), the
                 connection dropped before the answer, or no answer in time (``Timeout``).
             ClientStoppedError: the client is (or got) stopped.
-            ValueError: a protobuf subprotocol, bad metadata, or data that does not fit.
+            ValueError: bad metadata, or data that does not fit.
         """
         core = self._core
-        if not core.codec.subprotocol or not core.codec.subprotocol.startswith("json."):
-            raise ValueError("Invocations need a JSON subprotocol (json.webpubsub.azure.v1).")
         if self._loop is None or core.state is State.STOPPED:
             raise ClientStoppedError("The client is not started.")
         kind = DataType(data_type) if data_type is not None else None
@@ -858,7 +909,7 @@ class WebPubSubClient:
         timeout: Timeout = USE_CLIENT_DEFAULT,
     ) -> GroupStreamWriter:
         """Open a group stream (spec-next 2), as ``openGroupStream`` of the official JS
-        client: returns once the service acknowledged it. JSON subprotocols only.
+        client: returns once the service acknowledged it. Over every subprotocol.
 
         Args:
             group: the group that receives the stream (the ``sendToGroup`` role for it).
@@ -870,11 +921,8 @@ class WebPubSubClient:
 
         Raises:
             GroupStreamError: refused (``Forbidden``, ``BadRequest``) or not answered in time.
-            ValueError: a protobuf subprotocol.
+            ValueError: the stream id is already open here.
         """
-        core = self._core
-        if not core.codec.subprotocol or not core.codec.subprotocol.startswith("json."):
-            raise ValueError("Group streams need a JSON subprotocol (json.webpubsub.azure.v1).")
         stream_id = stream_id or str(uuid.uuid4())
         if stream_id in self._writers:
             raise ValueError(f"The stream '{stream_id}' is already open.")

@@ -52,9 +52,11 @@ from ..core.requests import (
     SendEvent,
     SendToGroup,
     SequenceAck,
+    SetGroupState,
     StreamData,
     StreamEnd,
     StreamStart,
+    SubscribeGroupState,
 )
 from ..protocols.client import ClientCodec, client_codec
 from ..protocols.downstream import (
@@ -62,6 +64,7 @@ from ..protocols.downstream import (
     Connected,
     Disconnected,
     GroupMessage,
+    GroupStates,
     InvokeResponse,
     Pong,
     ServerMessage,
@@ -225,7 +228,9 @@ class AbortSocket:
 
 
 Event = ClientEvent | AckSettled | StartFailed | AbortSocket | InvokeResponse | StreamAnswer
-AckedRequest = JoinGroup | LeaveGroup | SendToGroup | SendEvent
+AckedRequest = (
+    JoinGroup | LeaveGroup | SendToGroup | SendEvent | SetGroupState | SubscribeGroupState
+)
 UntrackedRequest = (
     SendToGroup | SendEvent | Invoke | CancelInvocation | StreamStart | StreamData | StreamEnd
 )
@@ -275,6 +280,7 @@ class ClientCore:
         self._rejoins: set[int] = set()
         self._announce_connected = False
         self._joined: dict[str, None] = {}  # groups this client joined (ordered set)
+        self._watched: dict[str, None] = {}  # groups whose state it subscribed to
         # reliable protocols: the largest sequence id received, and the largest acknowledged
         self._sequence_id = 0
         self._acked_sequence_id = 0
@@ -513,7 +519,7 @@ class ClientCore:
             log.exception("could not decode a message from the service")
             return
         match message:
-            case GroupMessage() | ServerMessage():
+            case GroupMessage() | ServerMessage() | GroupStates():
                 self._on_data(message, now)
             case Ack():
                 self._on_ack(message)
@@ -567,6 +573,10 @@ class ClientCore:
                 entry.sent = True
                 self._outgoing.append(entry.payload)
                 self._rejoins.add(ack_id)
+        for group in self._watched:
+            # A new connection has no subscriptions: watch again (a snapshot follows). No
+            # ackId: a refusal (the role is gone) is only the absence of events.
+            self._outgoing.append(self.codec.encode_request(SubscribeGroupState(group)))
         self._announce_connected = True
         self._send_pending()
         self._maybe_announce_connected()
@@ -586,6 +596,11 @@ class ClientCore:
                 self._joined[request.group] = None
             elif isinstance(request, LeaveGroup):
                 self._joined.pop(request.group, None)
+            elif isinstance(request, SubscribeGroupState):
+                if request.subscribe:
+                    self._watched[request.group] = None
+                else:
+                    self._watched.pop(request.group, None)
             self._settle(entry, AckResult(ack.ack_id, ack.is_duplicate), None)
         else:
             self._settle(entry, None, ack_error(ack.ack_id, ack.error))
@@ -605,7 +620,7 @@ class ClientCore:
             self._events.append(RejoinGroupFailedEvent(entry.request.group, error))
         self._maybe_announce_connected()
 
-    def _on_data(self, message: GroupMessage | ServerMessage, now: float) -> None:
+    def _on_data(self, message: GroupMessage | ServerMessage | GroupStates, now: float) -> None:
         sequence_id = message.sequence_id
         if sequence_id is not None and self.codec.is_reliable:
             if sequence_id <= self._sequence_id:

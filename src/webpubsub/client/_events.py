@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..core.message import DataType
-from ..protocols.downstream import GroupMessage, ServerMessage
+from ..protocols.downstream import GroupMessage, GroupStates, ServerMessage
 from ._errors import SendMessageError
 
 
@@ -95,6 +95,7 @@ ClientEvent = (
     | RejoinGroupFailedEvent
     | GroupMessage
     | ServerMessage
+    | GroupStates
 )
 """Every event an application can subscribe to."""
 
@@ -105,5 +106,6 @@ EVENT_TYPES: dict[str, type[ClientEvent]] = {
     "group-message": GroupMessage,
     "server-message": ServerMessage,
     "rejoin-group-failed": RejoinGroupFailedEvent,
+    "group-states-changed": GroupStates,
 }
 """Event names, as the JS client spells them, and the type their handlers receive."""

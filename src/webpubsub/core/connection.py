@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from enum import IntEnum
 from typing import TYPE_CHECKING, Protocol
 
@@ -192,11 +192,18 @@ class Connection:
         if frame is not None and not self.closed and self.attached:
             self.transport.send(frame)
 
-    def deliver(self, encoded: bytes, expires: float | None = None) -> bool:
+    def deliver(
+        self,
+        encoded: bytes,
+        expires: float | None = None,
+        sequence: Callable[[bytes, int], tuple[bytes, ...]] | None = None,
+    ) -> bool:
         """Send an encoded data message; reliable connections number and buffer it.
 
         ``expires`` (``time.time()``), for a message with a TTL: it is dropped if not handed
         to the kernel by then, also when replayed after a recovery (spec-next 4).
+        ``sequence``: how to number a frame that is not a data message (default
+        ``codec.sequence``), e.g. a protobuf group-state frame.
         Returns False when the resend buffer overflowed: the connection must be closed as
         unrecoverable (spec 4.7).
         """
@@ -208,7 +215,7 @@ class Connection:
         else:
             buffer = recovery.buffer
             sequence_id = buffer.take_id()
-            pieces = self.codec.sequence(encoded, sequence_id)
+            pieces = (sequence or self.codec.sequence)(encoded, sequence_id)
             if not buffer.push(sequence_id, pieces, expires):
                 return False
             if not recovery.attached:

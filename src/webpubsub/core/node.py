@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from functools import partial
 from typing import Protocol
 
 from . import commands as c
@@ -25,6 +26,7 @@ from .errors import (
     ProtocolViolation,
     Throttled,
 )
+from .groupstate import GroupStates, StateItem
 from .handover import Snapshot, restore, take
 from .hub import BUFFER_FULL, Hub, PresenceHook
 from .message import DataType, Message, Source
@@ -42,10 +44,12 @@ from .requests import (
     SendEvent,
     SendToGroup,
     SequenceAck,
+    SetGroupState,
     StreamData,
     StreamEnd,
     StreamInvalid,
     StreamStart,
+    SubscribeGroupState,
     Unsupported,
 )
 from .roles import Permission, has_permission, is_allowed
@@ -124,6 +128,8 @@ class Node:
         self.on_user_event: UserEventHandler | None = None
         # invoke / cancelInvocation (spec-next 1), answered by the upstream edge.
         self.on_invoke: Callable[[Connection, Invoke | CancelInvocation], None] | None = None
+        # Group state (spec-next 5) of this node's connections, by hub key.
+        self.group_states: dict[str, GroupStates] = {}
         self.observer = Observers()
         self.on_disconnected: list[DisconnectHook] = []
         # joined/left of a connection to a group; set before the first connection.
@@ -142,7 +148,7 @@ class Node:
         hub = self.hubs.get(key)
         if hub is None:
             hub = self.hubs[key] = Hub(key)
-            hub.presence = self.on_presence
+            hub.presence = self._presence
             if self.engine is not None:
                 self.engine.hub_added(key)
         return hub
@@ -215,6 +221,7 @@ class Node:
         hub = self.hubs.get(conn.hub)
         if hub is not None and hub.remove(conn, announce=False):
             self._forget_hub_if_empty(hub)
+        self._forget_state(conn)  # group state is per node: it does not move (compatibility.md)
         self.observer.connection_moved(conn, arrived=False)
         return snapshot
 
@@ -238,7 +245,7 @@ class Node:
                 transport.send_expiring((data,), expires)
         # The later commands see this connection alone: the others here had them already.
         alone = Hub(snapshot.hub)
-        alone.presence = self.on_presence
+        alone.presence = self._presence
         alone.add(conn)
         for group in snapshot.groups:
             alone.join(conn, group, announce=False)
@@ -303,6 +310,7 @@ class Node:
 
     def _disconnected(self, conn: Connection, reason: str) -> None:
         self._cancel_streams(conn)
+        self._forget_state(conn)
         if self.engine is not None:
             self.engine.connection_removed(conn)
         self.observer.connection_closed(conn, reason)
@@ -466,6 +474,61 @@ class Node:
             return
         if ack_id is not None and not isinstance(request, SendEvent):
             self.ack(conn, ack_id, None)
+        if isinstance(request, SubscribeGroupState) and request.subscribe:
+            # The snapshot follows the ack (spec-next 5).
+            states = self.group_states[conn.hub]
+            self._deliver_state(
+                conn, "groupStateSnapshot", request.group, states.snapshot(request.group)
+            )
+
+    def _forget_state(self, conn: Connection) -> None:
+        """The connection is gone from here: its entries (watchers are told) and watches."""
+        states = self.group_states.get(conn.hub)
+        if states is not None:
+            for group, item in states.forget(conn.connection_id, _epoch_ms()):
+                self._state_update(conn.hub, group, item)
+            if not states:
+                del self.group_states[conn.hub]
+
+    def _presence(self, conn: Connection, group: str, joined: bool) -> None:
+        """Every join and leave of a local connection (client, REST, initial groups)."""
+        if not joined and conn.hub in self.group_states:
+            self._set_state(conn, group, None)  # a member that leaves has no state (spec-next 5)
+        if self.on_presence is not None:
+            self.on_presence(conn, group, joined)
+
+    def _set_state(self, conn: Connection, group: str, state: Mapping[str, str] | None) -> None:
+        states = self.group_states.get(conn.hub)
+        if states is None:
+            if state is None:
+                return
+            states = self.group_states[conn.hub] = GroupStates()
+        item = states.set(group, conn.connection_id, conn.user_id, state, _epoch_ms())
+        if item is not None:
+            self._state_update(conn.hub, group, item)
+
+    def _state_update(self, hub_key: str, group: str, item: StateItem) -> None:
+        """One changed entry to the group's local subscribers (``groupStateUpdate``)."""
+        states, hub = self.group_states.get(hub_key), self.hubs.get(hub_key)
+        if states is None or hub is None:
+            return
+        for connection_id in states.watchers(group):
+            watcher = hub.connections.get(connection_id)
+            if watcher is not None:
+                self._deliver_state(watcher, "groupStateUpdate", group, [item])
+
+    def _deliver_state(
+        self, conn: Connection, kind: str, group: str, items: list[StateItem]
+    ) -> None:
+        codec = conn.codec
+        encode = getattr(codec, "encode_group_state", None)
+        if encode is None:
+            return
+        sequence = getattr(codec, "sequence_group_state", None)
+        if sequence is not None:
+            sequence = partial(sequence, kind)
+        if not conn.deliver(encode(kind, group, items), None, sequence):
+            self.close(conn, CloseCode.POLICY_VIOLATION, BUFFER_FULL)
 
     def ack(self, conn: Connection, ack_id: int, error: ClientError | None) -> None:
         """Answer a request that carried ``ackId`` (success when ``error`` is None)."""
@@ -494,6 +557,19 @@ class Node:
                     self.engine.record_soon(
                         conn.hub, c.RemoveFromGroup(c.ToConnection(conn.connection_id), group)
                     )
+            case SetGroupState(group, state):
+                self._check_group(group)
+                if group not in conn.groups:
+                    raise InvalidMessage(f"Join group '{group}' before setting its state.")
+                self._set_state(conn, group, state)
+            case SubscribeGroupState(group, _, subscribe):
+                self._check_group(group)
+                self._require(conn, Permission.JOIN_LEAVE_GROUP, group, "watch the state of")
+                states = self.group_states.setdefault(conn.hub, GroupStates())
+                if subscribe:
+                    states.subscribe(group, conn.connection_id)
+                else:
+                    states.unsubscribe(group, conn.connection_id)
             case SendToGroup(group, data, data_type, _, no_echo, metadata, ttl):
                 self._check_group(group)
                 self._require(conn, Permission.SEND_TO_GROUP, group, "send message to")
@@ -669,3 +745,8 @@ class Node:
         for hub in list(self.hubs.values()):
             for conn in list(hub.connections.values()):
                 self.close(conn, code, reason)
+
+
+def _epoch_ms() -> int:
+    """``updatedAt`` of group state: Unix epoch milliseconds (spec-next 5)."""
+    return int(time.time() * 1000)

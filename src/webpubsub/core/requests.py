@@ -106,6 +106,24 @@ class StreamInvalid:
 
 
 @dataclass(frozen=True, slots=True)
+class SetGroupState:
+    """``setGroupState`` (spec-next 5): ``state`` None clears the caller's entry."""
+
+    group: str
+    state: Mapping[str, str] | None = None
+    ack_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SubscribeGroupState:
+    """``subscribeGroupState`` / ``unsubscribeGroupState`` (``subscribe`` False)."""
+
+    group: str
+    ack_id: int | None = None
+    subscribe: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class Ping:
     pass
 
@@ -136,5 +154,7 @@ ClientRequest = (
     | StreamInvalid
     | Ping
     | SequenceAck
+    | SetGroupState
+    | SubscribeGroupState
     | Unsupported
 )

@@ -100,7 +100,7 @@ class GroupMessage:
     data_type: DataType
     from_user_id: str | None = None
     sequence_id: int | None = None
-    metadata: dict[str, str] | None = None  # spec-next 3.4; JSON protocols only
+    metadata: dict[str, str] | None = None  # spec-next 3.4
     stream: StreamInfo | None = None  # a group stream's fragment (spec-next 2)
 
 
@@ -111,7 +111,7 @@ class ServerMessage:
     data: Payload
     data_type: DataType
     sequence_id: int | None = None
-    metadata: dict[str, str] | None = None  # spec-next 3.4; JSON protocols only
+    metadata: dict[str, str] | None = None  # spec-next 3.4
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +142,27 @@ class StreamAnswer:
     error: AckErrorDetail | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class GroupStateEntry:
+    """One connection's state in a group (``state`` None: cleared, or it left)."""
+
+    connection_id: str
+    user_id: str | None
+    state: dict[str, str] | None
+    updated_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class GroupStates:
+    """``groupStateSnapshot`` (``snapshot`` True: every entry) or ``groupStateUpdate`` (the
+    changed entries) of a group this client subscribed to (spec-next 5)."""
+
+    group: str
+    items: tuple[GroupStateEntry, ...]
+    snapshot: bool = False
+    sequence_id: int | None = None
+
+
 Downstream: TypeAlias = (
     Connected
     | Disconnected
@@ -151,6 +172,7 @@ Downstream: TypeAlias = (
     | Pong
     | InvokeResponse
     | StreamAnswer
+    | GroupStates
 )
 """Every service-to-client message a client codec decodes."""
 

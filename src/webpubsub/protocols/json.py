@@ -11,10 +11,12 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Iterable
 from typing import Any, TypeGuard
 
 from ..core import jsontext
 from ..core.errors import ClientError, InvalidRequest, ProtocolViolation
+from ..core.groupstate import StateItem
 from ..core.jsontext import Refused, lenient_members, members
 from ..core.message import DataType, Message, Source
 from ..core.metadata import MetadataError, check_pairs
@@ -28,10 +30,12 @@ from ..core.requests import (
     SendEvent,
     SendToGroup,
     SequenceAck,
+    SetGroupState,
     StreamData,
     StreamEnd,
     StreamInvalid,
     StreamStart,
+    SubscribeGroupState,
     Unsupported,
 )
 from ..core.streams import MAX_IDLE_MS, MAX_STREAM_ID, StreamError, StreamMark
@@ -44,6 +48,8 @@ from .downstream import (
     Disconnected,
     Downstream,
     GroupMessage,
+    GroupStateEntry,
+    GroupStates,
     InvokeResponse,
     Payload,
     Pong,
@@ -56,15 +62,6 @@ from .frames import OP_TEXT, header, text_frame
 SUBPROTOCOL = "json.webpubsub.azure.v1"
 RELIABLE_SUBPROTOCOL = "json.reliable.webpubsub.azure.v1"
 UINT64_MAX = 2**64 - 1
-
-# Message types the current clients know but this service does not implement (spec 4.11, 4.12).
-UNSUPPORTED_TYPES = frozenset(
-    {
-        "setGroupState",
-        "subscribeGroupState",
-        "unsubscribeGroupState",
-    }
-)
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
@@ -238,6 +235,37 @@ class JsonCodec:
     def encode_stream_answer(self, answer: StreamAck | StreamClosed) -> bytes:
         return encode_stream_answer(answer)
 
+    def group_state_body(self, kind: str, group: str, items: Iterable[StateItem]) -> bytes:
+        """A ``groupStateSnapshot`` / ``groupStateUpdate`` envelope (spec-next 5)."""
+        listed = []
+        for item in items:
+            entry: dict[str, Any] = {"connectionId": item.connection_id}
+            if item.user_id is not None:
+                entry["userId"] = item.user_id
+            if item.state is not None:
+                entry["state"] = dict(item.state)
+            entry["updatedAt"] = item.updated_at
+            listed.append(entry)
+        return dumps({"type": kind, "group": group, "items": listed})
+
+    def encode_group_state(self, kind: str, group: str, items: Iterable[StateItem]) -> bytes:
+        """As :meth:`encode_message`: a frame here, the shared body on the reliable codec
+        (group-state frames are sequenced and replayed like data)."""
+        return text_frame(self.group_state_body(kind, group, items))
+
+    def encode_invoke_response(
+        self,
+        invocation_id: str,
+        *,
+        data: bytes | None = None,
+        data_type: DataType | None = None,
+        error: tuple[str, str] | None = None,
+        metadata: Any = None,
+    ) -> bytes:
+        return encode_invoke_response(
+            invocation_id, data=data, data_type=data_type, error=error, metadata=metadata
+        )
+
     # -- upstream ---------------------------------------------------------------------------
 
     def sequence(self, encoded: bytes, sequence_id: int) -> tuple[bytes, ...]:
@@ -288,6 +316,12 @@ class JsonCodec:
             return _stream_data(envelope, raw)
         if kind == "streamEnd":
             return _stream_end(envelope)
+        if kind == "setGroupState":
+            group = self._group(envelope, ack_id)
+            return SetGroupState(group, _group_state(envelope.get("state"), ack_id), ack_id)
+        if kind in ("subscribeGroupState", "unsubscribeGroupState"):
+            group = self._group(envelope, ack_id)
+            return SubscribeGroupState(group, ack_id, kind == "subscribeGroupState")
         if kind == "ping":
             return Ping()
         if kind == "sequenceAck":
@@ -368,6 +402,16 @@ class JsonCodec:
                     + _metadata_member(metadata)
                     + b"}"
                 )
+            case SetGroupState(group, state, ack_id):
+                body: dict[str, Any] = {"type": "setGroupState", "group": group}
+                if state is not None:
+                    body["state"] = dict(state)
+                if ack_id is not None:
+                    body["ackId"] = ack_id
+                return dumps(body)
+            case SubscribeGroupState(group, ack_id, subscribe):
+                kind = b"subscribeGroupState" if subscribe else b"unsubscribeGroupState"
+                return b'{"type":"' + kind + b'","group":' + dumps(group) + _ack(ack_id) + b"}"
             case StreamStart(group, stream_id, no_echo, idle_ms):
                 stream: dict[str, Any] = {"streamId": stream_id}
                 if idle_ms is not None:
@@ -442,6 +486,8 @@ class JsonCodec:
             return Pong()
         if kind == "invokeResponse":
             return _invoke_response(envelope)
+        if kind in ("groupStateSnapshot", "groupStateUpdate"):
+            return _group_states(envelope, kind == "groupStateSnapshot")
         if kind in ("streamAck", "streamNack", "streamClosed"):
             return _stream_answer(kind, envelope)
         return None
@@ -478,6 +524,9 @@ class ReliableJsonCodec(JsonCodec):
 
     def encode_message(self, message: Message) -> bytes:
         return self.message_body(message)[1:]
+
+    def encode_group_state(self, kind: str, group: str, items: Iterable[StateItem]) -> bytes:
+        return self.group_state_body(kind, group, items)[1:]
 
     def sequence(self, encoded: bytes, sequence_id: int) -> tuple[bytes, ...]:
         prefix = b'{"sequenceId":%d,' % sequence_id
@@ -593,6 +642,19 @@ def encode_stream_answer(answer: StreamAck | StreamClosed) -> bytes:
             "expectedSequenceId": answer.expected,
         }
     return text_frame(dumps(body))
+
+
+def _group_state(value: Any, ack_id: int | None) -> dict[str, str] | None:
+    """The ``state`` of a ``setGroupState``: absent or null clears; a string map limited as
+    metadata (spec-next 5, 3.2)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise InvalidRequest("'state' must be an object of strings.", ack_id)
+    try:
+        return check_pairs(value.items()) or {}
+    except MetadataError as exc:
+        raise InvalidRequest(f"Invalid state: {exc}.", ack_id) from None
 
 
 def _invoke(envelope: dict[str, Any], raw: bytes | None, frame: bytes) -> Invoke:
@@ -720,6 +782,34 @@ def _invoke_response(envelope: dict[str, Any]) -> InvokeResponse | None:
         return None
     data, data_type = payload
     return InvokeResponse(invocation_id, True, data, data_type, metadata=metadata)
+
+
+def _group_states(envelope: dict[str, Any], snapshot: bool) -> GroupStates | None:
+    group, raw_items = envelope.get("group"), envelope.get("items")
+    if not isinstance(group, str) or not isinstance(raw_items, list):
+        return None
+    items = []
+    for raw in raw_items:
+        if not isinstance(raw, dict) or not isinstance(raw.get("connectionId"), str):
+            continue
+        state = raw.get("state")
+        state = (
+            {k: v for k, v in state.items() if isinstance(v, str)}
+            if isinstance(state, dict)
+            else None
+        )
+        updated_at = raw.get("updatedAt")
+        items.append(
+            GroupStateEntry(
+                raw["connectionId"],
+                _str_or_none(raw, "userId"),
+                state,
+                updated_at if type(updated_at) is int else 0,
+            )
+        )
+    sequence_id = envelope.get("sequenceId")
+    sequence_id = sequence_id if _is_uint64(sequence_id) else None
+    return GroupStates(group, tuple(items), snapshot, sequence_id)
 
 
 def _stream_answer(kind: str, envelope: dict[str, Any]) -> StreamAnswer | None:

@@ -582,7 +582,7 @@ class Upstream:
                     f"No event handler is configured for event '{request.event}'.",
                 )
         if error is not None or handler is None:
-            conn.send(encode_invoke_response(invocation_id, error=error))
+            conn.send(_invoke_response(conn)(invocation_id, error=error))
             outcome = error[0] if error is not None else "BadRequest"
             self.node.observer.invocation_done(conn, request.event, outcome, 0.0)
             return
@@ -627,7 +627,8 @@ class Upstream:
             calls = self._invocations.get(conn)
             if calls is not None and calls.get(request.invocation_id) is asyncio.current_task():
                 del calls[request.invocation_id]
-        frame = encode_invoke_response(
+        encode = _invoke_response(conn)
+        frame = encode(
             request.invocation_id,
             data=result.data,
             data_type=result.data_type,
@@ -635,7 +636,7 @@ class Upstream:
             metadata=metadata,
         )
         if len(frame) > self.settings.limits.max_message_size + 16:
-            frame = encode_invoke_response(
+            frame = encode(
                 request.invocation_id,
                 error=("InternalServerError", "The event handler's answer is too large."),
             )
@@ -848,3 +849,11 @@ async def _read_within(response: httpx.Response, cap: int) -> bytes:
             raise AnswerTooLarge(f"the answer is over the cap of {cap} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _invoke_response(conn: Connection) -> Callable[..., bytes]:
+    """The connection's ``invokeResponse`` encoder (JSON or protobuf, spec-next 1.1 and 8)."""
+    encode: Callable[..., bytes] = getattr(conn.codec, "encode_invoke_response", None) or (
+        encode_invoke_response
+    )
+    return encode

@@ -1,0 +1,71 @@
+"""Refusals of ``invokeEvent`` as the official ``@azure/web-pubsub-client`` 1.1.0 sees them
+(spec-next 1.6): every refusal is an ``invokeResponse`` with an error, never silence (the JS
+client has no timeout of its own and would wait forever)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from tests.conftest import ACCESS_KEY
+from tests.nodejs import JsError, NodeDriver
+from tests.upstream_app import Reply, UpstreamApp
+from webpubsub.auth.tokens import client_audience, client_url, mint_client_token
+from webpubsub.core.events import EventHandlerSettings, HubSettings
+from webpubsub.server.config import Limits, Settings
+from webpubsub.testing import ServiceThread
+
+from .test_js_sdk import Clients
+
+pytestmark = pytest.mark.usefixtures("js_service")
+
+
+def test_no_handler_then_throttled(clients: Clients, service: ServiceThread) -> None:
+    node = service.service.node
+    saved = (node.message_rate, node.message_burst)
+
+    def set_rate(rate: float | None, burst: int) -> None:
+        node.message_rate, node.message_burst = rate, burst
+
+    service.call(lambda: set_rate(0.001, 1))  # one message, then one per 1,000 s
+    try:
+        clients.start("a", user_id="alice")
+    finally:
+        service.call(lambda: set_rate(*saved))
+    missing = clients.error("a", "invokeEvent", "nobody", "x", "text")
+    assert missing.error["errorDetail"]["name"] == "NotFound"
+    throttled = clients.error("a", "invokeEvent", "nobody", "x", "text")
+    detail = throttled.error["errorDetail"]
+    assert detail["name"] == "Throttled" and "Too many messages" in detail["message"]
+
+
+def test_a_slow_handler_times_out_and_the_connection_goes_on(hub: str) -> None:
+    """Acceptance check 5: past the invoke timeout the JS client's call rejects with
+    ``Timeout``; the connection stays open and the next call succeeds."""
+    with UpstreamApp() as app:
+        settings = Settings(
+            port=0,
+            access_keys=[ACCESS_KEY],
+            limits=Limits(upstream_timeout=0.5),
+            hubs={"*": HubSettings((EventHandlerSettings(app.url_template),))},
+        )
+        release = threading.Event()
+        app.rules["slow"] = Reply(204, hold=release)
+        app.rules["fast"] = Reply(200, b"ok", {"Content-Type": "text/plain"})
+        driver = NodeDriver("client.mjs")
+        try:
+            with ServiceThread(settings) as own:
+                token = mint_client_token(
+                    ACCESS_KEY, client_audience(own.endpoint, hub), user_id="alice"
+                )
+                url = client_url(own.endpoint, hub) + f"?access_token={token}"
+                driver.request("start", client="a", url=url, protocol="reliable")
+                with pytest.raises(JsError) as timed_out:
+                    driver.request("call", client="a", method="invokeEvent", args=["slow"])
+                assert timed_out.value.error["errorDetail"]["name"] == "Timeout"
+                result = driver.request("call", client="a", method="invokeEvent", args=["fast"])
+                assert (result["dataType"], result["data"]) == ("text", "ok")
+        finally:
+            release.set()
+            driver.close()
