@@ -69,3 +69,53 @@ def test_a_slow_handler_times_out_and_the_connection_goes_on(hub: str) -> None:
         finally:
             release.set()
             driver.close()
+
+
+def test_concurrent_invocations_answer_out_of_order(hub: str) -> None:
+    """Acceptance check 8: two invocations in flight, the second answered first: each call
+    gets its own answer, and a joinGroup sent meanwhile is acknowledged before either."""
+    with UpstreamApp() as app:
+        settings = Settings(
+            port=0,
+            access_keys=[ACCESS_KEY],
+            hubs={"*": HubSettings((EventHandlerSettings(app.url_template),))},
+        )
+        release_first, release_second = threading.Event(), threading.Event()
+        app.rules["first"] = Reply(200, b"one", {"Content-Type": "text/plain"}, hold=release_first)
+        app.rules["second"] = Reply(
+            200, b"two", {"Content-Type": "text/plain"}, hold=release_second
+        )
+        driver = NodeDriver("client.mjs")
+        results: dict[str, object] = {}
+
+        def invoke(event: str) -> None:
+            results[event] = driver.request("call", client="a", method="invokeEvent", args=[event])
+
+        try:
+            with ServiceThread(settings) as own:
+                token = mint_client_token(
+                    ACCESS_KEY,
+                    client_audience(own.endpoint, hub),
+                    user_id="alice",
+                    roles=["webpubsub.joinLeaveGroup"],
+                )
+                url = client_url(own.endpoint, hub) + f"?access_token={token}"
+                driver.request("start", client="a", url=url, protocol="reliable")
+                calls = [threading.Thread(target=invoke, args=(e,)) for e in ("first", "second")]
+                for call in calls:
+                    call.start()
+                app.wait_for(lambda seen: {r.event for r in seen} >= {"first", "second"})
+                joined = driver.request("call", client="a", method="joinGroup", args=["g"])
+                assert joined["isDuplicated"] is False
+                assert results == {}  # both still pending when the join was acknowledged
+                release_second.set()
+                calls[1].join(10)
+                assert "first" not in results
+                release_first.set()
+                calls[0].join(10)
+                assert results["first"]["data"] == "one"  # type: ignore[index]
+                assert results["second"]["data"] == "two"  # type: ignore[index]
+        finally:
+            release_first.set()
+            release_second.set()
+            driver.close()
