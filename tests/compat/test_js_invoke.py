@@ -119,3 +119,57 @@ def test_concurrent_invocations_answer_out_of_order(hub: str) -> None:
             release_first.set()
             release_second.set()
             driver.close()
+
+
+def test_an_aborted_invocation_is_cancelled_and_its_id_free_again(hub: str) -> None:
+    """Acceptance check 7: ``invokeEvent`` with an ``abortSignal`` aborted while the handler
+    waits rejects at once (the client sends ``cancelInvocation``); the service forgets the
+    call, so the same ``invocationId`` is accepted again and answered."""
+    with UpstreamApp() as app:
+        settings = Settings(
+            port=0,
+            access_keys=[ACCESS_KEY],
+            hubs={"*": HubSettings((EventHandlerSettings(app.url_template),))},
+        )
+        release = threading.Event()
+        app.rules["slow"] = Reply(200, b"late", {"Content-Type": "text/plain"}, hold=release)
+        app.rules["fast"] = Reply(200, b"ok", {"Content-Type": "text/plain"})
+        driver = NodeDriver("client.mjs")
+        outcome: dict[str, object] = {}
+
+        def invoke() -> None:
+            try:
+                driver.request(
+                    "invokeAbortable",
+                    client="a",
+                    key="k",
+                    args=["slow"],
+                    options={"invocationId": "inv-1"},
+                )
+            except JsError as exc:
+                outcome["error"] = exc.error
+
+        try:
+            with ServiceThread(settings) as own:
+                token = mint_client_token(
+                    ACCESS_KEY, client_audience(own.endpoint, hub), user_id="alice"
+                )
+                url = client_url(own.endpoint, hub) + f"?access_token={token}"
+                driver.request("start", client="a", url=url, protocol="reliable")
+                call = threading.Thread(target=invoke)
+                call.start()
+                app.wait_for(lambda seen: any(r.event == "slow" for r in seen))
+                driver.request("abortInvocation", key="k")
+                call.join(5)
+                assert not call.is_alive(), "the aborted call did not reject"
+                assert "error" in outcome
+                again = driver.request(
+                    "call",
+                    client="a",
+                    method="invokeEvent",
+                    args=["fast", None, None, {"invocationId": "inv-1"}],
+                )
+                assert (again["invocationId"], again["data"]) == ("inv-1", "ok")
+        finally:
+            release.set()
+            driver.close()

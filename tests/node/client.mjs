@@ -22,6 +22,9 @@
 //       Subscribes; every item of every inbound stream is printed as {"type": "stream-item",
 //       "client", "group", "streamId", "data", "dataType", "sequenceId"}, the end as
 //       {"type": "stream-done", "client", "group", "streamId", "error"?}.
+//   {"op": "invokeAbortable", "client": "a", "key": "k", "args": [...], "options": {...}}
+//       Awaits client.invokeEvent(...args, {...options, abortSignal}) with an AbortController
+//       kept under "key"; {"op": "abortInvocation", "key": "k"} aborts it.
 //   {"op": "dropSocket", "client": "a"}
 //       Simulates a network failure: destroys client "a"'s TCP socket without a close frame
 //       (reaches into the SDK's private _wsClient._socket, a `ws` WebSocket), so a reliable
@@ -102,6 +105,29 @@ async function call({ client: name, method, args = [] }) {
 }
 
 const writers = new Map();
+const controllers = new Map();
+
+async function invokeAbortable({ client: name, key, args = [], options = {} }) {
+  const controller = new AbortController();
+  controllers.set(key, controller);
+  try {
+    const [event, content, dataType] = fromWire(args, toArrayBuffer);
+    return await clientNamed(name).invokeEvent(event, content, dataType, {
+      ...options,
+      abortSignal: controller.signal,
+    });
+  } finally {
+    controllers.delete(key);
+  }
+}
+
+function abortInvocation({ key }) {
+  const controller = controllers.get(key);
+  if (controller === undefined) {
+    throw new Error(`no invocation '${key}' in flight`);
+  }
+  controller.abort();
+}
 
 function clientNamed(name) {
   const client = clients.get(name);
@@ -165,7 +191,18 @@ function dropSocket({ client: name }) {
 }
 
 serve(
-  { start, call, dropSocket, openStream, streamWrite, streamEnd, streamAbort, onGroupStream },
+  {
+    start,
+    call,
+    dropSocket,
+    openStream,
+    streamWrite,
+    streamEnd,
+    streamAbort,
+    onGroupStream,
+    invokeAbortable,
+    abortInvocation,
+  },
   {
     versions: installedVersions(["@azure/web-pubsub-client", "ws"]),
     onClose: () => {
