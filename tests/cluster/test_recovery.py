@@ -9,6 +9,7 @@ user, groups, roles and ackId history.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 
@@ -16,11 +17,12 @@ import httpx
 import pytest
 import websockets
 
+from tests.upstream_app import Reply, UpstreamApp
 from webpubsub.auth.tokens import client_audience
 
 from .conftest import Cluster, Node, RedisServer, free_port, require_redis_server
 from .reliable import RELIABLE, Reliable
-from .test_cluster import call, sdk, until
+from .test_cluster import call, receive, sdk, until
 
 
 async def moved(node: Node, hub: str, direction: str) -> float:
@@ -203,3 +205,64 @@ async def test_the_holder_killed_means_a_clear_refusal(tmp_path: Path) -> None:
         b.stop()
         a.stop()
         redis.stop()
+
+
+async def test_invocations_and_streams_through_a_three_node_cluster(tmp_path: Path) -> None:
+    """Issue 14's cluster case: a client on node a invokes the hub's event handler and gets
+    its answer; a stream it writes reaches subscribers on nodes b and c, in order."""
+    require_redis_server()
+    with UpstreamApp() as app:
+        app.rules["ask"] = Reply(200, b'{"ok":true}', {"Content-Type": "application/json"})
+        config = tmp_path / "node.toml"
+        config.write_text(
+            "[cluster]\nnode_ttl = 2.0\nheartbeat_interval = 0.5\nredis_timeout = 1.0\n"
+            f'[[hubs.calls.event_handlers]]\nurl_template = "{app.url_template}"\n'
+            'user_event_pattern = "*"\n'
+        )
+        redis = RedisServer(free_port(), tmp_path)
+        redis.start()
+        nodes = [Node(free_port(), config, redis.url) for _ in range(3)]
+        try:
+            for node in nodes:
+                node.start()
+            a, b, c = nodes
+            publisher = Reliable("calls", "alice")
+            await publisher.connect(a)
+            assert publisher.ws is not None
+            await publisher.ws.send(
+                json.dumps({"type": "invoke", "invocationId": "1", "event": "ask"})
+            )
+            answer = await receive(publisher.ws)
+            assert answer == {
+                "type": "invokeResponse",
+                "invocationId": "1",
+                "success": True,
+                "dataType": "json",
+                "data": {"ok": True},
+            }
+            readers = [Reliable("calls", name) for name in ("bob", "carol")]
+            for reader, node in zip(readers, (b, c), strict=True):
+                await reader.connect(node)
+                assert reader.ws is not None
+                joined = await reader.request({"type": "joinGroup", "group": "live", "ackId": 1})
+                assert joined["success"]
+            start = {"type": "sendToGroup", "group": "live", "stream": {"streamId": "s"}}
+            await publisher.ws.send(json.dumps(start))
+            assert (await receive(publisher.ws))["type"] == "streamAck"
+            for n in range(1, 11):
+                fragment = {
+                    "type": "streamData",
+                    "streamId": "s",
+                    "streamSequenceId": n,
+                    "dataType": "text",
+                    "data": str(n),
+                }
+                await publisher.ws.send(json.dumps(fragment))
+            await publisher.ws.send(json.dumps({"type": "streamEnd", "streamId": "s"}))
+            for reader in readers:
+                await reader.read(11)
+                assert reader.data == [str(n) for n in range(1, 11)] + [""]
+        finally:
+            for node in nodes:
+                node.stop()
+            redis.stop()
