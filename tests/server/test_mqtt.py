@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import paho.mqtt.client as mqtt
 import pytest
 from azure.messaging.webpubsubservice import WebPubSubServiceClient
@@ -22,8 +23,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties as PahoProperties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from tests.conftest import ACCESS_KEY
 from tests.server.helpers import TIMEOUT, connect_json, wait_until
 from tests.upstream_app import Reply, UpstreamApp
+from webpubsub.auth.tokens import mint_client_token
 from webpubsub.core.events import EventHandlerSettings, HubSettings
 from webpubsub.protocols.frames import binary_frame, text_frame
 from webpubsub.protocols.mqtt import Parser, PingResp, Publish, SubAck
@@ -947,3 +950,26 @@ def test_will_on_rest_close(service: ServiceThread, hub: str, clients: list[Paho
     sdk(service, hub).close_connection("closed1", reason="admin")
     assert watcher.message().payload == b"closed by REST"
     closed.client.loop_stop()
+
+
+@pytest.mark.parametrize("group", ["bad\x00group", "x" * 2000, ""])
+def test_a_token_naming_a_bad_group_is_refused_at_the_upgrade(
+    service: ServiceThread, hub: str, group: str
+) -> None:
+    """The token's groups are checked as they enter, as on the Web PubSub endpoint."""
+    audience = f"{service.endpoint}/clients/mqtt/hubs/{hub}"
+    token = mint_client_token(ACCESS_KEY, audience, groups=[group])
+    response = httpx.get(
+        audience,
+        params={"access_token": token},
+        headers={
+            "Connection": "Upgrade",
+            "Upgrade": "websocket",
+            "Sec-WebSocket-Version": "13",
+            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+            "Sec-WebSocket-Protocol": "mqtt",
+        },
+        timeout=TIMEOUT,
+    )
+    assert response.status_code == 400, response.text
+    assert "group" in response.json()["message"].lower()

@@ -168,22 +168,7 @@ class ClientEndpoint:
             return self._recover(request, offered, (hub, connection_id, token))
         settings = self.hub_settings(hub)
         claims = self._claims(request, f"/client/hubs/{hub_name}", settings.allow_anonymous)
-        user_id = claims.get("sub")
-        if user_id is not None and not isinstance(user_id, str):
-            raise Unauthorized("The 'sub' claim must be a single string.")
-        problem = user_id_problem(user_id) if user_id else None
-        if problem:
-            raise BadRequest(f"Invalid 'sub' in the token: {problem}", target="sub")
-        roles = claim_list(claims, "role")
-        for role in roles:
-            problem = role_problem(role)
-            if problem:
-                raise BadRequest(f"Invalid role in the token: {problem}", target="role")
-        groups = claim_list(claims, "webpubsub.group")
-        for group in groups:
-            problem = self.node.group_name_problem(group)
-            if problem:
-                raise BadRequest(f"Invalid group in the token: {problem}", target="webpubsub.group")
+        user_id, roles, groups = self._identity(claims)
         pending = Pending(
             request=request,
             hub=hub,
@@ -270,18 +255,7 @@ class ClientEndpoint:
             )
         settings = self.hub_settings(hub)
         claims = self._claims(request, f"/clients/mqtt/hubs/{hub_name}", settings.allow_anonymous)
-        user_id = claims.get("sub")
-        if user_id is not None and not isinstance(user_id, str):
-            raise Unauthorized("The 'sub' claim must be a single string.")
-        problem = user_id_problem(user_id) if user_id else None
-        if problem:
-            raise BadRequest(f"Invalid 'sub' in the token: {problem}", target="sub")
-        roles = claim_list(claims, "role")
-        for role in roles:
-            problem = role_problem(role)
-            if problem:
-                raise BadRequest(f"Invalid role in the token: {problem}", target="role")
-        groups = claim_list(claims, "webpubsub.group")
+        user_id, roles, groups = self._identity(claims)
         self._check_quotas(hub, groups)
         conn = MqttConnection(
             hub,
@@ -404,6 +378,26 @@ class ClientEndpoint:
                 code="Error.UnsupportedClientProtocol",
             )
         raise _not_found(request.path)
+
+    def _identity(self, claims: dict[str, Any]) -> tuple[str | None, list[str], list[str]]:
+        """The user, roles and groups a client token names, each checked as it enters."""
+        user_id = claims.get("sub")
+        if user_id is not None and not isinstance(user_id, str):
+            raise Unauthorized("The 'sub' claim must be a single string.")
+        problem = user_id_problem(user_id) if user_id else None
+        if problem:
+            raise BadRequest(f"Invalid 'sub' in the token: {problem}", target="sub")
+        roles = claim_list(claims, "role")
+        for role in roles:
+            problem = role_problem(role)
+            if problem:
+                raise BadRequest(f"Invalid role in the token: {problem}", target="role")
+        groups = claim_list(claims, "webpubsub.group")
+        for group in groups:
+            problem = self.node.group_name_problem(group)
+            if problem:
+                raise BadRequest(f"Invalid group in the token: {problem}", target="webpubsub.group")
+        return user_id, roles, groups
 
     def _claims(
         self, request: HttpRequest, audience_path: str, allow_anonymous: bool = False

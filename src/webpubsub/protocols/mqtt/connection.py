@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...core import commands as c
 from ...core import mqtt as rules
-from ...core.connection import CloseCode, Connection, Transport
+from ...core.connection import CloseCode, Connection, NullTransport, Transport
 from ...core.events import ConnectResult
 from ...core.message import DataType, Message, MqttExtras, Source
 from ...core.ratelimit import MessageRate, Verdict
@@ -789,21 +789,9 @@ class MqttConnection(Connection):
         self.transport.close(code, reason)
 
 
-class _Detached:
-    """The transport of a session without a socket: what is sent is dropped (QoS 1/2
-    messages wait in the session's in-flight table and are sent on resume)."""
-
-    def send(self, frame: bytes) -> None:
-        pass
-
-    def send_expiring(self, pieces: tuple[bytes, ...], expires: float) -> None:
-        pass
-
-    def close(self, code: int, reason: str) -> None:
-        pass
-
-
-DETACHED: Transport = _Detached()
+# The transport of a session without a socket: what is sent is dropped (QoS 1/2 messages
+# wait in the session's in-flight table and are sent on resume).
+DETACHED: Transport = NullTransport()
 
 
 def _with_dup(frame: bytes) -> bytes:
