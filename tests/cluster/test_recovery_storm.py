@@ -19,7 +19,11 @@ from typing import Any
 import pytest
 
 from tests.nodejs import NodeDriver, node_missing
-from tests.server.test_recovery_storm import PYTHON_CLIENTS, start_storm_clients
+from tests.server.test_recovery_storm import (
+    PYTHON_CLIENTS,
+    assert_every_inbox,
+    start_storm_clients,
+)
 from webpubsub.aio import WebPubSubServiceClient
 from webpubsub.auth.tokens import client_audience, mint_client_token
 
@@ -91,15 +95,8 @@ async def test_recovery_storm_across_nodes(cluster: Cluster) -> None:
             await rest.group(group).send_to_all("end", content_type="text/plain")
             sent.append("end")
 
-        async def everyone_has_the_end() -> None:
-            while any(not inbox or inbox[-1] != "end" for inbox in received.values()):
-                assert time.monotonic() - started < DEADLINE + 30, "messages missing at the end"
-                await asyncio.sleep(0.05)
-
-        await everyone_has_the_end()
-        for name, inbox in received.items():
-            assert inbox == sent, f"{name} lost or duplicated messages"
-            assert clients[name].connection_id == connection_ids[name]  # recovered, not new
+        deadline = started + DEADLINE + 30
+        await assert_every_inbox(received, sent, clients, connection_ids, deadline)
         if js is not None:
             js_inbox: list[Any] = []
             while not js_inbox or js_inbox[-1] != "end":

@@ -34,9 +34,11 @@ pytestmark = pytest.mark.skipif(
 
 
 class ExpressApp:
-    def __init__(self, hub: str) -> None:
+    """A Node script of tests/node hosting @azure/web-pubsub-express; JSON lines out."""
+
+    def __init__(self, hub: str, script: str = "express_handler.mjs") -> None:
         self.process = subprocess.Popen(
-            ["node", str(NODE_DIR / "express_handler.mjs"), hub],
+            ["node", str(NODE_DIR / script), hub],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,

@@ -6,16 +6,14 @@ checks that the service reassembles packets across frames (mqtt spec 1.3).
 
 from __future__ import annotations
 
-import json
-import subprocess
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from azure.messaging.webpubsubservice import WebPubSubServiceClient
 
-from tests.nodejs import NODE_DIR, JsError, NodeDriver, node_missing
+from tests.compat.test_express_handler import ExpressApp
+from tests.nodejs import JsError, NodeDriver, node_missing
 from webpubsub.core.events import EventHandlerSettings, HubSettings
 from webpubsub.testing import ServiceThread
 
@@ -203,41 +201,16 @@ def test_interop_with_web_pubsub_client(
 # -- @azure/web-pubsub-express as the MQTT clients' event handler (mqtt spec 8, 21-24) ----------
 
 
-class ExpressMqtt:
+class ExpressMqtt(ExpressApp):
     """tests/node/express_mqtt.mjs: prints one JSON line per event express handled."""
 
     def __init__(self, hub: str) -> None:
-        self.process = subprocess.Popen(
-            ["node", str(NODE_DIR / "express_mqtt.mjs"), hub],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        self.port = int(self.next_line()["port"])
-
-    def next_line(self, timeout: float = 10.0) -> Any:
-        assert self.process.stdout is not None
-        timer = threading.Timer(timeout, self.process.kill)  # a stuck read ends the process
-        timer.start()
-        try:
-            line = self.process.stdout.readline()
-        finally:
-            timer.cancel()
-        assert line, "the express app exited"
-        return json.loads(line)
+        super().__init__(hub, "express_mqtt.mjs")
 
     def event(self, name: str) -> Any:
         while (line := self.next_line())["event"] != name:
             pass
         return line
-
-    def close(self) -> None:
-        if self.process.stdin is not None:
-            self.process.stdin.close()
-        try:
-            self.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
 
 
 @pytest.fixture
