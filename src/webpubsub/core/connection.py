@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable, Iterable
 from enum import IntEnum
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .randomness import random_bytes
 from .reliable import Recovery
@@ -15,6 +15,11 @@ if TYPE_CHECKING:
     from .errors import ClientError
     from .message import Message
     from .requests import ClientRequest
+
+
+# Why a connection cannot move to another node (``Connection.prepare_move``).
+GONE = "it no longer exists"
+OTHER_SUBPROTOCOL = "the subprotocol differs from the connection's"
 
 
 class CloseCode(IntEnum):
@@ -181,6 +186,26 @@ class Connection:
         """Unrecord ``ack_id``: its request was refused unexecuted (``Throttled``) and may be
         sent again with the same id."""
         self._ack_ids.pop(ack_id, None)
+
+    def session_state(self) -> dict[str, Any] | None:
+        """State a kind of connection keeps beyond the core's (an MQTT session), as JSON, to
+        move with it to another node (``core/handover.py``); None for the others."""
+        return None
+
+    def prepare_move(self, token: str, subprotocol: str) -> str:
+        """Another node's client asks for this connection (``engine/handover.py``): why it
+        cannot move there ("" when it can; the caller then releases it).
+
+        A reliable connection needs its reconnection token and the same subprotocol."""
+        if self.closed:
+            return GONE
+        if self.codec.subprotocol != subprotocol:
+            return OTHER_SUBPROTOCOL
+        if self.recovery is None:
+            return GONE
+        if not self.recovery.check_token(token):
+            return "the reconnection token is invalid"
+        return ""
 
     @property
     def attached(self) -> bool:

@@ -63,7 +63,14 @@ log = logging.getLogger("webpubsub.node")
 
 
 class RecoveryRefused(Exception):
-    """A reliable reconnection that cannot be honoured (spec 4.7: close with 1008)."""
+    """A reliable reconnection that cannot be honoured (spec 4.7: close with 1008).
+
+    ``why`` is the holding node's reason when a move was refused ("" when no node holds
+    the connection): an MQTT CONNECT tells "start a new session" from "refuse" by it."""
+
+    def __init__(self, message: str, why: str = "") -> None:
+        super().__init__(message)
+        self.why = why
 
 
 class Engine(Protocol):
@@ -243,11 +250,18 @@ class Node:
                 transport.send(data)
             else:
                 transport.send_expiring((data,), expires)
+        return self.adopt_connection(conn, snapshot.groups, later)
+
+    def adopt_connection(
+        self, conn: Connection, groups: Iterable[str], later: Iterable[c.Command] = ()
+    ) -> Connection:
+        """Register a connection restored from another node's snapshot (already greeted on
+        its socket), in ``groups``, after applying ``later`` to it alone."""
         # The later commands see this connection alone: the others here had them already.
-        alone = Hub(snapshot.hub)
+        alone = Hub(conn.hub)
         alone.presence = self._presence
         alone.add(conn)
-        for group in snapshot.groups:
+        for group in groups:
             alone.join(conn, group, announce=False)
         for command in later:
             applied = alone.apply(command)
@@ -260,11 +274,11 @@ class Node:
                 many = c.AddToGroup if isinstance(command, c.AddToGroups) else c.RemoveFromGroup
                 for group in command.groups if applied.targets else ():
                     self.engine.record_soon(
-                        snapshot.hub, many(c.ToConnection(conn.connection_id), group)
+                        conn.hub, many(c.ToConnection(conn.connection_id), group)
                     )
         groups = sorted(conn.groups)
         conn.groups.clear()
-        hub = self._hub_for(snapshot.hub)
+        hub = self._hub_for(conn.hub)
         hub.add(conn)
         for group in groups:
             hub.join(conn, group, announce=False)

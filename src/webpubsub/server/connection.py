@@ -19,9 +19,11 @@ from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
-from ..core.connection import CloseCode, Connection, NullTransport
+from ..core.commands import Command
+from ..core.connection import OTHER_SUBPROTOCOL, CloseCode, Connection, NullTransport
 from ..core.errors import PayloadTooLarge, RequestError, ServiceUnavailable
 from ..core.events import UpstreamRejected
+from ..core.handover import Snapshot
 from ..core.node import RecoveryRefused
 from ..core.ratelimit import MessageRate
 from ..engine.handover import Adoption
@@ -87,6 +89,7 @@ class ServiceProtocol(asyncio.Protocol):
         "_kernel_full",
         "_loop",
         "_mqtt",
+        "_mqtt_move",
         "_parts",
         "_parts_text",
         "_paused",
@@ -133,6 +136,9 @@ class ServiceProtocol(asyncio.Protocol):
         # An upgrade waiting for the hub's connect event, and what the client sent meanwhile.
         self._connecting: asyncio.Task[None] | None = None
         self._mqtt: MqttUpgrade | None = None  # for an MQTT client's connect event
+        # An MQTT CONNECT asking the cluster for its session; not cancelled when the client
+        # leaves (the other node may have let go already: the session is kept here).
+        self._mqtt_move: asyncio.Task[None] | None = None
         self._held = b""
         self._refused = False
         self._refusal: HttpResponse | None = None  # sent once the queued requests are answered
@@ -754,6 +760,10 @@ class ServiceProtocol(asyncio.Protocol):
         if conn.pending_connect is not None and self._mqtt is not None and self._connecting is None:
             self._connecting = self._loop.create_task(self._mqtt_connect(conn, self._mqtt))
             return
+        if conn.pending_move is not None:
+            if self._mqtt_move is None:
+                self._mqtt_move = self._loop.create_task(self._mqtt_locate(conn))
+            return
         owner = conn.resumed or conn
         if owner.new_session:  # a new session's CONNACK went out (mqtt spec 5.3)
             owner.new_session = False
@@ -782,6 +792,38 @@ class ServiceProtocol(asyncio.Protocol):
         finally:
             if self._connecting is asyncio.current_task():
                 self._connecting = None
+
+    async def _mqtt_locate(self, conn: MqttConnection) -> None:
+        """Ask the cluster for the session of an MQTT CONNECT's client id: another node
+        hands it over (resume), ends it (clean start), or holds none (engine/handover.py)."""
+        engine = self.service.engine
+        assert engine is not None
+        outcome: Snapshot | str | None = None
+        later: list[Command] = []
+        try:
+            try:
+                adoption = await engine.take_over(
+                    conn.hub, conn.connection_id, conn.move_token(), "mqtt"
+                )
+            except RecoveryRefused as exc:
+                # No node holds it, it expired meanwhile, or its node ended it for a new
+                # session; the one refusal: the id is a Web PubSub client's (mqtt spec 3.2).
+                outcome = "refused" if exc.why == OTHER_SUBPROTOCOL else None
+            except ServiceUnavailable as exc:
+                log.warning("MQTT client %s: %s", conn.connection_id, exc.message)
+                outcome = "unavailable"
+            else:
+                outcome, later = adoption.snapshot, engine.finish_move(adoption)
+            conn.finish_move(outcome, later, self._loop.time())
+            if conn.transport is self:
+                self._mqtt_after(conn)
+            elif conn.closed:
+                self.service.mqtt_clients.discard(conn)
+        except Exception:
+            log.exception("the MQTT session of %s could not be located", conn.connection_id)
+            self._internal_error(conn)
+        finally:
+            self._mqtt_move = None
 
     def _internal_error(self, conn: Connection) -> None:
         """Close a client whose message we failed to handle: 1011, as RFC 6455 7.4.1 says."""
