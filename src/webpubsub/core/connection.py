@@ -114,6 +114,7 @@ class Connection:
 
     __slots__ = (
         "_ack_ids",
+        "added_at",
         "closed",
         "codec",
         "connection_id",
@@ -140,6 +141,7 @@ class Connection:
         roles: Iterable[str] = (),
         connection_id: str | None = None,
     ) -> None:
+        self.added_at = 0  # the hub's version when it was added (core/hub.py)
         self.connection_id = connection_id or new_connection_id()
         self.hub = hub
         self.user_id = user_id or None

@@ -28,7 +28,7 @@ from .errors import (
 )
 from .groupstate import GroupStates, StateItem
 from .handover import Snapshot, restore, take
-from .hub import BUFFER_FULL, Hub, PresenceHook
+from .hub import BUFFER_FULL, Batcher, Hub, PresenceHook
 from .message import DataType, Message, Source
 from .names import MAX_GROUP_NAME, event_name_problem, group_name_problem
 from .observe import Observers
@@ -124,6 +124,9 @@ class Node:
     ):
         self.hubs: dict[str, Hub] = {}
         self.engine = engine
+        # The edge's once-per-turn writer of hub-wide broadcasts (core/hub.py Batcher);
+        # without one, every delivery goes through its connection's transport.
+        self.batcher: Batcher | None = None
         self.max_groups_per_connection = max_groups_per_connection
         self.max_group_name_length = max_group_name_length
         self.recovery_window = recovery_window
@@ -156,6 +159,7 @@ class Node:
         if hub is None:
             hub = self.hubs[key] = Hub(key)
             hub.presence = self._presence
+            hub.batcher = self.batcher
             if self.engine is not None:
                 self.engine.hub_added(key)
         return hub
