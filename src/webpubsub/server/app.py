@@ -158,8 +158,9 @@ class Service:
         """TCP connections of the other nodes of the cluster (limits are service-wide)."""
         return self.engine.peer_connections() if self.engine is not None else 0
 
-    async def execute(self, hub: str, command: Command) -> None:
+    async def execute(self, hub: str, command: Command, *, settle: bool = True) -> None:
         """Carry out a REST command everywhere; in a cluster, wait until Redis has it.
+        ``settle``: a broadcast also waits until this node's connections have it.
 
         Raises ServiceUnavailable (503) when the cluster's Redis cannot be reached.
         """
@@ -167,12 +168,26 @@ class Service:
         engine = self.engine
         if engine is None:
             self.node.execute(hub, command)
+            if settle:
+                await self._handed_over(hub, command)
             return
         engine.check_ready()
         self.node.execute(hub, command)
         # A send's publish is queued in order and retried until written (no wait, so a burst
         # fans out together); a membership change waits until Redis has it (read-your-writes).
         await engine.commit(hub, command)
+        if settle:
+            await self._handed_over(hub, command)
+
+    async def _handed_over(self, hub: str, command: Command) -> None:
+        """Back-pressure (issue 16): a broadcast to a whole hub is answered once every
+        connection of this node has it queued or written (at most one round of the hub's
+        writes, core/hub.py Batcher), so REST never takes broadcasts faster than this node
+        delivers them and the hub's queue stays as long as the requests in flight."""
+        if isinstance(command, c.Send) and isinstance(command.target, c.ToAll):
+            waiter = self.flusher.written(hub)
+            if waiter is not None:
+                await waiter
 
     def _check_limits(self, command: Command) -> None:
         """The configurable limits on what a REST command may carry or create.

@@ -46,34 +46,60 @@ MESSAGES_PER_TURN = 256
 for the next turn (with reading paused), so other sockets and /healthz are served between."""
 
 
-class Broadcast:
-    """The frames a hub's broadcasts gave its plain connections during one loop turn, while
-    its membership stayed at ``version`` (core/hub.py ``Batcher``)."""
+# Connections written per slice of a hub's broadcast round; between slices the loop reads
+# (a publish that arrives meanwhile joins the writes of the connections not reached yet).
+ROUND_SLICE = 1000
 
-    __slots__ = ("conns", "frames", "hub", "version")
+
+class HubLog:
+    """A hub's recent broadcasts, written to its plain connections in rounds.
+
+    Entries are ``(seq, version, frames)``: a Flusher-wide sequence number, the hub's
+    membership version when it was sent (a connection added later is not owed it) and one
+    frame per codec (core/hub.py ``Batcher``). Each connection's protocol remembers the last
+    ``seq`` it queued or wrote (``ServiceProtocol._cursor``)."""
+
+    __slots__ = ("entries", "hub", "running", "upto", "waiters")
 
     def __init__(self, hub: Hub) -> None:
-        self.hub = hub.name
-        self.version = hub.version
-        self.conns = list(hub.connections.values())
-        self.frames: dict[Codec, list[bytes]] = {}
+        self.hub = hub
+        self.entries: list[tuple[int, int, dict[Codec, bytes]]] = []
+        self.running = False  # a round is scheduled or under way
+        self.upto = 0  # the last seq the round under way started with; 0 when none is
+        # REST broadcasts waiting until every connection has them (Flusher.written).
+        self.waiters: list[tuple[int, asyncio.Future[None]]] = []
 
-    def has(self, conn: Connection) -> bool:
-        """Whether ``conn`` is one of the connections this batch is for."""
-        return conn.hub == self.hub and conn.added_at <= self.version and is_plain(conn)
+    def release(self, upto: int | None = None) -> None:
+        """Answer the waiters whose broadcast every connection has (all, without ``upto``)."""
+        still = []
+        for seq, waiter in self.waiters:
+            if upto is None or seq <= upto:
+                if not waiter.done():
+                    waiter.set_result(None)
+            else:
+                still.append((seq, waiter))
+        self.waiters = still
+
+    def owed(self, cursor: int, added_at: int, codec: Codec) -> list[bytes]:
+        """The frames after ``cursor`` for a connection added at ``added_at``, in order."""
+        return [
+            frames[codec]
+            for seq, version, frames in self.entries
+            if seq > cursor and version >= added_at and codec in frames
+        ]
 
 
 class Flusher:
-    """Writes each connection's queued frames once per event-loop turn, and a hub's
-    broadcasts of the turn once: joined per codec, one write per connection."""
+    """Writes each connection's queued frames once per event-loop turn, and each hub's
+    broadcasts in rounds over its connections: the frames a connection is owed, joined,
+    in one write; the loop reads between slices of a round."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._dirty: list[ServiceProtocol] = []
         self._scheduled = False
-        self.batches: list[Broadcast] = []  # in the order they began
-        self._open: dict[str, Broadcast] = {}  # hub -> its batch still taking frames
-        self.caught_up: list[ServiceProtocol] = []  # took some batch frames early
+        self.logs: dict[str, HubLog] = {}  # hubs with broadcasts not yet written to all
+        self.seq = 0
 
     def mark(self, proto: ServiceProtocol) -> None:
         self._dirty.append(proto)
@@ -81,41 +107,99 @@ class Flusher:
             self._scheduled = True
             self._loop.call_soon(self.flush)
 
-    def broadcast(self, hub: Hub, frames: dict[Codec, bytes]) -> None:
-        batch = self._open.get(hub.name)
-        if batch is None or batch.version != hub.version:
-            batch = self._open[hub.name] = Broadcast(hub)
-            self.batches.append(batch)
-            if not self._scheduled:
-                self._scheduled = True
-                self._loop.call_soon(self.flush)
-        for codec, frame in frames.items():
-            queued = batch.frames.get(codec)
-            if queued is None:
-                batch.frames[codec] = [frame]
-            else:
-                queued.append(frame)
-
     def flush(self) -> None:
         self._scheduled = False
-        if self.batches:
-            batches, self.batches = self.batches, []
-            self._open.clear()
-            for batch in batches:
-                joined = {
-                    codec: frames[0] if len(frames) == 1 else b"".join(frames)
-                    for codec, frames in batch.frames.items()
-                }
-                for conn in batch.conns:
-                    data = joined.get(conn.codec)
-                    if data is not None and not conn.closed and is_plain(conn):
-                        cast("ServiceProtocol", conn.transport).take_broadcast(batch, data)
-            caught_up, self.caught_up = self.caught_up, []
-            for proto in caught_up:
-                proto._marks = None
         dirty, self._dirty = self._dirty, []
         for proto in dirty:
             proto.flush()
+
+    def broadcast(self, hub: Hub, frames: dict[Codec, bytes]) -> None:
+        self.seq += 1
+        log = self.logs.get(hub.name)
+        if log is None or log.hub is not hub:
+            if log is not None:
+                log.release()  # that hub is gone: nobody is left to write to
+            log = self.logs[hub.name] = HubLog(hub)
+        log.entries.append((self.seq, hub.version, frames))
+        if not log.running:
+            log.running = True
+            self._loop.call_soon(self._round, log)
+
+    def written(self, hub: str) -> asyncio.Future[None] | None:
+        """A future done once every connection of the hub has its broadcasts so far (queued
+        or written): the end of the round that carries the last one. REST answers a
+        broadcast then, so a publisher never gets ahead of the writes (issue 16
+        back-pressure): the log holds at most the broadcasts of the requests in flight.
+        None when there is nothing to wait for."""
+        log = self.logs.get(hub)
+        if log is None or not log.entries:
+            return None
+        waiter = self._loop.create_future()
+        log.waiters.append((log.entries[-1][0], waiter))
+        return waiter
+
+    def _round(self, log: HubLog) -> None:
+        """Start a round: every connection the hub has now, a slice per loop turn."""
+        if self.logs.get(log.hub.name) is not log:
+            log.release()
+            return
+        upto = log.upto = log.entries[-1][0]
+        self._slice(log, list(log.hub.connections.values()), 0, upto)
+
+    def _slice(self, log: HubLog, conns: list[Connection], start: int, upto: int) -> None:
+        if self.logs.get(log.hub.name) is not log:
+            log.release()
+            return
+        end = min(start + ROUND_SLICE, len(conns))
+        entries = log.entries
+        last = entries[-1][0]
+        first_seq = entries[0][0]
+        first_version = entries[0][1]
+        joined: dict[Codec, bytes] = {}  # what a connection owed every entry gets
+        for conn in conns[start:end]:
+            if conn.closed or conn.recovery is not None or conn.per_message:
+                continue  # gone, or not plain (reliable and MQTT connections: core/hub.py)
+            proto: ServiceProtocol = conn.transport  # type: ignore[assignment]
+            cursor = proto._cursor
+            if cursor >= last:
+                continue
+            codec = conn.codec
+            if cursor < first_seq and first_version >= conn.added_at:
+                data = joined.get(codec)
+                if data is None:
+                    frames = [f[codec] for _, _, f in entries if codec in f]
+                    data = joined[codec] = frames[0] if len(frames) == 1 else b"".join(frames)
+            else:
+                frames = log.owed(cursor, conn.added_at, codec)
+                data = frames[0] if len(frames) == 1 else b"".join(frames)
+            transport = proto.transport
+            if (
+                proto._pending
+                or proto._kernel_full
+                or proto._closing
+                or transport is None
+                or transport.is_closing()
+            ):
+                proto.take_broadcast(data, last)
+                continue
+            proto._cursor = last  # the common case, inline: straight to the kernel
+            transport.write(data)
+            if proto._kernel_full:
+                proto._check_backlog()
+        if end < len(conns):
+            self._loop.call_soon(self._slice, log, conns, end, upto)
+            return
+        # Every connection of the round has queued or written up to ``upto`` at least; the
+        # ones added since were not owed those entries.
+        keep = [entry for entry in entries if entry[0] > upto]
+        log.upto = 0
+        if log.waiters:
+            log.release(upto)
+        if keep:
+            log.entries = keep
+            self._loop.call_soon(self._round, log)
+        else:
+            del self.logs[log.hub.name]
 
 
 class ServiceProtocol(asyncio.Protocol):
@@ -132,6 +216,7 @@ class ServiceProtocol(asyncio.Protocol):
         "_close_timer",
         "_closing",
         "_connecting",
+        "_cursor",
         "_draining",
         "_expiring",
         "_header_bytes",
@@ -140,7 +225,6 @@ class ServiceProtocol(asyncio.Protocol):
         "_in_request",
         "_kernel_full",
         "_loop",
-        "_marks",
         "_mqtt",
         "_mqtt_move",
         "_parts",
@@ -205,8 +289,8 @@ class ServiceProtocol(asyncio.Protocol):
         self.conn: Connection | None = None
         self.rate: MessageRate | None = None
         self._pending: list[bytes] = []
-        # This turn's broadcast batches and how many of their frames are queued already.
-        self._marks: dict[Broadcast, int] | None = None
+        # The last hub broadcast (Flusher seq) queued or written here.
+        self._cursor = 0
         # TTL frames among _pending: (index, frame count, wall-clock expiry); None: none.
         self._expiring: list[tuple[int, int, float]] | None = None
         # The kernel's send buffer is full (asyncio paused writing): _pending is held back
@@ -371,6 +455,7 @@ class ServiceProtocol(asyncio.Protocol):
         try:
             while self._requests and self.transport is not None:
                 request, keep_alive = self._requests.pop(0)
+                request.followed = bool(self._requests)
                 response = await self.service.handle_http(request)
                 if self.transport.is_closing():
                     return
@@ -917,7 +1002,7 @@ class ServiceProtocol(asyncio.Protocol):
         if self._closing:
             return
         flusher = self.service.flusher
-        if flusher.batches:
+        if flusher.logs:
             self._catch_up(flusher)  # hub-wide frames sent before this one come first
         if not self._pending:
             flusher.mark(self)
@@ -926,53 +1011,44 @@ class ServiceProtocol(asyncio.Protocol):
             self._unsent(len(frame))
 
     def _catch_up(self, flusher: Flusher) -> None:
-        """Queue the frames of this turn's broadcasts that this connection has not queued
-        yet, so that a frame of its own keeps its place after them."""
+        """Queue the hub broadcasts this connection is owed and has not queued yet, so that
+        a frame of its own keeps its place after them."""
         conn = self.conn
         if conn is None:
             return
-        for batch in flusher.batches:
-            frames = batch.frames.get(conn.codec)
-            if frames is None or not batch.has(conn):
-                continue
-            marks = self._marks
-            if marks is None:
-                marks = self._marks = {}
-                flusher.caught_up.append(self)
-            start = marks.get(batch, 0)
-            if start < len(frames):
-                if not self._pending:
-                    flusher.mark(self)
-                self._pending.extend(frames[start:])
-                marks[batch] = len(frames)
-                if self._kernel_full:
-                    self._unsent(sum(len(frame) for frame in frames[start:]))
+        log = flusher.logs.get(conn.hub)
+        if log is None or not log.entries or self._cursor >= log.entries[-1][0]:
+            return
+        if not is_plain(conn):
+            return
+        frames = log.owed(self._cursor, conn.added_at, conn.codec)
+        self._cursor = log.entries[-1][0]
+        if frames:
+            if not self._pending:
+                flusher.mark(self)
+            self._pending.extend(frames)
+            if self._kernel_full:
+                self._unsent(sum(len(frame) for frame in frames))
 
-    def take_broadcast(self, batch: Broadcast, data: bytes) -> None:
-        """This turn's frames of a hub-wide broadcast, joined (``Flusher.flush``): written at
-        once, unless frames of our own wait (then after them) or the kernel is full."""
+    def take_broadcast(self, data: bytes, upto: int) -> None:
+        """Hub broadcasts this connection is owed, joined (``Flusher``): written at once,
+        unless frames of our own wait (then after them) or the kernel is full."""
+        self._cursor = upto
         if self._closing:
             return
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        marks = self._marks
-        if not self._pending and not self._kernel_full and not marks:
+        if not self._pending and not self._kernel_full:
             transport.write(data)
             if self._kernel_full:
                 self._check_backlog()
             return
-        assert self.conn is not None
-        frames = batch.frames[self.conn.codec]
-        start = marks.pop(batch, 0) if marks else 0
-        if start >= len(frames):
-            return  # queued already, after frames of our own
-        rest = frames[start:] if start else [data]
         if not self._pending:
             self.service.flusher.mark(self)
-        self._pending.extend(rest)
+        self._pending.append(data)
         if self._kernel_full:
-            self._unsent(sum(len(frame) for frame in rest))
+            self._unsent(len(data))
 
     def send_expiring(self, pieces: tuple[bytes, ...], expires: float) -> None:
         """Queue one message's frames, dropped unless handed to the kernel by ``expires``
@@ -1058,7 +1134,7 @@ class ServiceProtocol(asyncio.Protocol):
         ws = self.ws
         if ws is None or self._closing:
             return
-        if self.service.flusher.batches:
+        if self.service.flusher.logs:
             self._catch_up(self.service.flusher)  # broadcasts sent before the close go first
         self._closing = True  # first: what follows may check the backlog again
         if ws.state is State.OPEN:

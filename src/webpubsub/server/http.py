@@ -25,6 +25,8 @@ class HttpRequest:
     headers: list[tuple[str, str]]
     body: bytes = b""
     client: str = ""
+    # More requests of the same client were already read behind this one (pipelined).
+    followed: bool = False
     _query: dict[str, list[str]] | None = field(default=None, repr=False)
 
     @property

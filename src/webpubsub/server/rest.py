@@ -48,7 +48,9 @@ class Call:
         return check_hub(self.params["hub"])
 
     async def execute(self, command: c.Command) -> None:
-        await self.service.execute(self.hub, command)
+        # A pipelined request with more behind it does not wait for its broadcast to be
+        # written: the ones behind join the same round of writes (a burst goes as one).
+        await self.service.execute(self.hub, command, settle=not self.request.followed)
 
     @property
     def directory(self) -> Directory:
