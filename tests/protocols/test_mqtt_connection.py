@@ -1,4 +1,4 @@
-"""MqttConnection without sockets: any packets, in any order and split, never raise."""
+"""MqttConnection without sockets: any packets never raise; a fan-out encodes once."""
 
 from __future__ import annotations
 
@@ -6,8 +6,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.protocols.test_mqtt import packets_for
+from webpubsub.core import commands as c
+from webpubsub.core.message import DataType, Message
 from webpubsub.core.node import Node
-from webpubsub.protocols.mqtt import V5, Connect, Packet, encode
+from webpubsub.protocols.mqtt import (
+    V5,
+    V311,
+    Connect,
+    Packet,
+    Publish,
+    Subscribe,
+    Subscription,
+    encode,
+)
 from webpubsub.protocols.mqtt.connection import MqttConnection
 
 
@@ -50,3 +61,40 @@ def test_any_packets_after_connect(packets: list[Packet], garbage: bytes, cut: i
     conn.tick(100.0)
     watcher.tick(50.0)  # within its keep alive (60 s x 1.5)
     assert not watcher.closed  # a neighbour is never harmed
+
+
+def _subscriber(node: Node, client_id: str, version: int, qos: int) -> Recording:
+    transport = Recording()
+    conn = MqttConnection("h", transport, node, roles=ROLES)
+    subscribe = Subscribe(1, (Subscription("room", qos),))
+    conn.receive(encode(Connect(client_id, version), version) + encode(subscribe, version), False)
+    transport.sent.clear()  # CONNACK and SUBACK
+    return transport
+
+
+def test_a_fan_out_encodes_a_publish_once_per_version_and_qos() -> None:
+    """Issue 15 item 8: MQTT subscribers share one encoding per (version, QoS), and QoS 0
+    subscribers are sent the very same bytes object, like simple WebSocket clients."""
+    node = Node()
+    shapes = [(V311, 0)] * 3 + [(V5, 0)] * 3 + [(V311, 1)] * 2 + [(V5, 1)] * 2
+    subscribers = [
+        (version, qos, _subscriber(node, f"c{i}", version, qos))
+        for i, (version, qos) in enumerate(shapes)
+    ]
+    message = Message(b"hello", DataType.BINARY)
+    node.execute("h", c.Send(c.ToGroup("room"), message))
+    # The hub delivers a copy addressed from the group; look at what the subscribers got.
+    frames: dict[tuple[int, int], list[bytes]] = {}
+    for version, qos, transport in subscribers:
+        assert len(transport.sent) == 1
+        frames.setdefault((version, qos), []).append(transport.sent[0])
+    for (_version, qos), sent in frames.items():
+        if qos == 0:
+            assert all(frame is sent[0] for frame in sent)  # one object: encoded once
+        else:
+            # QoS 1: the shared parts around each session's own packet id (1 in each here).
+            assert all(frame == sent[0] for frame in sent)
+    for qos in (0, 1):
+        # 3.1.1 bytes exactly: no properties; the packet id is the subscriber's first.
+        packet = Publish("room", b"hello", qos, packet_id=1 if qos else None)
+        assert frames[(V311, qos)][0].endswith(encode(packet, V311))

@@ -672,15 +672,22 @@ class MqttConnection(Connection):
             topic, qos = rules.SERVER_MESSAGES, 1
         frames = message.frames
         key = ("mqtt", session.version, qos, topic, sub_id)
-        head = frames.get(key)
-        if head is None:
+        if qos == 0:
+            # The whole frame, shared: every QoS 0 subscriber of this version is sent the
+            # same bytes object, as a simple WebSocket client is (no copy per subscriber).
+            frame = frames.get(key)
+            if frame is None:
+                head, tail = _publish_frame_parts(message, topic, 0, session.version, sub_id)
+                frame = frames[key] = head + tail
+            self.transport.send(frame)
+            return True
+        cached = frames.get(key)
+        if cached is None:
             head, tail = _publish_frame_parts(message, topic, qos, session.version, sub_id)
             frames[key] = head
             frames[(*key, "tail")] = tail
-        tail = frames[(*key, "tail")]
-        if qos == 0:
-            self.transport.send(head + tail)
-            return True
+        else:
+            head, tail = cached, frames[(*key, "tail")]
         if session.buffer_full():
             return False  # too many unacknowledged: a consumer this slow must go
         if session.window_full():
