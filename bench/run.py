@@ -448,13 +448,14 @@ class LoadGen:
         clients: int,
         mode: str,
         paths: Path,
-        templates: Path,
+        templates: Path | None,
         groups: int,
         cpu: int | None,
         logfile: Path,
         subprotocol: str = "",
         stall_index: int = -1,
         drain: float = 15.0,
+        extra: list[str] | None = None,
     ):
         cmd = [
             str(binary),
@@ -466,8 +467,7 @@ class LoadGen:
             mode,
             "--paths",
             str(paths),
-            "--templates",
-            str(templates),
+            *(["--templates", str(templates)] if templates is not None else []),
             "--groups",
             str(groups),
             "--stall-index",
@@ -476,6 +476,7 @@ class LoadGen:
             str(drain),
             "--subprotocol",
             subprotocol,
+            *(extra or []),
         ]
         err = logfile.open("a")
         self.proc = subprocess.Popen(
@@ -1222,6 +1223,9 @@ def markdown(results: dict[str, Any]) -> str:
         "latency and memory). Deliveries are counted at the clients; latency is publish to "
         "receive, over every delivery. (!) marks a figure whose delivery check failed."
     )
+    from . import mqtt
+
+    lines.extend(mqtt.markdown(results.get("mqtt") or {}))
     floor = results.get("floor", {})
     if floor:
         lines.append("")
@@ -1266,10 +1270,12 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def checks(summary: dict[str, Any]) -> list[str]:
+def checks(summary: dict[str, Any], mqtt_results: dict[str, Any] | None = None) -> list[str]:
     """Ground-truth and bottleneck checks, one line each."""
+    from . import mqtt
+
     out = []
-    problems = []
+    problems = mqtt.problems(mqtt_results or {})
     bound = []
     busy = []
     affected = []
@@ -1457,7 +1463,11 @@ def render(source: Path, out: Path, docs: bool) -> int:
             results["summary"], sizes, results.get("floor"), results.get("handshake_floor")
         )
     ]
-    results["checks"] = checks(results["summary"])
+    if results.get("mqtt"):
+        from . import mqtt
+
+        mqtt.with_summary(results["mqtt"])
+    results["checks"] = checks(results["summary"], results.get("mqtt"))
     md = markdown(results)
     out.mkdir(parents=True, exist_ok=True)
     if source.resolve() != (out / "results.json").resolve():
@@ -1468,6 +1478,25 @@ def render(source: Path, out: Path, docs: bool) -> int:
         update_docs(md)
     log(md)
     return 0
+
+
+def mqtt_only(cfg: Config, docs: bool) -> int:
+    """``--mqtt only``: the MQTT scenarios alone. Their figures replace the MQTT part of the
+    results.json in the output directory (the other figures stay, with their own date) and
+    everything is written again from it; without one, the MQTT table is printed."""
+    from . import mqtt
+
+    mqtt_results = mqtt.with_summary(mqtt.run(cfg))
+    path = cfg.out / "results.json"
+    if not path.exists():
+        log("\n".join(mqtt.markdown(mqtt_results)))
+        (cfg.out / "mqtt.json").write_text(json.dumps(mqtt_results, indent=2) + "\n")
+        log(f"bench: wrote {shown(cfg.out / 'mqtt.json')}")
+        return 0
+    results = json.loads(path.read_text())
+    results["mqtt"] = mqtt_results
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    return render(path, cfg.out, docs)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -1506,6 +1535,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         metavar="RESULTS_JSON",
         help="measure nothing: write the table, plot (and with --update-docs, the docs) "
         "again from a results.json of an earlier run",
+    )
+    parser.add_argument(
+        "--mqtt",
+        choices=("on", "off", "only"),
+        default="on",
+        help="the MQTT fan-out against Mosquitto (default on); only: just that, its figures "
+        "merged into the results.json already in --out, if any",
     )
     parser.add_argument("--update-docs", action="store_true", help="rewrite docs/benchmarks.md")
     parser.add_argument("--out", default=str(BENCH / "results"), help="results directory")
@@ -1557,7 +1593,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg.out.mkdir(parents=True, exist_ok=True)
     cfg.loadgen = build_loadgen()
     cfg.floor = build_loadgen("floor")
-    if "socketio" in servers:
+    if "socketio" in servers and args.mqtt != "only":
         ensure_peers()
     global NICE
     NICE = args.nice if can_renice(args.nice) else 0
@@ -1568,6 +1604,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     pinning += f", nice {NICE}." if NICE else "."
     log(f"bench: {pinning} Sizes {sizes}, {cfg.runs} run(s) of {cfg.seconds:g} s per figure.")
+    from . import mqtt
+
+    if args.mqtt == "only":
+        return mqtt_only(cfg, args.update_docs)
     raw: dict[str, dict[str, Any]] = {kind: {} for kind in servers}
     for n in sizes:
         for kind, result in measure(n, cfg).items():
@@ -1575,6 +1615,9 @@ def main(argv: list[str] | None = None) -> int:
     floor = {str(n): measure_floor(n, cfg) for n in sizes}
     handshake_floor = (
         {str(n): measure_handshake_floor(n, cfg) for n in sizes} if "webpubsub" in servers else {}
+    )
+    mqtt_results = (
+        mqtt.with_summary(mqtt.run(cfg)) if args.mqtt == "on" and "webpubsub" in servers else {}
     )
     summary = {k: {n: summarize(r) for n, r in by_n.items()} for k, by_n in raw.items()}
     results: dict[str, Any] = {
@@ -1601,12 +1644,13 @@ def main(argv: list[str] | None = None) -> int:
         "floor": floor,
         "handshake_floor": handshake_floor,
         "raw": raw,
+        "mqtt": mqtt_results,
     }
     results["targets"] = [
         {**t.__dict__, "met": t.met, "verdict": t.verdict()}
         for t in targets(summary, sizes, floor, handshake_floor)
     ]
-    results["checks"] = checks(summary)
+    results["checks"] = checks(summary, mqtt_results)
     md = markdown(results)
     (cfg.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (cfg.out / "results.md").write_text(md)
