@@ -37,6 +37,8 @@ from .run import (
     _median,
     _phase,
     _pinned,
+    _profile,
+    _wait_profile,
     boost,
     free_port,
     jwt_hs256,
@@ -276,6 +278,12 @@ def measure_mqtt(n: int, cfg: Config, mosquitto: Path | None) -> dict[str, dict[
             for _ in range(cfg.runs):
                 for s in subjects:
                     s.result[name].append(s.phase(name, shape))
+        ours = subjects[0]
+        if cfg.profile and n == max(cfg.sizes):
+            spy = _profile(ours.server, cfg, f"mqtt-burst-{n}", int(cfg.seconds) + 1)
+            log("    (profiled with py-spy; not part of the figures)")
+            ours.result["burst_profiled"] = ours.phase("burst", BURST)
+            _wait_profile(spy)
     finally:
         for s in subjects:
             s.stop()

@@ -1280,25 +1280,33 @@ def checks(summary: dict[str, Any], mqtt_results: dict[str, Any] | None = None) 
     busy = []
     affected = []
     most_others = 0.0
+    phases = [
+        (f"{LABEL[kind]} N={n} {scenario}", s[scenario])
+        for kind, by_n in summary.items()
+        for n, s in by_n.items()
+        for scenario in ("steady", "burst", "group", "c2g", "stall")
+        if scenario in s
+    ] + [
+        (f"MQTT {mqtt.LABELS[kind]} N={n} {scenario}", s[scenario])
+        for kind, by_n in (mqtt_results or {}).get("summary", {}).items()
+        for n, s in by_n.items()
+        for scenario, _ in mqtt.SCENARIOS
+    ]
+    for name, r in phases:
+        if not r["complete"] and not name.startswith("MQTT "):  # MQTT's: mqtt.problems
+            problems.append(
+                f"{name}: {r['missing']:,} missing, {r['failed_publishes']:,} publishes refused"
+            )
+        if r["generator_util"] > 0.9 and r["server_util"] < 0.9:
+            bound.append(name)
+        deprived = r.get("deprived_runs", 0)
+        if deprived:
+            busy.append(f"{name} ({deprived} of {r['runs']})")
+            if deprived * 2 > r["runs"]:
+                affected.append(name)
+        most_others = max(most_others, r["other_util"], r["steal_util"])
     for kind, by_n in summary.items():
         for n, s in by_n.items():
-            for scenario in ("steady", "burst", "group", "c2g", "stall"):
-                r = s.get(scenario)
-                if r is None:
-                    continue
-                if not r["complete"]:
-                    problems.append(
-                        f"{LABEL[kind]} N={n} {scenario}: {r['missing']:,} missing, "
-                        f"{r['failed_publishes']:,} publishes refused"
-                    )
-                if r["generator_util"] > 0.9 and r["server_util"] < 0.9:
-                    bound.append(f"{LABEL[kind]} N={n} {scenario}")
-                deprived = r.get("deprived_runs", 0)
-                if deprived:
-                    busy.append(f"{LABEL[kind]} N={n} {scenario} ({deprived} of {r['runs']})")
-                    if deprived * 2 > r["runs"]:
-                        affected.append(f"{LABEL[kind]} N={n} {scenario}")
-                most_others = max(most_others, r["other_util"], r["steal_util"])
             if s["handshake_failures"]:
                 problems.append(f"{LABEL[kind]} N={n}: {s['handshake_failures']} failed handshakes")
     if problems:
@@ -1480,6 +1488,15 @@ def render(source: Path, out: Path, docs: bool) -> int:
     return 0
 
 
+def summarize_profiles(cfg: Config) -> None:
+    for path in sorted((cfg.out / "profiles").glob("*.txt")):
+        if path.name.endswith(".summary.txt"):
+            continue
+        summary_path = path.with_suffix(".summary.txt")
+        summary_path.write_text(summarize_profile(path))
+        log(f"bench: profile {shown(summary_path)}")
+
+
 def mqtt_only(cfg: Config, docs: bool) -> int:
     """``--mqtt only``: the MQTT scenarios alone. Their figures replace the MQTT part of the
     results.json in the output directory (the other figures stay, with their own date) and
@@ -1487,6 +1504,8 @@ def mqtt_only(cfg: Config, docs: bool) -> int:
     from . import mqtt
 
     mqtt_results = mqtt.with_summary(mqtt.run(cfg))
+    if cfg.profile:
+        summarize_profiles(cfg)
     path = cfg.out / "results.json"
     if not path.exists():
         log("\n".join(mqtt.markdown(mqtt_results)))
@@ -1656,12 +1675,7 @@ def main(argv: list[str] | None = None) -> int:
     (cfg.out / "results.md").write_text(md)
     plotted = plot(results, cfg.out / "results.png")
     if args.profile:
-        for path in sorted((cfg.out / "profiles").glob("*.txt")):
-            if path.name.endswith(".summary.txt"):
-                continue
-            summary_path = path.with_suffix(".summary.txt")
-            summary_path.write_text(summarize_profile(path))
-            log(f"bench: profile {shown(summary_path)}")
+        summarize_profiles(cfg)
     if args.update_docs:
         update_docs(md)
     log("")
