@@ -147,7 +147,7 @@ class Hub:
             codec = conn.codec
             frame = frames.get(codec)
             if frame is None:
-                if getattr(codec, "per_message", False):
+                if conn.per_message:
                     # MQTT: bytes depend on the subscription (QoS, packet id), so nothing is
                     # cached under its codec; its parts are cached on the message. Checked
                     # here, off the hot path: once per codec and message for the others.

@@ -98,6 +98,7 @@ class MqttCodec:
 
 
 MQTT_CODECS = {V311: MqttCodec(V311), V5: MqttCodec(V5)}
+_GROUP = Source.GROUP  # a global, not an enum attribute, on the fan-out's path
 MAX_HELD = 100  # packets a client may send while its connect event is answered
 
 
@@ -652,26 +653,33 @@ class MqttConnection(Connection):
     # -- messages out (mqtt spec 4.3-4.5) ---------------------------------------------------
 
     def deliver_message(self, message: Message) -> bool:
-        """Queue ``message`` as a PUBLISH: encoded once per (version, QoS, topic) per message."""
+        """Queue ``message`` as a PUBLISH: encoded once per (version, QoS, subscription id)
+        per message (its topic is the message's own), the frame shared at QoS 0.
+
+        Hub.deliver calls this once per MQTT recipient of a fan-out: the hot path."""
         session = self.session
-        if self.closed or session is None:
+        if session is None or self.closed:
             return True
-        sent_qos = message.qos if message.qos is not None else 1
+        topic = message.group
         sub_id = None
-        if message.source is Source.GROUP and message.group is not None:
-            topic = message.group
+        if topic is not None and message.source is _GROUP:
             subscription = session.subscriptions.get(topic)
-            granted = 0
-            if subscription is not None:
+            if subscription is None:
+                qos = 0  # joined without SUBSCRIBE (token, REST): default options (4.3)
+            else:
                 granted, no_local, sub_id = subscription
-                extras = message.mqtt
-                if no_local and extras is not None and extras.origin == self.connection_id:
-                    return True  # No Local: not back to the publisher (mqtt spec 3.4)
-            qos = rules.delivered_qos(sent_qos, granted)
+                if no_local:
+                    extras = message.mqtt
+                    if extras is not None and extras.origin == self.connection_id:
+                        return True  # No Local: not back to the publisher (mqtt spec 3.4)
+                sent = message.qos
+                if sent is None:
+                    sent = 1  # REST and Web PubSub clients: QoS 1 at most (mqtt spec 4.3)
+                qos = granted if granted < sent else sent  # rules.delivered_qos, inlined
         else:
             topic, qos = rules.SERVER_MESSAGES, 1
         frames = message.frames
-        key = ("mqtt", session.version, qos, topic, sub_id)
+        key = (session.version, qos, sub_id)
         if qos == 0:
             # The whole frame, shared: every QoS 0 subscriber of this version is sent the
             # same bytes object, as a simple WebSocket client is (no copy per subscriber).
