@@ -1488,8 +1488,8 @@ def render(source: Path, out: Path, docs: bool) -> int:
     return 0
 
 
-def summarize_profiles(cfg: Config) -> None:
-    for path in sorted((cfg.out / "profiles").glob("*.txt")):
+def summarize_profiles(cfg: Config, pattern: str = "*.txt") -> None:
+    for path in sorted((cfg.out / "profiles").glob(pattern)):
         if path.name.endswith(".summary.txt"):
             continue
         summary_path = path.with_suffix(".summary.txt")
@@ -1505,7 +1505,7 @@ def mqtt_only(cfg: Config, docs: bool) -> int:
 
     mqtt_results = mqtt.with_summary(mqtt.run(cfg))
     if cfg.profile:
-        summarize_profiles(cfg)
+        summarize_profiles(cfg, "mqtt-*.txt")
     path = cfg.out / "results.json"
     if not path.exists():
         log("\n".join(mqtt.markdown(mqtt_results)))
