@@ -99,6 +99,9 @@ class MqttCodec:
 
 MQTT_CODECS = {V311: MqttCodec(V311), V5: MqttCodec(V5)}
 _GROUP = Source.GROUP  # a global, not an enum attribute, on the fan-out's path
+# The frame-cache key of the common case (QoS 0, no subscription identifier) by version: a
+# string, whose hash Python keeps, where a tuple would be hashed for every subscriber.
+_QOS0 = {V311: "mqtt 3.1.1 qos 0", V5: "mqtt 5 qos 0"}
 MAX_HELD = 100  # packets a client may send while its connect event is answered
 
 
@@ -679,19 +682,20 @@ class MqttConnection(Connection):
         else:
             topic, qos = rules.SERVER_MESSAGES, 1
         frames = message.frames
-        key = (session.version, qos, sub_id)
+        version = session.version
+        key = _QOS0[version] if qos == 0 and sub_id is None else (version, qos, sub_id)
         if qos == 0:
             # The whole frame, shared: every QoS 0 subscriber of this version is sent the
             # same bytes object, as a simple WebSocket client is (no copy per subscriber).
             frame = frames.get(key)
             if frame is None:
-                head, tail = _publish_frame_parts(message, topic, 0, session.version, sub_id)
+                head, tail = _publish_frame_parts(message, topic, 0, version, sub_id)
                 frame = frames[key] = head + tail
             self.transport.send(frame)
             return True
         cached = frames.get(key)
         if cached is None:
-            head, tail = _publish_frame_parts(message, topic, qos, session.version, sub_id)
+            head, tail = _publish_frame_parts(message, topic, qos, version, sub_id)
             frames[key] = head
             frames[(*key, "tail")] = tail
         else:
