@@ -1,4 +1,4 @@
-"""The benchmark runner: webpubsub against Socket.IO 4.8, same scenarios, same run.
+"""The benchmark runner: webpubsub against Socket.IO 4.8 (and MQTT against Mosquitto), one run.
 
     python3 -m bench            # full run (3 runs per figure, median), under 5 minutes
     python3 -m bench --quick    # one run per figure, shorter phases (about a minute)
@@ -15,7 +15,11 @@ generator (``bench/loadgen.c``) with the machine's gcc, installs the Socket.IO p
   (one client stops reading during a burst), client-to-group (10 senders per group, one
   message in flight each);
 * counts every delivery at the receivers and checks each client got each message addressed
-  to it.
+  to it;
+
+then the MQTT fan-out against Mosquitto (``bench/mqtt.py``; Debian's ``mosquitto`` package,
+installed with apt-get when missing): N MQTT subscribers at QoS 0, steady and burst, with the
+same delivery check (``--mqtt off`` skips it, ``--mqtt only`` runs just it).
 
 Results: ``bench/results/results.json``, ``results.md`` and ``results.png``; ``--update-docs``
 writes the tables into ``docs/benchmarks.md``. Only 127.0.0.1 is used; every phase, wait and
@@ -1521,7 +1525,8 @@ def mqtt_only(cfg: Config, docs: bool) -> int:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
-        description="Benchmark webpubsub against Socket.IO 4.8 on this machine (127.0.0.1).",
+        description="Benchmark webpubsub against Socket.IO 4.8, and its MQTT endpoint against "
+        "Mosquitto, on this machine (127.0.0.1).",
     )
     parser.add_argument("--quick", action="store_true", help="one run of 1 s per figure")
     parser.add_argument(
