@@ -190,9 +190,16 @@ class MqttSubject:
 
             self.paths.write_text(url("webpubsub.joinLeaveGroup") + "\n")
             self.pub_path = url("webpubsub.sendToGroup")
-            self.server = Server(
-                "webpubsub", self.port, key, cfg.server_cpu, server_log, server_env(cfg)
+            # The publisher is one client connection: past client_message_rate (1,000/s,
+            # bursts of 2,000) webpubsub would throttle it, which no broker here does (the
+            # REST publishers of the other scenarios are not clients).
+            config = workdir / "webpubsub.toml"
+            config.write_text(
+                "[limits]\nclient_message_rate = 1000000.0\nclient_message_burst = 1000000\n"
             )
+            env = dict(server_env(cfg) or os.environ)
+            env["WEBPUBSUB_CONFIG"] = str(config)
+            self.server = Server("webpubsub", self.port, key, cfg.server_cpu, server_log, env)
         else:
             assert mosquitto is not None
             self.paths.write_text("/mqtt\n")
