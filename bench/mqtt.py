@@ -383,6 +383,7 @@ def problems(mqtt: dict[str, Any]) -> list[str]:
                 if not r["complete"]:
                     out.append(
                         f"MQTT {LABELS[kind]} N={n} {name}: {r['missing']:,} missing, "
+                        f"{r.get('extra', 0):,} extra, "
                         f"{r['failed_publishes']:,} publishes refused"
                     )
             if s["handshake_failures"]:

@@ -661,8 +661,8 @@ def _phase(
         )
     elif result["expected"] == 0:
         check = "FAILED: nothing was published"
-    elif result["missing"] or result["timed_out"]:
-        check = f"INCOMPLETE: {result['missing']:,} missing"
+    elif result["missing"] or result["timed_out"] or result.get("extra"):
+        check = f"INCOMPLETE: {result['missing']:,} missing, {result.get('extra', 0):,} extra"
     else:
         check = "all delivered"
     log(
@@ -1018,6 +1018,7 @@ def _complete(r: dict[str, Any]) -> bool:
     """Every message addressed was delivered, nothing refused, and something was sent."""
     return (
         r["missing"] == 0
+        and r.get("extra", 0) == 0  # exactly what was addressed: no repeats either
         and not r["timed_out"]
         and r["failed_publishes"] == 0
         and r["expected"] > 0
@@ -1042,6 +1043,7 @@ def summarize_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
         ),
         "complete": all(_complete(r) for r in runs),
         "missing": sum(r["missing"] for r in runs),
+        "extra": sum(r.get("extra", 0) for r in runs),
         "failed_publishes": sum(r["failed_publishes"] for r in runs),
         "runs": len(runs),
     }
@@ -1299,7 +1301,8 @@ def checks(summary: dict[str, Any], mqtt_results: dict[str, Any] | None = None) 
     for name, r in phases:
         if not r["complete"] and not name.startswith("MQTT "):  # MQTT's: mqtt.problems
             problems.append(
-                f"{name}: {r['missing']:,} missing, {r['failed_publishes']:,} publishes refused"
+                f"{name}: {r['missing']:,} missing, {r.get('extra', 0):,} extra, "
+                f"{r['failed_publishes']:,} publishes refused"
             )
         if r["generator_util"] > 0.9 and r["server_util"] < 0.9:
             bound.append(name)
