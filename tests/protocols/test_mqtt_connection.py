@@ -10,16 +10,19 @@ from webpubsub.core import commands as c
 from webpubsub.core.message import DataType, Message
 from webpubsub.core.node import Node
 from webpubsub.protocols.mqtt import (
+    NO_PROPERTIES,
     V5,
     V311,
     Connect,
     Packet,
+    Properties,
     Publish,
     Subscribe,
     Subscription,
+    Unsubscribe,
     encode,
 )
-from webpubsub.protocols.mqtt.connection import MqttConnection
+from webpubsub.protocols.mqtt.connection import MqttConnection, SharedMqttCodec
 
 
 class Recording:
@@ -98,3 +101,38 @@ def test_a_fan_out_encodes_a_publish_once_per_version_and_qos() -> None:
         # 3.1.1 bytes exactly: no properties; the packet id is the subscriber's first.
         packet = Publish("room", b"hello", qos, packet_id=1 if qos else None)
         assert frames[(V311, qos)][0].endswith(encode(packet, V311))
+
+
+def _session(
+    node: Node, client_id: str, subscription: Subscription, props: Properties = NO_PROPERTIES
+) -> tuple[MqttConnection, Recording]:
+    transport = Recording()
+    conn = MqttConnection("h", transport, node, roles=ROLES)
+    subscribe = Subscribe(1, (subscription,), props)
+    conn.receive(encode(Connect(client_id, V5), V5) + encode(subscribe, V5), False)
+    transport.sent.clear()  # CONNACK and SUBACK
+    return conn, transport
+
+
+def test_plain_subscribers_take_the_hub_s_shared_frame_the_others_their_own() -> None:
+    """Issue 15 item 8: subscriptions that take a group message as is (QoS 0, no No Local,
+    no subscription identifier) are served by Hub.deliver's plain loop, from the frame the
+    first one cached under its codec; No Local and subscription identifiers still hold."""
+    node = Node()
+    plain = [_session(node, f"p{i}", Subscription("room")) for i in range(3)]
+    ided, ided_sent = _session(
+        node, "ided", Subscription("room"), Properties(subscription_identifiers=(7,))
+    )
+    publisher, own = _session(node, "pub", Subscription("room", no_local=True))
+    assert all(isinstance(conn.codec, SharedMqttCodec) for conn, _ in plain)
+    assert not isinstance(ided.codec, SharedMqttCodec)
+    assert not isinstance(publisher.codec, SharedMqttCodec)
+    publisher.receive(encode(Publish("room", b"hi"), V5), False)
+    sent = [transport.sent for _, transport in plain]
+    assert all(len(frames) == 1 and frames[0] is sent[0][0] for frames in sent)
+    assert sent[0][0].endswith(b"room\x00hi")  # no properties (no content type from MQTT)
+    assert len(ided_sent.sent) == 1 and b"\x0b\x07" in ided_sent.sent[0]  # its identifier
+    assert own.sent == []  # No Local
+    # Without its identified subscription, the connection takes the shared frame too.
+    ided.receive(encode(Unsubscribe(2, ("room",)), V5), False)
+    assert isinstance(ided.codec, SharedMqttCodec)

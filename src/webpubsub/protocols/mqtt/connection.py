@@ -97,7 +97,18 @@ class MqttCodec:
         raise NotImplementedError
 
 
+class SharedMqttCodec(MqttCodec):
+    """The codec of an MQTT connection whose subscriptions all take a group message as is:
+    granted QoS 0, no No Local, no subscription identifier (memberships made by token or
+    REST too). A group message's PUBLISH is then the same bytes for every such connection
+    of a version, so the first one's ``deliver_message`` caches it on the message under
+    this codec, and ``Hub.deliver`` sends it to the others in its plain loop, as it does
+    for any codec's frame (issue 15 item 8)."""
+
+
 MQTT_CODECS = {V311: MqttCodec(V311), V5: MqttCodec(V5)}
+SHARED_MQTT_CODECS = {V311: SharedMqttCodec(V311), V5: SharedMqttCodec(V5)}
+PLAIN_SUBSCRIPTION = (0, False, None)  # (granted QoS, No Local, subscription identifier)
 _GROUP = Source.GROUP  # a global, not an enum attribute, on the fan-out's path
 # The frame-cache key of the common case (QoS 0, no subscription identifier) by version: a
 # string, whose hash Python keeps, where a tuple would be hashed for every subscriber.
@@ -277,7 +288,7 @@ class MqttConnection(Connection):
 
     def _on_connect(self, packet: Connect) -> None:
         version = packet.protocol_level
-        self.codec = MQTT_CODECS[version]
+        self.codec = SHARED_MQTT_CODECS[version]  # no subscriptions yet
         props = packet.properties
         will = packet.will
         spec = rules.WillSpec(will.topic, will.payload, will.qos, will.retain) if will else None
@@ -400,6 +411,7 @@ class MqttConnection(Connection):
         self.physical_connection_id = new.physical_connection_id
         self.parser = new.parser
         self.codec = new.codec
+        self._update_codec()  # the session's subscriptions, not the new socket's none
         self.keep_alive = rules.server_keep_alive(packet.protocol_level, packet.keep_alive) or (
             packet.keep_alive
         )
@@ -623,6 +635,7 @@ class MqttConnection(Connection):
                 self._join(sub.topic_filter)
                 session.subscriptions[sub.topic_filter] = (sub.qos, sub.no_local, sub_id)
             codes.append(code if self.version == V5 else rules.v311_suback(code))
+        self._update_codec()
         self._send(SubAck(packet.packet_id, tuple(codes)))
 
     def _on_unsubscribe(self, packet: Unsubscribe) -> None:
@@ -636,7 +649,16 @@ class MqttConnection(Connection):
                 codes.append(0)
             else:
                 codes.append(Reason.NO_SUBSCRIPTION_EXISTED)
+        self._update_codec()
         self._send(UnsubAck(packet.packet_id, tuple(codes)))
+
+    def _update_codec(self) -> None:
+        """Shared when every subscription takes group messages as is (SharedMqttCodec)."""
+        session = self.session
+        if session is None:
+            return  # not connected: set at CONNECT
+        plain = all(sub == PLAIN_SUBSCRIPTION for sub in session.subscriptions.values())
+        self.codec = (SHARED_MQTT_CODECS if plain else MQTT_CODECS)[session.version]
 
     def _join(self, group: str) -> None:
         hub = self.node.hubs[self.hub]
@@ -659,13 +681,18 @@ class MqttConnection(Connection):
         """Queue ``message`` as a PUBLISH: encoded once per (version, QoS, subscription id)
         per message (its topic is the message's own), the frame shared at QoS 0.
 
-        Hub.deliver calls this once per MQTT recipient of a fan-out: the hot path."""
+        Hub.deliver calls this for the MQTT recipients it has no frame for: the first
+        shared connection of a version (SharedMqttCodec), which caches the frame for the
+        others, and every connection whose subscription needs bytes of its own."""
         session = self.session
         if session is None or self.closed:
             return True
-        topic = message.group
+        group = message.group
         sub_id = None
-        if topic is not None and message.source is _GROUP:
+        to_group = group is not None and message.source is _GROUP
+        if to_group:
+            assert group is not None
+            topic = group
             subscription = session.subscriptions.get(topic)
             if subscription is None:
                 qos = 0  # joined without SUBSCRIBE (token, REST): default options (4.3)
@@ -691,6 +718,11 @@ class MqttConnection(Connection):
             if frame is None:
                 head, tail = _publish_frame_parts(message, topic, 0, version, sub_id)
                 frame = frames[key] = head + tail
+            codec = self.codec
+            if to_group and message.expires is None and codec is SHARED_MQTT_CODECS[version]:
+                # The next shared connections of this version get it in Hub.deliver's loop
+                # (a TTL message takes its other path, Connection.deliver: not for MQTT).
+                frames[codec] = frame
             self.transport.send(frame)
             return True
         cached = frames.get(key)
