@@ -4,6 +4,14 @@
  * It opens N WebSocket clients to 127.0.0.1:PORT (webpubsub, or Socket.IO 4 / Engine.IO 4
  * over its websocket transport), publishes over keep-alive HTTP/1.1 connections with
  * pipelining, and counts what arrives at the clients: the receiver-side ground truth.
+ *
+ * --mode mqtt: the clients are MQTT 3.1.1 subscribers over WebSocket (subprotocol "mqtt"),
+ * or over plain TCP with --transport tcp. Each sends CONNECT (client id s<i>, clean
+ * session), then one SUBSCRIBE at QoS 0 to "all" and to its group's topic "g<group>", and
+ * is ready at the SUBACK. The publishers are MQTT clients too (--pub-path: their WebSocket
+ * path): a window is WINDOW QoS 1 PUBLISH packets sent in one write, to "all" or to the
+ * groups' topics, and the next window leaves when every PUBACK is in (the MQTT twin of the
+ * HTTP 202). Deliveries are QoS 0 (the lower of the two QoS).
  * Every payload carries a marker "@@<t_ns:20>.<sender:6>.<phase:4>." written just before
  * the publish leaves, so each delivery gives a publish-to-receive latency (CLOCK_MONOTONIC
  * is shared by all processes of the machine).
@@ -52,14 +60,17 @@
 
 #define MODE_WPS 0
 #define MODE_SIO 1
+#define MODE_MQTT 2
 
 #define ST_NEW 0
 #define ST_CONNECTING 1
 #define ST_UPGRADING 2
 #define ST_SIO_OPEN 3
-#define ST_READY 4
-#define ST_CLOSED 5
-#define ST_FAILED 6
+#define ST_MQTT_CONNACK 4 /* CONNECT sent */
+#define ST_MQTT_SUBACK 5  /* SUBSCRIBE sent */
+#define ST_READY 6
+#define ST_CLOSED 7
+#define ST_FAILED 8
 
 #define TAG_CLIENT 0ULL
 #define TAG_PUB 1ULL
@@ -85,6 +96,8 @@ typedef struct {
     uint32_t rlen, rcap;
     char *wbuf;
     uint32_t wlen, woff, wcap;
+    char *mbuf; /* MQTT: bytes of a packet split across WebSocket frames */
+    uint32_t mlen, mcap;
 } client_t;
 
 typedef struct {
@@ -97,6 +110,9 @@ typedef struct {
     uint32_t outstanding;
     uint32_t ring[RING];
     uint32_t rhead, rtail;
+    char *mbuf; /* MQTT over WebSocket: the frames' payloads, not yet whole packets */
+    uint32_t mlen, mcap;
+    uint16_t next_pid;
 } pub_t;
 
 typedef struct {
@@ -119,6 +135,8 @@ static char **paths;
 static int npaths;
 static tmpl_t *tmpls;
 static int ntmpls;
+static int mqtt_tcp = 0;              /* --transport tcp: MQTT without WebSocket */
+static const char *pub_path = NULL;   /* --pub-path: the MQTT publishers' WebSocket path */
 
 /* -- state --------------------------------------------------------------------------------- */
 static int ep;
@@ -422,6 +440,159 @@ static void on_message(int i, const char *p, size_t n, uint64_t now) {
     }
 }
 
+
+/* -- MQTT subscribers (--mode mqtt) --------------------------------------------------------- */
+static size_t mqtt_varint(char *out, size_t v) {
+    size_t k = 0;
+    do {
+        uint8_t d = (uint8_t)(v & 0x7f);
+        v >>= 7;
+        out[k++] = (char)(v ? d | 0x80 : d);
+    } while (v);
+    return k;
+}
+
+/* CONNECT, MQTT 3.1.1 (level 4): clean session, keep alive 180 s (the most webpubsub allows). */
+static size_t mqtt_connect_packet(char *out, const char *client_id) {
+    size_t idl = strlen(client_id), k = 0;
+    out[k++] = 0x10;
+    k += mqtt_varint(out + k, 10 + 2 + idl);
+    memcpy(out + k, "\x00\x04MQTT\x04\x02\x00\xb4", 10);
+    k += 10;
+    out[k++] = (char)(idl >> 8);
+    out[k++] = (char)(idl & 0xff);
+    memcpy(out + k, client_id, idl);
+    return k + idl;
+}
+
+static void mqtt_client_send(int i, const char *data, size_t n) {
+    if (mqtt_tcp)
+        client_write(i, data, n);
+    else
+        send_frame(i, 2, data, n);
+}
+
+static void mqtt_send_connect(int i) {
+    char id[16], pkt[64];
+    snprintf(id, sizeof id, "s%d", i);
+    size_t n = mqtt_connect_packet(pkt, id);
+    clients[i].state = ST_MQTT_CONNACK;
+    mqtt_client_send(i, pkt, n);
+}
+
+/* One SUBSCRIBE, packet id 1: "all" (the broadcasts) and "g<group>", both at QoS 0. */
+static void mqtt_send_subscribe(int i) {
+    char g[16], pkt[64];
+    int gl = snprintf(g, sizeof g, "g%d", clients[i].group);
+    size_t k = 0;
+    pkt[k++] = (char)0x82;
+    k += mqtt_varint(pkt + k, 2 + (2 + 3 + 1) + (2 + (size_t)gl + 1));
+    pkt[k++] = 0;
+    pkt[k++] = 1;
+    memcpy(pkt + k, "\x00\x03" "all\x00", 6);
+    k += 6;
+    pkt[k++] = 0;
+    pkt[k++] = (char)gl;
+    memcpy(pkt + k, g, (size_t)gl);
+    k += (size_t)gl;
+    pkt[k++] = 0;
+    clients[i].state = ST_MQTT_SUBACK;
+    mqtt_client_send(i, pkt, k);
+}
+
+/* Whole MQTT packets in buf[0..len): fn(idx, first byte, body, body length, now) for each,
+ * until fn returns nonzero (the connection is gone). Returns the bytes used. */
+typedef int (*packet_fn)(int, uint8_t, const uint8_t *, size_t, uint64_t);
+
+static size_t mqtt_packets(const char *buf, size_t len, packet_fn fn, int idx, uint64_t now) {
+    const uint8_t *b = (const uint8_t *)buf;
+    size_t off = 0;
+    while (len - off >= 2) {
+        size_t rem = 0, k = 1;
+        int whole = 0;
+        while (off + k < len && k <= 4) {
+            uint8_t d = b[off + k];
+            rem |= (size_t)(d & 0x7f) << (7 * (k - 1));
+            k++;
+            if (!(d & 0x80)) {
+                whole = 1;
+                break;
+            }
+        }
+        if (!whole) {
+            if (k > 4) die("malformed MQTT remaining length from the server");
+            break;
+        }
+        if (len - off < k + rem) break;
+        if (fn(idx, b[off], b + off + k, rem, now)) return len;
+        off += k + rem;
+    }
+    return off;
+}
+
+/* MQTT failures are reported as 1000 + the CONNACK or SUBACK code (HTTP statuses are < 600). */
+static int client_packet(int i, uint8_t first, const uint8_t *body, size_t n, uint64_t now) {
+    client_t *c = &clients[i];
+    switch (first >> 4) {
+    case 3: { /* PUBLISH */
+        int qos = (first >> 1) & 3;
+        if (n < 2) return 0;
+        size_t off = 2 + (((size_t)body[0] << 8) | body[1]) + (qos ? 2 : 0);
+        if (off > n) return 0;
+        if (qos == 1) { /* not expected (QoS 0 subscriptions), but answered as the standard says */
+            char ack[4] = {0x40, 2, (char)body[off - 2], (char)body[off - 1]};
+            mqtt_client_send(i, ack, 4);
+        }
+        on_message(i, (const char *)body + off, n - off, now);
+        return c->fd < 0;
+    }
+    case 2: /* CONNACK */
+        if (c->state != ST_MQTT_CONNACK) return 0;
+        if (n >= 2 && body[1] == 0) {
+            mqtt_send_subscribe(i);
+            return c->fd < 0;
+        }
+        if (!first_fail_status) first_fail_status = 1000 + (n >= 2 ? body[1] : 0);
+        client_gone(i, 1);
+        return 1;
+    case 9: /* SUBACK: one code per filter, 0x80 a refusal */
+        if (c->state != ST_MQTT_SUBACK) return 0;
+        if (n == 4 && body[2] < 0x80 && body[3] < 0x80) {
+            on_ready(i);
+            return 0;
+        }
+        if (!first_fail_status) first_fail_status = 1000 + (n >= 3 ? body[2] : 0);
+        client_gone(i, 1);
+        return 1;
+    case 14: /* DISCONNECT */
+        client_gone(i, c->state < ST_READY);
+        return 1;
+    }
+    return 0;
+}
+
+/* The payload of a WebSocket binary frame: MQTT packets may straddle frames. */
+static void client_mqtt_bytes(int i, const char *p, size_t n, uint64_t now) {
+    client_t *c = &clients[i];
+    if (c->mlen == 0) {
+        size_t used = mqtt_packets(p, n, client_packet, i, now);
+        if (c->fd < 0 || used == n) return;
+        p += used;
+        n -= used;
+    }
+    if (c->mlen + n > c->mcap) {
+        c->mcap = (uint32_t)(c->mlen + n + 256);
+        c->mbuf = xrealloc(c->mbuf, c->mcap);
+    }
+    memcpy(c->mbuf + c->mlen, p, n);
+    c->mlen += (uint32_t)n;
+    if (c->mlen == n) return; /* only the tail of this frame: it waits for the next */
+    size_t used = mqtt_packets(c->mbuf, c->mlen, client_packet, i, now);
+    if (c->fd < 0) return;
+    memmove(c->mbuf, c->mbuf + used, c->mlen - used);
+    c->mlen -= (uint32_t)used;
+}
+
 static void on_frame(int i, int opcode, const char *p, size_t n, uint64_t now) {
     client_t *c = &clients[i];
     if (opcode == 8) { /* close */
@@ -447,6 +618,10 @@ static void on_frame(int i, int opcode, const char *p, size_t n, uint64_t now) {
             return;
         }
         if (n >= 2 && p[0] == '4' && p[1] == '2') on_message(i, p, n, now);
+        return;
+    }
+    if (mode == MODE_MQTT) {
+        if (opcode == 2) client_mqtt_bytes(i, p, n, now); /* text frames: not MQTT */
         return;
     }
     on_message(i, p, n, now);
@@ -488,6 +663,8 @@ static size_t handle_upgrade_response(int i, const char *buf, size_t len, uint64
     size_t hdr = (size_t)(end - buf) + 4;
     if (mode == MODE_SIO)
         clients[i].state = ST_SIO_OPEN;
+    else if (mode == MODE_MQTT)
+        mqtt_send_connect(i);
     else
         on_ready(i);
     return hdr + parse_frames(i, buf + hdr, len - hdr, now);
@@ -495,6 +672,7 @@ static size_t handle_upgrade_response(int i, const char *buf, size_t len, uint64
 
 static size_t consume(int i, const char *buf, size_t len, uint64_t now) {
     if (clients[i].state == ST_UPGRADING) return handle_upgrade_response(i, buf, len, now);
+    if (mode == MODE_MQTT && mqtt_tcp) return mqtt_packets(buf, len, client_packet, i, now);
     return parse_frames(i, buf, len, now);
 }
 
@@ -556,7 +734,12 @@ static void client_event(int i, uint32_t events) {
             client_gone(i, 1);
             return;
         }
-        send_upgrade(i);
+        if (mode == MODE_MQTT && mqtt_tcp) {
+            ep_set(c->fd, TAG_CLIENT, (uint32_t)i, EPOLLIN, EPOLL_CTL_MOD);
+            mqtt_send_connect(i);
+        } else {
+            send_upgrade(i);
+        }
         return;
     }
     if (c->stalled) {
@@ -578,6 +761,11 @@ static void client_event(int i, uint32_t events) {
 }
 
 /* -- publishers (HTTP/1.1 keep-alive, pipelined) ------------------------------------------ */
+/* MQTT publishers (--mode mqtt) take these paths; their code follows the HTTP one. */
+static int mqtt_pub_handshake(int fd, int k);
+static void mqtt_issue_window(int k);
+static void mqtt_pub_readable(int k);
+
 static int pub_open(int k) {
     struct sockaddr_in sa;
     pub_t *p = &pubs[k];
@@ -587,7 +775,8 @@ static int pub_open(int k) {
     sa.sin_family = AF_INET;
     sa.sin_port = htons((uint16_t)port);
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK); /* 127.0.0.1 only */
-    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0 ||
+        (mode == MODE_MQTT && mqtt_pub_handshake(fd, k) < 0)) {
         close(fd);
         return -1;
     }
@@ -599,6 +788,7 @@ static int pub_open(int k) {
     p->rlen = p->wlen = p->woff = 0;
     p->outstanding = 0;
     p->rhead = p->rtail = 0;
+    p->mlen = 0;
     ep_set(fd, TAG_PUB, (uint32_t)k, EPOLLIN, EPOLL_CTL_ADD);
     return 0;
 }
@@ -628,6 +818,10 @@ static void pub_close(int k) {
  * together: a burst. The next window leaves when every request of this one is answered. */
 static void pub_issue_window(int k) {
     pub_t *p = &pubs[k];
+    if (mode == MODE_MQTT) {
+        mqtt_issue_window(k);
+        return;
+    }
     char *out = gbuf; /* not in use while we are here */
     size_t len = 0;
     for (int w = 0; w < ph.window; w++) {
@@ -658,6 +852,204 @@ static void pub_issue_window(int k) {
     if (want) ep_set(p->fd, TAG_PUB, (uint32_t)k, EPOLLIN | EPOLLOUT, EPOLL_CTL_MOD);
 }
 
+
+/* -- MQTT publishers (--mode mqtt) ----------------------------------------------------------- */
+/* A masked WebSocket binary frame holding data; returns its length. */
+static size_t ws_wrap(char *out, const char *data, size_t n) {
+    size_t hl;
+    out[0] = (char)0x82;
+    if (n < 126) {
+        out[1] = (char)(0x80 | n);
+        hl = 2;
+    } else {
+        out[1] = (char)(0x80 | 126);
+        out[2] = (char)(n >> 8);
+        out[3] = (char)(n & 0xff);
+        hl = 4;
+    }
+    mask_state ^= mask_state << 13;
+    mask_state ^= mask_state >> 17;
+    mask_state ^= mask_state << 5;
+    uint8_t key[4];
+    memcpy(key, &mask_state, 4);
+    memcpy(out + hl, key, 4);
+    hl += 4;
+    for (size_t k = 0; k < n; k++) out[hl + k] = (char)(data[k] ^ key[k & 3]);
+    return hl + n;
+}
+
+static int write_all(int fd, const char *data, size_t n) {
+    while (n) {
+        ssize_t w = write(fd, data, n);
+        if (w <= 0) return -1;
+        data += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* On the blocking socket, bounded by SO_RCVTIMEO: the upgrade (WebSocket), CONNECT, CONNACK. */
+static int mqtt_pub_handshake(int fd, int k) {
+    struct timeval tv = {10, 0};
+    char buf[8192], pkt[64], id[16];
+    size_t len = 0;
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    if (!mqtt_tcp) {
+        int n = snprintf(buf, sizeof buf,
+                         "GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
+                         "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                         "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: mqtt\r\n\r\n",
+                         pub_path, port);
+        if (n <= 0 || n >= (int)sizeof buf || write_all(fd, buf, (size_t)n) < 0) return -1;
+        while (!memmem(buf, len, "\r\n\r\n", 4)) {
+            ssize_t r = read(fd, buf + len, sizeof buf - len);
+            if (r <= 0) return -1;
+            len += (size_t)r;
+            if (len == sizeof buf) return -1;
+        }
+        if (len < 12 || memcmp(buf, "HTTP/1.1 101", 12) != 0) return -1;
+    }
+    snprintf(id, sizeof id, "p%d", k);
+    size_t n = mqtt_connect_packet(pkt, id);
+    if (mqtt_tcp) {
+        memcpy(buf, pkt, n);
+    } else {
+        n = ws_wrap(buf, pkt, n);
+    }
+    if (write_all(fd, buf, n) < 0) return -1;
+    size_t want = mqtt_tcp ? 4 : 6; /* CONNACK, in one unmasked frame over WebSocket */
+    for (len = 0; len < want;) {
+        ssize_t r = read(fd, buf + len, want - len);
+        if (r <= 0) return -1;
+        len += (size_t)r;
+    }
+    const uint8_t *m = (const uint8_t *)buf + (mqtt_tcp ? 0 : 2);
+    if (m[0] != 0x20 || m[3] != 0) return -1;
+    return 0;
+}
+
+static void mqtt_issue_window(int k) {
+    pub_t *p = &pubs[k];
+    char *out = gbuf; /* not in use while we are here */
+    size_t len = 0;
+    for (int w = 0; w < ph.window; w++) {
+        uint32_t target = ph.target_groups ? 1 + (uint32_t)(ph.rr++ % (uint64_t)ngroups) : 0;
+        char topic[16], pkt[256];
+        int tl = target ? snprintf(topic, sizeof topic, "g%u", target - 1)
+                        : snprintf(topic, sizeof topic, "all");
+        size_t q = 0;
+        pkt[q++] = 0x32; /* PUBLISH, QoS 1 */
+        q += mqtt_varint(pkt + q, 2 + (size_t)tl + 2 + PAYLOAD_LEN);
+        pkt[q++] = 0;
+        pkt[q++] = (char)tl;
+        memcpy(pkt + q, topic, (size_t)tl);
+        q += (size_t)tl;
+        if (++p->next_pid == 0) p->next_pid = 1;
+        pkt[q++] = (char)(p->next_pid >> 8);
+        pkt[q++] = (char)(p->next_pid & 0xff);
+        make_payload(pkt + q, now_ns(), 999999, ph.id);
+        q += PAYLOAD_LEN;
+        if (mqtt_tcp) {
+            memcpy(out + len, pkt, q);
+            len += q;
+        } else {
+            len += ws_wrap(out + len, pkt, q);
+        }
+        p->ring[p->rhead++ % RING] = target;
+        p->outstanding++;
+        ph.issued++;
+        if (target == 0) {
+            ph.sent_all++;
+            ph.expected += ph.active_clients;
+        } else {
+            ph.sent_group[target - 1]++;
+            ph.expected += ph.members[target - 1];
+        }
+    }
+    int want = 0;
+    if (buffered_write(p->fd, &p->wbuf, &p->wlen, &p->woff, &p->wcap, out, len, &want) < 0) {
+        pub_close(k);
+        return;
+    }
+    if (want) ep_set(p->fd, TAG_PUB, (uint32_t)k, EPOLLIN | EPOLLOUT, EPOLL_CTL_MOD);
+}
+
+static int mqtt_answered = 0;
+
+static int pub_packet(int k, uint8_t first, const uint8_t *body, size_t n, uint64_t now) {
+    pub_t *p = &pubs[k];
+    (void)body;
+    (void)n;
+    (void)now;
+    if ((first >> 4) != 4 || p->rtail == p->rhead) return 0; /* PUBACKs come in order */
+    p->rtail++;
+    p->outstanding--;
+    ph.ok_publishes++;
+    mqtt_answered++;
+    return 0;
+}
+
+/* Server frames (unmasked) in buf: their payloads go to the publisher's MQTT stream. */
+static size_t ws_payloads(pub_t *p, const char *buf, size_t len) {
+    size_t off = 0;
+    while (len - off >= 2) {
+        const uint8_t *b = (const uint8_t *)buf + off;
+        uint64_t plen = b[1] & 0x7f;
+        size_t hl = 2;
+        if (plen == 126) {
+            if (len - off < 4) break;
+            plen = ((uint64_t)b[2] << 8) | b[3];
+            hl = 4;
+        } else if (plen == 127) {
+            if (len - off < 10) break;
+            plen = 0;
+            for (int k = 0; k < 8; k++) plen = (plen << 8) | b[2 + k];
+            hl = 10;
+        }
+        if (len - off < hl + plen) break;
+        int opcode = b[0] & 0x0f;
+        if (opcode == 0 || opcode == 2) {
+            if (p->mlen + plen > p->mcap) {
+                p->mcap = (uint32_t)(p->mlen + plen + 4096);
+                p->mbuf = xrealloc(p->mbuf, p->mcap);
+            }
+            memcpy(p->mbuf + p->mlen, b + hl, (size_t)plen);
+            p->mlen += (uint32_t)plen;
+        }
+        off += hl + (size_t)plen;
+    }
+    return off;
+}
+
+static void mqtt_pub_readable(int k) {
+    pub_t *p = &pubs[k];
+    if (p->rcap - p->rlen < 65536) {
+        p->rcap = p->rlen + 131072;
+        p->rbuf = xrealloc(p->rbuf, p->rcap);
+    }
+    ssize_t r = read(p->fd, p->rbuf + p->rlen, p->rcap - p->rlen);
+    if (r <= 0) {
+        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+        pub_close(k);
+        return;
+    }
+    p->rlen += (uint32_t)r;
+    mqtt_answered = 0;
+    size_t used;
+    if (mqtt_tcp) {
+        used = mqtt_packets(p->rbuf, p->rlen, pub_packet, k, 0);
+    } else {
+        used = ws_payloads(p, p->rbuf, p->rlen);
+        size_t m = mqtt_packets(p->mbuf, p->mlen, pub_packet, k, 0);
+        memmove(p->mbuf, p->mbuf + m, p->mlen - m);
+        p->mlen -= (uint32_t)m;
+    }
+    memmove(p->rbuf, p->rbuf + used, p->rlen - used);
+    p->rlen -= (uint32_t)used;
+    if (mqtt_answered && ph.active && ph.issuing && p->outstanding == 0 && now_ns() < ph.t_issue_end)
+        pub_issue_window(k);
+}
+
 static int find_content_length(const char *h, size_t n) {
     for (size_t k = 0; k + 15 < n; k++) {
         if ((h[k] == '\n') && strncasecmp(h + k + 1, "content-length:", 15) == 0)
@@ -668,6 +1060,10 @@ static int find_content_length(const char *h, size_t n) {
 
 static void pub_readable(int k) {
     pub_t *p = &pubs[k];
+    if (mode == MODE_MQTT) {
+        mqtt_pub_readable(k);
+        return;
+    }
     if (p->rcap - p->rlen < 65536) {
         p->rcap = p->rlen + 131072;
         p->rbuf = xrealloc(p->rbuf, p->rcap);
@@ -1100,7 +1496,10 @@ int main(int argc, char **argv) {
         const char *v = a + 1 < argc ? argv[a + 1] : NULL;
         if (!v) die("missing value for %s", k);
         if (!strcmp(k, "--port")) port = atoi(v);
-        else if (!strcmp(k, "--mode")) mode = !strcmp(v, "sio") ? MODE_SIO : MODE_WPS;
+        else if (!strcmp(k, "--mode"))
+            mode = !strcmp(v, "sio") ? MODE_SIO : !strcmp(v, "mqtt") ? MODE_MQTT : MODE_WPS;
+        else if (!strcmp(k, "--transport")) mqtt_tcp = !strcmp(v, "tcp");
+        else if (!strcmp(k, "--pub-path")) pub_path = v;
         else if (!strcmp(k, "--subprotocol")) subprotocol = *v ? v : NULL;
         else if (!strcmp(k, "--clients")) nclients = atoi(v);
         else if (!strcmp(k, "--concurrency")) concurrency = atoi(v);
@@ -1113,10 +1512,11 @@ int main(int argc, char **argv) {
         else die("unknown option %s", k);
         a++;
     }
-    if (port <= 0 || nclients <= 0 || !paths_file || !tmpl_file || ngroups < 1 ||
+    if (port <= 0 || nclients <= 0 || !paths_file || (!tmpl_file && mode != MODE_MQTT) || ngroups < 1 ||
         ngroups > MAX_GROUPS || concurrency < 1)
         die("usage: loadgen --port P --clients N --paths FILE --templates FILE [--mode wps|sio] "
-            "[--subprotocol S] [--groups G] [--concurrency C] [--stall-index I]");
+            "[--subprotocol S] [--groups G] [--concurrency C] [--stall-index I]\n"
+            "       mqtt: --mode mqtt [--transport ws|tcp] [--pub-path PATH] (no --templates)");
     signal(SIGPIPE, SIG_IGN);
     struct rlimit rl;
     getrlimit(RLIMIT_NOFILE, &rl);
@@ -1124,7 +1524,8 @@ int main(int argc, char **argv) {
     setrlimit(RLIMIT_NOFILE, &rl);
     if ((rlim_t)nclients + 100 > rl.rlim_cur) die("ulimit -n %lu is too low", (unsigned long)rl.rlim_cur);
     load_paths(paths_file);
-    load_templates(tmpl_file);
+    if (tmpl_file) load_templates(tmpl_file);
+    if (!pub_path) pub_path = "/mqtt";
     clients = calloc((size_t)nclients, sizeof(client_t));
     hist = calloc(HIST_BUCKETS, sizeof(uint32_t));
     hist_storm = calloc(HIST_BUCKETS, sizeof(uint32_t));

@@ -1,4 +1,4 @@
-"""The benchmark runner: webpubsub against Socket.IO 4.8, same scenarios, same run.
+"""The benchmark runner: webpubsub against Socket.IO 4.8 (and MQTT against Mosquitto), one run.
 
     python3 -m bench            # full run (3 runs per figure, median), under 5 minutes
     python3 -m bench --quick    # one run per figure, shorter phases (about a minute)
@@ -16,7 +16,11 @@ generator (``bench/loadgen.c``) with the machine's gcc, installs the Socket.IO p
   message in flight each), a reconnect storm (every client reset at once under the steady
   broadcast, then reconnecting: seconds until all are back, the broadcast's p99 meanwhile);
 * counts every delivery at the receivers and checks each client got each message addressed
-  to it.
+  to it;
+
+then the MQTT fan-out against Mosquitto (``bench/mqtt.py``; Debian's ``mosquitto`` package,
+installed with apt-get when missing): N MQTT subscribers at QoS 0, steady and burst, with the
+same delivery check (``--mqtt off`` skips it, ``--mqtt only`` runs just it).
 
 Results: ``bench/results/results.json``, ``results.md`` and ``results.png``; ``--update-docs``
 writes the tables into ``docs/benchmarks.md``. Only 127.0.0.1 is used; every phase, wait and
@@ -453,13 +457,14 @@ class LoadGen:
         clients: int,
         mode: str,
         paths: Path,
-        templates: Path,
+        templates: Path | None,
         groups: int,
         cpu: int | None,
         logfile: Path,
         subprotocol: str = "",
         stall_index: int = -1,
         drain: float = 15.0,
+        extra: list[str] | None = None,
     ):
         cmd = [
             str(binary),
@@ -471,8 +476,7 @@ class LoadGen:
             mode,
             "--paths",
             str(paths),
-            "--templates",
-            str(templates),
+            *(["--templates", str(templates)] if templates is not None else []),
             "--groups",
             str(groups),
             "--stall-index",
@@ -481,6 +485,7 @@ class LoadGen:
             str(drain),
             "--subprotocol",
             subprotocol,
+            *(extra or []),
         ]
         err = logfile.open("a")
         self.proc = subprocess.Popen(
@@ -663,8 +668,8 @@ def _phase(
         )
     elif result["expected"] == 0:
         check = "FAILED: nothing was published"
-    elif result["missing"] or result["timed_out"]:
-        check = f"INCOMPLETE: {result['missing']:,} missing"
+    elif result["missing"] or result["timed_out"] or result.get("extra"):
+        check = f"INCOMPLETE: {result['missing']:,} missing, {result.get('extra', 0):,} extra"
     else:
         check = "all delivered"
     log(
@@ -1031,6 +1036,7 @@ def _complete(r: dict[str, Any]) -> bool:
     """Every message addressed was delivered, nothing refused, and something was sent."""
     return (
         r["missing"] == 0
+        and r.get("extra", 0) == 0  # exactly what was addressed: no repeats either
         and not r["timed_out"]
         and r["failed_publishes"] == 0
         and r["expected"] > 0
@@ -1055,6 +1061,7 @@ def summarize_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
         ),
         "complete": all(_complete(r) for r in runs),
         "missing": sum(r["missing"] for r in runs),
+        "extra": sum(r.get("extra", 0) for r in runs),
         "failed_publishes": sum(r["failed_publishes"] for r in runs),
         "runs": len(runs),
     }
@@ -1255,6 +1262,9 @@ def markdown(results: dict[str, Any]) -> str:
         "latency and memory). Deliveries are counted at the clients; latency is publish to "
         "receive, over every delivery. (!) marks a figure whose delivery check failed."
     )
+    from . import mqtt
+
+    lines.extend(mqtt.markdown(results.get("mqtt") or {}))
     floor = results.get("floor", {})
     if floor:
         lines.append("")
@@ -1299,33 +1309,44 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def checks(summary: dict[str, Any]) -> list[str]:
+def checks(summary: dict[str, Any], mqtt_results: dict[str, Any] | None = None) -> list[str]:
     """Ground-truth and bottleneck checks, one line each."""
+    from . import mqtt
+
     out = []
-    problems = []
+    problems = mqtt.problems(mqtt_results or {})
     bound = []
     busy = []
     affected = []
     most_others = 0.0
+    phases = [
+        (f"{LABEL[kind]} N={n} {scenario}", s[scenario])
+        for kind, by_n in summary.items()
+        for n, s in by_n.items()
+        for scenario in ("steady", "burst", "group", "c2g", "stall")
+        if scenario in s
+    ] + [
+        (f"MQTT {mqtt.LABELS[kind]} N={n} {scenario}", s[scenario])
+        for kind, by_n in (mqtt_results or {}).get("summary", {}).items()
+        for n, s in by_n.items()
+        for scenario, _ in mqtt.SCENARIOS
+    ]
+    for name, r in phases:
+        if not r["complete"] and not name.startswith("MQTT "):  # MQTT's: mqtt.problems
+            problems.append(
+                f"{name}: {r['missing']:,} missing, {r.get('extra', 0):,} extra, "
+                f"{r['failed_publishes']:,} publishes refused"
+            )
+        if r["generator_util"] > 0.9 and r["server_util"] < 0.9:
+            bound.append(name)
+        deprived = r.get("deprived_runs", 0)
+        if deprived:
+            busy.append(f"{name} ({deprived} of {r['runs']})")
+            if deprived * 2 > r["runs"]:
+                affected.append(name)
+        most_others = max(most_others, r["other_util"], r["steal_util"])
     for kind, by_n in summary.items():
         for n, s in by_n.items():
-            for scenario in ("steady", "burst", "group", "c2g", "stall"):
-                r = s.get(scenario)
-                if r is None:
-                    continue
-                if not r["complete"]:
-                    problems.append(
-                        f"{LABEL[kind]} N={n} {scenario}: {r['missing']:,} missing, "
-                        f"{r['failed_publishes']:,} publishes refused"
-                    )
-                if r["generator_util"] > 0.9 and r["server_util"] < 0.9:
-                    bound.append(f"{LABEL[kind]} N={n} {scenario}")
-                deprived = r.get("deprived_runs", 0)
-                if deprived:
-                    busy.append(f"{LABEL[kind]} N={n} {scenario} ({deprived} of {r['runs']})")
-                    if deprived * 2 > r["runs"]:
-                        affected.append(f"{LABEL[kind]} N={n} {scenario}")
-                most_others = max(most_others, r["other_util"], r["steal_util"])
             if s["handshake_failures"]:
                 problems.append(f"{LABEL[kind]} N={n}: {s['handshake_failures']} failed handshakes")
             storm = s.get("storm")
@@ -1496,7 +1517,11 @@ def render(source: Path, out: Path, docs: bool) -> int:
             results["summary"], sizes, results.get("floor"), results.get("handshake_floor")
         )
     ]
-    results["checks"] = checks(results["summary"])
+    if results.get("mqtt"):
+        from . import mqtt
+
+        mqtt.with_summary(results["mqtt"])
+    results["checks"] = checks(results["summary"], results.get("mqtt"))
     md = markdown(results)
     out.mkdir(parents=True, exist_ok=True)
     if source.resolve() != (out / "results.json").resolve():
@@ -1509,10 +1534,41 @@ def render(source: Path, out: Path, docs: bool) -> int:
     return 0
 
 
+def summarize_profiles(cfg: Config, pattern: str = "*.txt") -> None:
+    for path in sorted((cfg.out / "profiles").glob(pattern)):
+        if path.name.endswith(".summary.txt"):
+            continue
+        summary_path = path.with_suffix(".summary.txt")
+        summary_path.write_text(summarize_profile(path))
+        log(f"bench: profile {shown(summary_path)}")
+
+
+def mqtt_only(cfg: Config, docs: bool) -> int:
+    """``--mqtt only``: the MQTT scenarios alone. Their figures replace the MQTT part of the
+    results.json in the output directory (the other figures stay, with their own date) and
+    everything is written again from it; without one, the MQTT table is printed."""
+    from . import mqtt
+
+    mqtt_results = mqtt.with_summary(mqtt.run(cfg))
+    if cfg.profile:
+        summarize_profiles(cfg, "mqtt-*.txt")
+    path = cfg.out / "results.json"
+    if not path.exists():
+        log("\n".join(mqtt.markdown(mqtt_results)))
+        (cfg.out / "mqtt.json").write_text(json.dumps(mqtt_results, indent=2) + "\n")
+        log(f"bench: wrote {shown(cfg.out / 'mqtt.json')}")
+        return 0
+    results = json.loads(path.read_text())
+    results["mqtt"] = mqtt_results
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    return render(path, cfg.out, docs)
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
-        description="Benchmark webpubsub against Socket.IO 4.8 on this machine (127.0.0.1).",
+        description="Benchmark webpubsub against Socket.IO 4.8, and its MQTT endpoint against "
+        "Mosquitto, on this machine (127.0.0.1).",
     )
     parser.add_argument("--quick", action="store_true", help="one run of 1 s per figure")
     parser.add_argument(
@@ -1545,6 +1601,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         metavar="RESULTS_JSON",
         help="measure nothing: write the table, plot (and with --update-docs, the docs) "
         "again from a results.json of an earlier run",
+    )
+    parser.add_argument(
+        "--mqtt",
+        choices=("on", "off", "only"),
+        default="on",
+        help="the MQTT fan-out against Mosquitto (default on); only: just that, its figures "
+        "merged into the results.json already in --out, if any",
     )
     parser.add_argument("--update-docs", action="store_true", help="rewrite docs/benchmarks.md")
     parser.add_argument("--out", default=str(BENCH / "results"), help="results directory")
@@ -1596,7 +1659,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg.out.mkdir(parents=True, exist_ok=True)
     cfg.loadgen = build_loadgen()
     cfg.floor = build_loadgen("floor")
-    if "socketio" in servers:
+    if "socketio" in servers and args.mqtt != "only":
         ensure_peers()
     global NICE
     NICE = args.nice if can_renice(args.nice) else 0
@@ -1607,6 +1670,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     pinning += f", nice {NICE}." if NICE else "."
     log(f"bench: {pinning} Sizes {sizes}, {cfg.runs} run(s) of {cfg.seconds:g} s per figure.")
+    from . import mqtt
+
+    if args.mqtt == "only":
+        return mqtt_only(cfg, args.update_docs)
     raw: dict[str, dict[str, Any]] = {kind: {} for kind in servers}
     for n in sizes:
         for kind, result in measure(n, cfg).items():
@@ -1614,6 +1681,9 @@ def main(argv: list[str] | None = None) -> int:
     floor = {str(n): measure_floor(n, cfg) for n in sizes}
     handshake_floor = (
         {str(n): measure_handshake_floor(n, cfg) for n in sizes} if "webpubsub" in servers else {}
+    )
+    mqtt_results = (
+        mqtt.with_summary(mqtt.run(cfg)) if args.mqtt == "on" and "webpubsub" in servers else {}
     )
     summary = {k: {n: summarize(r) for n, r in by_n.items()} for k, by_n in raw.items()}
     results: dict[str, Any] = {
@@ -1640,23 +1710,19 @@ def main(argv: list[str] | None = None) -> int:
         "floor": floor,
         "handshake_floor": handshake_floor,
         "raw": raw,
+        "mqtt": mqtt_results,
     }
     results["targets"] = [
         {**t.__dict__, "met": t.met, "verdict": t.verdict()}
         for t in targets(summary, sizes, floor, handshake_floor)
     ]
-    results["checks"] = checks(summary)
+    results["checks"] = checks(summary, mqtt_results)
     md = markdown(results)
     (cfg.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (cfg.out / "results.md").write_text(md)
     plotted = plot(results, cfg.out / "results.png")
     if args.profile:
-        for path in sorted((cfg.out / "profiles").glob("*.txt")):
-            if path.name.endswith(".summary.txt"):
-                continue
-            summary_path = path.with_suffix(".summary.txt")
-            summary_path.write_text(summarize_profile(path))
-            log(f"bench: profile {shown(summary_path)}")
+        summarize_profiles(cfg)
     if args.update_docs:
         update_docs(md)
     log("")

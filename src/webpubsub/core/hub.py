@@ -190,10 +190,11 @@ class Hub:
             codec = conn.codec
             frame = frames.get(codec)
             if frame is None:
-                if getattr(codec, "per_message", False):
-                    # MQTT: bytes depend on the subscription (QoS, packet id), so nothing is
-                    # cached under its codec; its parts are cached on the message. Checked
-                    # here, off the hot path: once per codec and message for the others.
+                if conn.per_message:
+                    # MQTT: bytes may depend on the subscription (QoS, packet id, No Local,
+                    # identifier), so the connection decides; its parts are cached on the
+                    # message, and a frame every shared MQTT connection takes as is, under
+                    # its codec (SharedMqttCodec). Off the hot path for the other codecs.
                     if not conn.deliver_message(message):
                         overflowed.append(conn)
                     continue

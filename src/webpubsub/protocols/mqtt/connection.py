@@ -105,7 +105,22 @@ class MqttCodec:
         raise NotImplementedError
 
 
+class SharedMqttCodec(MqttCodec):
+    """The codec of an MQTT connection whose subscriptions all take a group message as is:
+    granted QoS 0, no No Local, no subscription identifier (memberships made by token or
+    REST too). A group message's PUBLISH is then the same bytes for every such connection
+    of a version, so the first one's ``deliver_message`` caches it on the message under
+    this codec, and ``Hub.deliver`` sends it to the others in its plain loop, as it does
+    for any codec's frame (issue 15 item 8)."""
+
+
 MQTT_CODECS = {V311: MqttCodec(V311), V5: MqttCodec(V5)}
+SHARED_MQTT_CODECS = {V311: SharedMqttCodec(V311), V5: SharedMqttCodec(V5)}
+PLAIN_SUBSCRIPTION = (0, False, None)  # (granted QoS, No Local, subscription identifier)
+_GROUP = Source.GROUP  # a global, not an enum attribute, on the fan-out's path
+# The frame-cache key of the common case (QoS 0, no subscription identifier) by version: a
+# string, whose hash Python keeps, where a tuple would be hashed for every subscriber.
+_QOS0 = {V311: "mqtt 3.1.1 qos 0", V5: "mqtt 5 qos 0"}
 MAX_HELD = 100  # packets a client may send while its connect event is answered
 
 
@@ -285,7 +300,7 @@ class MqttConnection(Connection):
 
     def _on_connect(self, packet: Connect) -> None:
         version = packet.protocol_level
-        self.codec = MQTT_CODECS[version]
+        self.codec = SHARED_MQTT_CODECS[version]  # no subscriptions yet
         props = packet.properties
         will = packet.will
         spec = rules.WillSpec(will.topic, will.payload, will.qos, will.retain) if will else None
@@ -419,6 +434,7 @@ class MqttConnection(Connection):
         self.physical_connection_id = new.physical_connection_id
         self.parser = new.parser
         self.codec = new.codec
+        self._update_codec()  # the session's subscriptions, not the new socket's none
         self.keep_alive = rules.server_keep_alive(packet.protocol_level, packet.keep_alive) or (
             packet.keep_alive
         )
@@ -489,7 +505,6 @@ class MqttConnection(Connection):
             self._accept_connect(packet, located=True)  # a new session rather than none
             return
         version = packet.protocol_level
-        self.codec = MQTT_CODECS[version]
         self.user_id = snapshot.user_id
         self.roles = set(snapshot.roles)
         self.state = snapshot.state
@@ -499,6 +514,7 @@ class MqttConnection(Connection):
         )
         session.receive_maximum = packet.properties.receive_maximum or 65535
         self.session = session
+        self._update_codec()  # shared or not, by the session's subscriptions
         self.session_id = session_id or secrets.token_hex(16)
         self.keep_alive = rules.server_keep_alive(version, packet.keep_alive) or packet.keep_alive
         will = packet.will
@@ -752,6 +768,7 @@ class MqttConnection(Connection):
                 self._join(sub.topic_filter)
                 session.subscriptions[sub.topic_filter] = (sub.qos, sub.no_local, sub_id)
             codes.append(code if self.version == V5 else rules.v311_suback(code))
+        self._update_codec()
         self._send(SubAck(packet.packet_id, tuple(codes)))
 
     def _on_unsubscribe(self, packet: Unsubscribe) -> None:
@@ -765,7 +782,16 @@ class MqttConnection(Connection):
                 codes.append(0)
             else:
                 codes.append(Reason.NO_SUBSCRIPTION_EXISTED)
+        self._update_codec()
         self._send(UnsubAck(packet.packet_id, tuple(codes)))
+
+    def _update_codec(self) -> None:
+        """Shared when every subscription takes group messages as is (SharedMqttCodec)."""
+        session = self.session
+        if session is None:
+            return  # not connected: set at CONNECT
+        plain = all(sub == PLAIN_SUBSCRIPTION for sub in session.subscriptions.values())
+        self.codec = (SHARED_MQTT_CODECS if plain else MQTT_CODECS)[session.version]
 
     def _join(self, group: str) -> None:
         hub = self.node.hubs[self.hub]
@@ -785,35 +811,60 @@ class MqttConnection(Connection):
     # -- messages out (mqtt spec 4.3-4.5) ---------------------------------------------------
 
     def deliver_message(self, message: Message) -> bool:
-        """Queue ``message`` as a PUBLISH: encoded once per (version, QoS, topic) per message."""
+        """Queue ``message`` as a PUBLISH: encoded once per (version, QoS, subscription id)
+        per message (its topic is the message's own), the frame shared at QoS 0.
+
+        Hub.deliver calls this for the MQTT recipients it has no frame for: the first
+        shared connection of a version (SharedMqttCodec), which caches the frame for the
+        others, and every connection whose subscription needs bytes of its own."""
         session = self.session
-        if self.closed or session is None:
+        if session is None or self.closed:
             return True
-        sent_qos = message.qos if message.qos is not None else 1
+        group = message.group
         sub_id = None
-        if message.source is Source.GROUP and message.group is not None:
-            topic = message.group
+        to_group = group is not None and message.source is _GROUP
+        if to_group:
+            assert group is not None
+            topic = group
             subscription = session.subscriptions.get(topic)
-            granted = 0
-            if subscription is not None:
+            if subscription is None:
+                qos = 0  # joined without SUBSCRIBE (token, REST): default options (4.3)
+            else:
                 granted, no_local, sub_id = subscription
-                extras = message.mqtt
-                if no_local and extras is not None and extras.origin == self.connection_id:
-                    return True  # No Local: not back to the publisher (mqtt spec 3.4)
-            qos = rules.delivered_qos(sent_qos, granted)
+                if no_local:
+                    extras = message.mqtt
+                    if extras is not None and extras.origin == self.connection_id:
+                        return True  # No Local: not back to the publisher (mqtt spec 3.4)
+                sent = message.qos
+                if sent is None:
+                    sent = 1  # REST and Web PubSub clients: QoS 1 at most (mqtt spec 4.3)
+                qos = granted if granted < sent else sent  # rules.delivered_qos, inlined
         else:
             topic, qos = rules.SERVER_MESSAGES, 1
         frames = message.frames
-        key = ("mqtt", session.version, qos, topic, sub_id)
-        head = frames.get(key)
-        if head is None:
-            head, tail = _publish_frame_parts(message, topic, qos, session.version, sub_id)
+        version = session.version
+        key = _QOS0[version] if qos == 0 and sub_id is None else (version, qos, sub_id)
+        if qos == 0:
+            # The whole frame, shared: every QoS 0 subscriber of this version is sent the
+            # same bytes object, as a simple WebSocket client is (no copy per subscriber).
+            frame = frames.get(key)
+            if frame is None:
+                head, tail = _publish_frame_parts(message, topic, 0, version, sub_id)
+                frame = frames[key] = head + tail
+            codec = self.codec
+            if to_group and message.expires is None and codec is SHARED_MQTT_CODECS[version]:
+                # The next shared connections of this version get it in Hub.deliver's loop
+                # (a TTL message takes its other path, Connection.deliver: not for MQTT).
+                frames[codec] = frame
+            self.transport.send(frame)
+            return True
+        cached = frames.get(key)
+        if cached is None:
+            head, tail = _publish_frame_parts(message, topic, qos, version, sub_id)
             frames[key] = head
             frames[(*key, "tail")] = tail
-        tail = frames[(*key, "tail")]
-        if qos == 0:
-            self.transport.send(head + tail)
-            return True
+        else:
+            head, tail = cached, frames[(*key, "tail")]
         if session.buffer_full():
             return False  # too many unacknowledged: a consumer this slow must go
         if session.window_full():
