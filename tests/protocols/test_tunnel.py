@@ -65,6 +65,13 @@ class TestSdkFrames:
 
 
 class TestServiceMessages:
+    @pytest.mark.parametrize(
+        "message",
+        [t.ServiceStatus("Ping"), t.ConnectionClose("bye"), t.ConnectionConnected("c", "u", "r")],
+    )
+    def test_round_trip(self, message: t.Message) -> None:
+        assert t.decode(t.encode(message)) == message
+
     def test_connection_connected(self) -> None:
         data = t.encode(t.ConnectionConnected("c1", "sub-1"))
         (length,) = struct.unpack_from("<I", data)
@@ -137,8 +144,8 @@ class TestBadInput:
             (_frame(b"\x93\x01\xa2\xff\xfe\xc0"), "UTF-8"),
             (_msg(b"\x01", b"[1,2]", b"\xc0"), "object"),
             (_msg(b"\x01", b"{nope", b"\xc0"), "valid JSON"),
-            (_msg(b"\x05", b'{"Message":""}', b"\xc0"), "type 5"),
             (_msg(b"\x63", GOOD_JSON, b"\xc0"), "type 99"),
+            (_msg(b"\x0a", b'{"ConnectionId":1}', b"\xc0"), "ConnectionId"),
             (_msg(b"\x01", b'{"AckId":-1,"HttpMethod":"GET","Url":""}', b"\xc0"), "AckId"),
             (_msg(b"\x01", b'{"AckId":true,"HttpMethod":"GET","Url":""}', b"\xc0"), "AckId"),
             (_msg(b"\x01", b'{"AckId":1,"Url":""}', b"\xc0"), "HttpMethod"),

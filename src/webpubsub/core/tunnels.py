@@ -17,6 +17,8 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from .events import EventHandlerSettings, EventKind
+
 T = TypeVar("T", bound=Hashable)
 
 DEFAULT_GRACE = 30.0  # seconds a sub's connections wait for its tunnel to come back [I]
@@ -172,3 +174,11 @@ class TunnelRegistry(Generic[T]):
             if not hub_tunnels.subs:
                 del self._hubs[hub]
         return gone
+
+
+# The handler of a Socket.IO connection: its app server, over the tunnel, on the path the
+# SDK's express handler listens on (socketio spec 4.3). ``connected`` is not sent: the SDK
+# has no use for it.
+TUNNEL_HANDLER = EventHandlerSettings(
+    "tunnel:///eventhandler/", "*", (EventKind.CONNECT.value, EventKind.DISCONNECTED.value)
+)

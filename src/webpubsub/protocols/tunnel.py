@@ -150,9 +150,10 @@ def encode(message: Message) -> bytes:
 
 
 def decode(data: bytes, *, is_text: bool = False, max_size: int = 1 << 20) -> Message:
-    """One tunnel message from the app server: an HttpRequest or an HttpResponse.
+    """One tunnel message (the service takes only HttpRequest and HttpResponse from an app
+    server; the rest is for clients of the tunnel, such as the tests').
 
-    Raises ProtocolViolation (with the close code) for anything else.
+    Raises ProtocolViolation (with the close code) for anything that is not one.
     """
     if is_text:
         raise ProtocolViolation(
@@ -196,7 +197,17 @@ def decode(data: bytes, *, is_text: bool = False, max_size: int = 1 << 20) -> Me
             fields.get("LocalRouting") is True,
             _str(fields, "ChannelName", ""),
         )
-    raise ProtocolViolation(f"An app server may not send tunnel messages of type {kind}.")
+    if kind == MessageType.SERVICE_STATUS:
+        return ServiceStatus(_str(fields, "Message", ""))
+    if kind == MessageType.CONNECTION_CLOSE:
+        return ConnectionClose(_str(fields, "Message", ""))
+    if kind == MessageType.CONNECTION_CONNECTED:
+        return ConnectionConnected(
+            _str(fields, "ConnectionId"),
+            _str(fields, "UserId", ""),
+            _str(fields, "ReconnectionToken", ""),
+        )
+    raise ProtocolViolation(f"Unknown tunnel message type {kind}.")
 
 
 # -- fields ------------------------------------------------------------------------------

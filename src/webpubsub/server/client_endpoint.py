@@ -321,6 +321,12 @@ class ClientEndpoint:
             return Accepted(ws, refusal="The connection cannot be recovered.")
         return Accepted(ws, resume=resume)
 
+    def upgrade(
+        self, request: HttpRequest, chosen: str | None, max_size: int | None = None
+    ) -> ServerProtocol | HttpResponse:
+        """Accept a WebSocket upgrade another endpoint decided on (the app-server tunnel)."""
+        return self._upgrade(request, chosen, max_size)
+
     def _upgrade(
         self, request: HttpRequest, chosen: str | None, max_size: int | None = None
     ) -> ServerProtocol | HttpResponse:

@@ -32,6 +32,7 @@ from .http import HttpRequest, HttpResponse, origin_form
 
 if TYPE_CHECKING:
     from .app import Service
+    from .tunnel import TunnelSession
 
 log = logging.getLogger("webpubsub.server")
 
@@ -109,6 +110,7 @@ class ServiceProtocol(asyncio.Protocol):
         "rate",
         "service",
         "transport",
+        "tunnel",
         "ws",
     )
 
@@ -144,6 +146,7 @@ class ServiceProtocol(asyncio.Protocol):
         # WebSocket mode
         self.ws: ServerProtocol | None = None
         self.conn: Connection | None = None
+        self.tunnel: TunnelSession | None = None  # an app server's tunnel, not a client
         self.rate: MessageRate | None = None
         self._pending: list[bytes] = []
         # TTL frames among _pending: (index, frame count, wall-clock expiry); None: none.
@@ -186,6 +189,8 @@ class ServiceProtocol(asyncio.Protocol):
             # The client left during its connect event: stop waiting for a slot or an answer.
             self._connecting.cancel()
             self._connecting = None
+        if self.tunnel is not None:
+            self.tunnel.lost()
         conn = self.conn
         if conn is None:
             return
@@ -423,6 +428,14 @@ class ServiceProtocol(asyncio.Protocol):
         if self._draining:
             self._refuse(_shutting_down())
             return
+        tunnels = self.service.tunnels
+        if tunnels.matches(request.path):
+            accepted = tunnels.handshake(request, self)
+            if isinstance(accepted, HttpResponse):
+                self._refuse(accepted)
+            else:
+                self._accept_tunnel(*accepted, rest)
+            return
         result = self.service.client_endpoint.handshake(request, self)
         if isinstance(result, Pending):
             # The hub's blocking connect event decides (spec 5.5). Reading goes on, so a
@@ -585,6 +598,21 @@ class ServiceProtocol(asyncio.Protocol):
         self._connecting = None
         self._accept_once_listening(result, rest)
 
+    def _accept_tunnel(self, ws: ServerProtocol, session: TunnelSession, rest: bytes) -> None:
+        """An app server's tunnel (socketio spec 4.1): frames go to its session."""
+        self.ws = ws
+        if self.transport is not None and self.transport.get_extra_info("sslcontext") is None:
+            self.transport.set_write_buffer_limits(high=0)
+        self.parser = None
+        self._headers = []
+        self._url = b""
+        self._write_ws()  # the 101 response
+        self.last_received = self._loop.time()
+        self.tunnel = session
+        self.service.tunnels.opened(session)
+        if rest:
+            self._ws_received(rest)
+
     def _accept(self, result: HttpResponse | Accepted, rest: bytes) -> None:
         if isinstance(result, HttpResponse):
             self._refuse(result)
@@ -716,6 +744,13 @@ class ServiceProtocol(asyncio.Protocol):
         stops (an exception escaping ``data_received`` makes asyncio abort the transport).
         """
         ws, conn = self.ws, self.conn
+        if self.tunnel is not None and ws is not None and not self._closing:
+            try:
+                self.tunnel.receive(data, is_text)
+            except Exception:
+                log.exception("error handling a tunnel message from %s", self.peer)
+                self.close(CloseCode.INTERNAL_ERROR, "Internal server error.")
+            return
         # Messages that arrived before the client's close frame still count (it may send
         # a last message and close at once); nothing counts once we began to close.
         if ws is None or conn is None or self._closing or conn.closed:
