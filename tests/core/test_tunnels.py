@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from webpubsub.core.tunnels import Route, RouteKind, TunnelRegistry
+import pytest
+
+from webpubsub.core.events import UpstreamRejected
+from webpubsub.core.tunnels import Route, RouteKind, TunnelRegistry, socketio_open
 
 
 def registry() -> TunnelRegistry[str]:
@@ -102,3 +105,27 @@ class TestCleanup:
         r.remove("h", "A", "x", 0.0)
         r.unpin("h", "nobody")
         assert r.has_tunnel("h")
+
+
+class TestSocketioOpen:
+    def test_open_packet(self) -> None:
+        body = b'{"socketio":{"sid":"c1","upgrades":[],"pingInterval":25000}}'
+        assert socketio_open(200, body) == {"sid": "c1", "upgrades": [], "pingInterval": 25000}
+
+    @pytest.mark.parametrize(
+        ("status", "body", "expected"),
+        [
+            (400, b"EIO server refused connection with error: x", 400),
+            (500, b"", 500),
+            (204, b"", 500),
+            (200, b"nope", 500),
+            (200, b'{"socketio":{}}', 500),
+            (200, b"[]", 500),
+        ],
+    )
+    def test_refusals(self, status: int, body: bytes, expected: int) -> None:
+        with pytest.raises(UpstreamRejected) as info:
+            socketio_open(status, body)
+        assert info.value.status == expected
+        if status == 400:
+            assert info.value.message == body.decode()

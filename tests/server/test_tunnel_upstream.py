@@ -7,7 +7,12 @@ The hubs here are classic hubs whose handler URL is ``tunnel:///eventhandler/`` 
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import pytest
 
 from tests.conftest import ACCESS_KEY
 from tests.server.helpers import (
@@ -18,14 +23,17 @@ from tests.server.helpers import (
     refused_handshake,
 )
 from tests.tunnel_client import TunnelClient, event_type
-from webpubsub.core.events import EventHandlerSettings, HubSettings
+from webpubsub.core.events import EventHandlerSettings, HubSettings, UpstreamRejected
 from webpubsub.protocols import tunnel as t
+from webpubsub.server.client_endpoint import Pending
 from webpubsub.server.config import Settings
+from webpubsub.server.http import HttpRequest
 from webpubsub.testing import ServiceThread
 
 CONNECT = "azure.webpubsub.sys.connect"
 MESSAGE = "azure.webpubsub.user.message"
 DISCONNECTED = "azure.webpubsub.sys.disconnected"
+T = TypeVar("T")
 
 
 def tunnel_hub(service: ServiceThread, hub: str) -> str:
@@ -198,3 +206,57 @@ class TestReconnect:
             assert code == 1001
             assert "app server" in reason
             assert service.call(lambda: service.service.tunnels.registry.pins()) == []
+
+
+def socketio_pending(service: ServiceThread, hub: str, query: str) -> Pending:
+    request = HttpRequest(
+        "GET", f"/clients/socketio/hubs/{hub}/?{query}", [("user-agent", "test")], b"", "peer"
+    )
+    return Pending(request, hub.lower(), hub, {"sub": "bob"}, "bob", [], [], [], None)
+
+
+def run(service: ServiceThread, coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run_coroutine_threadsafe(coro, service.service.loop).result(10)
+
+
+class TestSocketioConnect:
+    """``Upstream.socketio_connect``: the Socket.IO ``connect`` over the tunnel (spec 4.3)."""
+
+    async def test_open_packet_and_body(self, service: ServiceThread, hub: str) -> None:
+        async with await TunnelClient.open(service, hub, sub="A") as app:
+            pending = socketio_pending(service, hub, "EIO=4&transport=polling&access_token=t")
+            packet = await asyncio.to_thread(
+                run, service, service.service.upstream.socketio_connect(pending)
+            )
+            assert packet["sid"] == pending.connection_id
+            connect = await app.wait_for(lambda r: event_type(r) == CONNECT)
+            assert connect.url == f"{service.endpoint}/eventhandler/"
+            body = json.loads(connect.content)
+            assert body["query"] == {"EIO": ["4"], "transport": ["polling"]}
+            assert body["headers"] == {"user-agent": ["test"]}
+            assert body["claims"] == {"sub": ["bob"]}
+            assert pinned(service, hub, pending.connection_id) == "A"
+
+    async def test_no_app_server(self, service: ServiceThread, hub: str) -> None:
+        pending = socketio_pending(service, hub, "EIO=4")
+        with pytest.raises(UpstreamRejected) as info:
+            await asyncio.to_thread(
+                run, service, service.service.upstream.socketio_connect(pending)
+            )
+        assert info.value.status == 503
+
+    async def test_refused_by_the_app_server(self, service: ServiceThread, hub: str) -> None:
+        async def refuse(request: t.HttpRequest) -> tuple[int, dict[str, list[str]], bytes]:
+            return 400, {}, b"EIO server refused connection with error: nope"
+
+        async with await TunnelClient.open(service, hub, handler=refuse):
+            pending = socketio_pending(service, hub, "EIO=3")
+            with pytest.raises(UpstreamRejected) as info:
+                await asyncio.to_thread(
+                    run, service, service.service.upstream.socketio_connect(pending)
+                )
+            assert (info.value.status, info.value.message) == (
+                400,
+                "EIO server refused connection with error: nope",
+            )
+            assert pinned(service, hub, pending.connection_id) is None

@@ -13,11 +13,12 @@ Pure: no sockets, no clock (time is passed in). ``T`` is whatever the edge uses 
 from __future__ import annotations
 
 import enum
+import json
 from collections.abc import Hashable
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-from .events import EventHandlerSettings, EventKind
+from .events import EventHandlerSettings, EventKind, UpstreamRejected
 
 T = TypeVar("T", bound=Hashable)
 
@@ -182,3 +183,25 @@ class TunnelRegistry(Generic[T]):
 TUNNEL_HANDLER = EventHandlerSettings(
     "tunnel:///eventhandler/", "*", (EventKind.CONNECT.value, EventKind.DISCONNECTED.value)
 )
+
+
+def socketio_open(status: int, content: bytes) -> dict[str, Any]:
+    """The Engine.IO open packet's object from the app server's ``connect`` answer
+    (socketio spec 3 step 2, 4.3): ``200 {"socketio": {"sid": ..., ...}}``.
+
+    Raises UpstreamRejected with the status for the client: the app server's own 4xx/5xx
+    (400 "EIO server refused connection with error: ..."), 500 for any other answer.
+    """
+    if status >= 400:
+        text = content.decode("utf-8", "replace").strip()[:500]
+        raise UpstreamRejected(status, text or f"The app server answered {status}.")
+    if status != 200:
+        raise UpstreamRejected(500, f"The app server answered connect with {status}.")
+    try:
+        body = json.loads(content)
+    except (ValueError, RecursionError):
+        raise UpstreamRejected(500, "The app server's connect answer is not JSON.") from None
+    packet = body.get("socketio") if isinstance(body, dict) else None
+    if not isinstance(packet, dict) or not isinstance(packet.get("sid"), str):
+        raise UpstreamRejected(500, "The app server's connect answer has no socketio.sid.")
+    return packet

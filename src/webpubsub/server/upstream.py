@@ -48,7 +48,7 @@ from ..core.message import DataType, Message, Source
 from ..core.metadata import MetadataError, from_headers, to_headers
 from ..core.names import event_name_problem
 from ..core.requests import CancelInvocation, Invoke, SendEvent
-from ..core.tunnels import TUNNEL_HANDLER
+from ..core.tunnels import TUNNEL_HANDLER, socketio_open
 from ..protocols.json import encode_invoke_response
 from .tunnel import AnswerTooLarge as TunnelAnswerTooLarge
 from .tunnel import Tunnels, TunnelUnavailable
@@ -203,6 +203,39 @@ class Upstream:
             )
         except BaseException:
             self.unpin(pending.hub, pending.connection_id)  # no connection: no app server
+            raise
+
+    async def socketio_connect(self, pending: Pending) -> dict[str, Any]:
+        """The ``connect`` of a Socket.IO client, to an app server over its tunnel (socketio
+        spec 3 step 2, 4.3); returns the open packet's object (``sid``, ``pingInterval``...).
+
+        Raises UpstreamRejected with the status for the client: 503 without an app server,
+        the app server's refusal (400 "EIO server refused connection..."), 500 otherwise.
+        Pins the connection to the app server that answered (unpinned on failure).
+        """
+        pending.handler = TUNNEL_HANDLER
+        ctx = EventContext(pending.hub, pending.connection_id, pending.user_id, None, None, 0)
+        # [I] access_token is the client's credential, not the app's business.
+        query = {k: v for k, v in pending.request.query.items() if k != "access_token"}
+        body = connect_body(pending.claims, query, pending.request.headers, [])
+        cap = self.settings.limits.max_connect_response_size
+        try:
+            try:
+                response = await self._call(
+                    TUNNEL_HANDLER,
+                    ctx,
+                    "connect",
+                    EventKind.CONNECT,
+                    SYSTEM_CONTENT_TYPE,
+                    body,
+                    cap,
+                )
+            except UpstreamFailure as exc:
+                status = 503 if exc.kind == "no_tunnel" else 500
+                raise UpstreamRejected(status, f"The app server failed: {exc}") from None
+            return socketio_open(response.status_code, response.content)
+        except BaseException:
+            self.unpin(pending.hub, pending.connection_id)
             raise
 
     def unpin(self, hub: str, connection_id: str) -> None:
