@@ -5,6 +5,8 @@ a tunnel dropped by the service (it reconnects with the same ``sub``)."""
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -71,3 +73,22 @@ async def test_use_azure_socketio_connects_and_survives_a_drop(
         )
         await asyncio.to_thread(app.request, "emit", event="news", args=["y"])
         assert (await client.receive())["data"] == '42["news","y"]'
+
+
+@pytest.mark.skipif(not os.environ.get("WEBPUBSUB_SLOW"), reason="130 s idle; WEBPUBSUB_SLOW=1")
+@pytest.mark.timeout(220)
+async def test_idle_tunnel_is_kept(service: ServiceThread, hub: str, app: NodeDriver) -> None:
+    """Check 19, first half: the SDK's client drops a tunnel that hears nothing for 120 s;
+    our ServiceStatus frames keep one idle tunnel for 130 s."""
+    await asyncio.to_thread(
+        app.request, "start", hub=hub, connectionString=service.connection_string
+    )
+    [first] = sessions(service, hub)
+    deadline = time.monotonic() + 130
+    while time.monotonic() < deadline:
+        assert sessions(service, hub) == [first], "the tunnel was replaced"
+        await asyncio.sleep(1)  # polling the state, not timing an effect
+    async with await connect_json(service, hub, roles=["webpubsub.joinLeaveGroup"]) as client:
+        assert (await client.join("0~Lw~"))["success"] is True
+        await asyncio.to_thread(app.request, "emit", event="still", args=["here"])
+        assert (await client.receive())["data"] == '42["still","here"]'
