@@ -129,3 +129,27 @@ class TestSocketioOpen:
         assert info.value.status == expected
         if status == 400:
             assert info.value.message == body.decode()
+
+
+class TestOwned:
+    def test_owned_until_unpinned(self) -> None:
+        r = registry()
+        r.add("h", "A", "a1")
+        r.route("h", "sio", 0.0, own=True)
+        r.route("h", "classic", 0.0)
+        assert r.owned("H", "sio") and not r.owned("h", "classic")
+        r.unpin("h", "sio")
+        assert not r.owned("h", "sio")
+
+    def test_not_owned_without_a_tunnel(self) -> None:
+        r = registry()
+        assert r.route("h", "sio", 0.0, own=True).kind is RouteKind.GONE
+        assert not r.owned("h", "sio")
+
+    def test_expiry_forgets_ownership(self) -> None:
+        r = registry()
+        r.add("h", "A", "a1")
+        r.route("h", "sio", 0.0, own=True)
+        r.remove("h", "A", "a1", 0.0)
+        assert r.expire(10.0) == [("h", "sio")]
+        assert not r.owned("h", "sio")

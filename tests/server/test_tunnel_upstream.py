@@ -23,7 +23,8 @@ from tests.server.helpers import (
     refused_handshake,
 )
 from tests.tunnel_client import TunnelClient, event_type
-from webpubsub.core.events import EventHandlerSettings, HubSettings, UpstreamRejected
+from webpubsub.core.events import EventHandlerSettings, EventKind, HubSettings, UpstreamRejected
+from webpubsub.core.tunnels import TUNNEL_HANDLER
 from webpubsub.protocols import tunnel as t
 from webpubsub.server.client_endpoint import Pending
 from webpubsub.server.config import Settings
@@ -260,3 +261,34 @@ class TestSocketioConnect:
                 "EIO server refused connection with error: nope",
             )
             assert pinned(service, hub, pending.connection_id) is None
+
+    async def test_all_events_go_to_the_app_server_whatever_the_hub_has(
+        self, service: ServiceThread, hub: str
+    ) -> None:
+        """A hub with an HTTP handler (``[hubs."*"]``, say): a Socket.IO connection's
+        events still go to its app server, and only there."""
+        settings = HubSettings((EventHandlerSettings("http://127.0.0.1:9/{event}"),))
+        service.call(lambda: service.settings.hubs.__setitem__(hub.lower(), settings))
+        async with await TunnelClient.open(service, hub, sub="A") as app:
+            pending = socketio_pending(service, hub, "EIO=4")
+            await asyncio.to_thread(
+                run, service, service.service.upstream.socketio_connect(pending)
+            )
+            upstream = service.service.upstream
+            for event, kind in (
+                ("message", EventKind.USER),
+                ("disconnected", EventKind.DISCONNECTED),
+            ):
+                handler = service.call(
+                    lambda e=event, k=kind: upstream.handler_for(hub, pending.connection_id, e, k)
+                )
+                assert handler is TUNNEL_HANDLER
+            assert (
+                service.call(
+                    lambda: upstream.handler_for(
+                        hub, pending.connection_id, "connected", EventKind.CONNECTED
+                    )
+                )
+                is None
+            )
+            assert app.connected is not None

@@ -60,6 +60,10 @@ class TunnelRegistry(Generic[T]):
         self.grace = grace
         self._hubs: dict[str, _HubTunnels[T]] = {}
         self._pins: dict[tuple[str, str], str] = {}  # (hub, connection id) -> sub
+        # Connections that belong to their app server whole (Socket.IO clients): every event
+        # goes to it, whatever handlers the hub has. Others are pinned only for the events
+        # of handlers with tunnel:/// URLs.
+        self._owned: set[tuple[str, str]] = set()
 
     # -- tunnels ----------------------------------------------------------------------------
 
@@ -98,13 +102,17 @@ class TunnelRegistry(Generic[T]):
 
     # -- connections --------------------------------------------------------------------------
 
-    def route(self, hub: str, connection_id: str, now: float) -> Route[T]:
-        """Where an event of this connection goes; an unpinned one is pinned to the next sub."""
+    def route(self, hub: str, connection_id: str, now: float, *, own: bool = False) -> Route[T]:
+        """Where an event of this connection goes; an unpinned one is pinned to the next sub
+        (``own``: the connection belongs to it whole, see :meth:`owned`)."""
         key = (hub.lower(), connection_id)
         hub_tunnels = self._hubs.get(key[0])
         sub = self._pins.get(key)
         if sub is None:
-            return self._pin_new(key, hub_tunnels)
+            route = self._pin_new(key, hub_tunnels)
+            if own and route.kind is RouteKind.LIVE:
+                self._owned.add(key)
+            return route
         entry = hub_tunnels.subs.get(sub) if hub_tunnels is not None else None
         if entry is None:
             return Route(RouteKind.GONE, sub)
@@ -138,9 +146,14 @@ class TunnelRegistry(Generic[T]):
         """The sub a connection is pinned to, or None."""
         return self._pins.get((hub.lower(), connection_id))
 
+    def owned(self, hub: str, connection_id: str) -> bool:
+        """Whether every event of the connection goes to its app server (Socket.IO)."""
+        return (hub.lower(), connection_id) in self._owned
+
     def unpin(self, hub: str, connection_id: str) -> None:
         """The connection is over (its ``disconnected`` was sent, or its connect failed)."""
         key = (hub.lower(), connection_id)
+        self._owned.discard(key)
         sub = self._pins.pop(key, None)
         hub_tunnels = self._hubs.get(key[0])
         if sub is None or hub_tunnels is None:
@@ -170,6 +183,7 @@ class TunnelRegistry(Generic[T]):
                     continue
                 for connection_id in entry.connections:
                     self._pins.pop((hub, connection_id), None)
+                    self._owned.discard((hub, connection_id))
                     gone.append((hub, connection_id))
                 del hub_tunnels.subs[sub]
             if not hub_tunnels.subs:

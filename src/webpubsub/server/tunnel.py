@@ -138,10 +138,10 @@ class TunnelSession:
         service = self.tunnels.service
         try:
             while self._requests and not self.closed:
-                request = self._requests[0]
-                response = await service.handle_tunnel_request(self.hub, self.sub, request)
-                self._requests.popleft()
+                request = self._requests.popleft()
                 self._queued -= len(request.content)
+                # Not cancelled if the socket goes: a command half-applied helps nobody.
+                response = await service.handle_tunnel_request(self.hub, self.sub, request)
                 if self.closed:
                     break
                 if response.stream is None:
@@ -267,8 +267,6 @@ class TunnelSession:
         self._exchanges.clear()
         self._requests.clear()
         self._queued = 0
-        if self._worker is not None:
-            self._worker.cancel()
         for task in list(self._streams):
             task.cancel()
         self.tunnels.lost(self)
@@ -399,6 +397,12 @@ class Tunnels:
             except TimeoutError:
                 if self._waiters.get(key) is waiter:
                     del self._waiters[key]  # the next round finds the route gone
+
+    def own(self, hub: str, connection_id: str) -> bool:
+        """Pin a new Socket.IO connection to the next app server, for all its events;
+        False when the hub has none."""
+        route = self.registry.route(hub, connection_id, self.service.loop.time(), own=True)
+        return route.kind is RouteKind.LIVE
 
     def unpin(self, hub: str, connection_id: str) -> None:
         self.registry.unpin(hub, connection_id)

@@ -219,6 +219,8 @@ class Upstream:
         query = {k: v for k, v in pending.request.query.items() if k != "access_token"}
         body = connect_body(pending.claims, query, pending.request.headers, [])
         cap = self.settings.limits.max_connect_response_size
+        if self.tunnels is None or not self.tunnels.own(pending.hub, pending.connection_id):
+            raise UpstreamRejected(503, "No app server is connected for the hub.")
         try:
             try:
                 response = await self._call(
@@ -246,14 +248,11 @@ class Upstream:
     def handler_for(
         self, hub: str, connection_id: str, event: str, kind: EventKind
     ) -> EventHandlerSettings | None:
-        """The handler of one connection's event: the hub's, except for a connection pinned
-        to an app server (a Socket.IO client) whose hub has no tunnel handler of its own."""
-        handler = self.hub_settings(hub).handler_for(event, kind)
-        if self.tunnels is None or (handler is not None and handler.is_tunnel):
-            return handler
-        if self.tunnels.registry.pinned(hub, connection_id) is None:
-            return handler
-        return TUNNEL_HANDLER if TUNNEL_HANDLER.handles(event, kind) else None
+        """The handler of one connection's event: the hub's, except for a connection that
+        belongs to an app server whole (a Socket.IO client): its app server's tunnel."""
+        if self.tunnels is not None and self.tunnels.registry.owned(hub, connection_id):
+            return TUNNEL_HANDLER if TUNNEL_HANDLER.handles(event, kind) else None
+        return self.hub_settings(hub).handler_for(event, kind)
 
     async def mqtt_connect(
         self, conn: MqttConnection, upgrade: MqttUpgrade, packet: Connect
