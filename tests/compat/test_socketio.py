@@ -1,0 +1,200 @@
+"""Acceptance checks of socketio spec 8 with the official packages end to end: a Socket.IO
+app server (``socket.io`` 4.8 + ``@azure/web-pubsub-socket.io`` 1.2.1, over our tunnel) and
+``socket.io-client`` 4.8 clients (Engine.IO v4 on ``/clients/socketio/hubs/{hub}/``).
+
+A fresh hub per check. Negative checks ("B gets nothing") send a marker afterwards and look
+at what arrived before it: order is kept per client, so nothing is timed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.nodejs import JsError, NodeDriver, node_missing
+from webpubsub.testing import ServiceThread
+
+pytestmark = pytest.mark.skipif(node_missing() is not None, reason=str(node_missing()))
+
+
+def path(hub: str) -> str:
+    return f"/clients/socketio/hubs/{hub}"
+
+
+@pytest.fixture
+def socketio_served(service: ServiceThread) -> None:
+    response = httpx.get(f"{service.endpoint}{path('probe')}/?EIO=4&transport=polling")
+    if response.status_code in (400, 404) and "UnsupportedClientProtocol" in response.text:
+        pytest.skip("this service has no Socket.IO client endpoint yet")
+
+
+class SocketIO:
+    """One app server and the clients of one hub."""
+
+    def __init__(self, service: ServiceThread, hub: str) -> None:
+        self.service = service
+        self.hub = hub
+        self.app = NodeDriver("socketio_app.mjs")
+        self.clients = NodeDriver("socketio_client.mjs")
+
+    def start(self, **options: Any) -> None:
+        self.app.request(
+            "start", hub=self.hub, connectionString=self.service.connection_string, **options
+        )
+
+    def connect(self, name: str, nsp: str = "/", **options: Any) -> dict[str, Any]:
+        connected: dict[str, Any] = self.clients.request(
+            "connect",
+            name=name,
+            url=self.service.endpoint + (nsp if nsp != "/" else ""),
+            path=path(self.hub),
+            **options,
+        )
+        return connected
+
+    def server_socket(self, nsp: str = "/") -> dict[str, Any]:
+        """The next ``connection`` the app server saw."""
+        return self.app.wait_for(
+            lambda line: line.get("event") == "connection" and line.get("nsp") == nsp,
+            f"a connection on {nsp}",
+        )
+
+    def received(self, name: str, event: str) -> dict[str, Any]:
+        return self.clients.wait_for(
+            lambda line: (
+                line.get("client") == name
+                and line.get("event") == "message"
+                and line.get("name") == event
+            ),
+            f"{name} to receive {event}",
+        )
+
+    def app_received(self, event: str) -> dict[str, Any]:
+        return self.app.wait_for(
+            lambda line: line.get("event") == "message" and line.get("name") == event,
+            f"the app server to receive {event}",
+        )
+
+    def events_until_marker(self, name: str, marker: str) -> list[str]:
+        """Names of what ``name`` received up to the marker (consumed)."""
+        self.received(name, marker)
+        before = self.clients.unread(
+            lambda line: line.get("client") == name and line.get("event") == "message"
+        )
+        for line in before:
+            self.clients.wait_for(lambda x, line=line: x is line, "a kept line")
+        return [line["name"] for line in before]
+
+    def close(self) -> None:
+        self.clients.close()
+        self.app.close()
+
+
+@pytest.fixture
+def sio(service: ServiceThread, hub: str, socketio_served: None) -> Iterator[SocketIO]:
+    running = SocketIO(service, hub)
+    try:
+        yield running
+    finally:
+        running.close()
+
+
+def test_1_quickstart_over_websocket(sio: SocketIO) -> None:
+    sio.start()
+    connected = sio.connect("a", transports=["websocket"])
+    assert connected["transport"] == "websocket"
+    assert sio.received("a", "hello")["args"] == ["world"]
+    sio.clients.request("emit", name="a", event="howdy", args=["stranger"])
+    assert sio.app_received("howdy")["args"] == ["stranger"]
+    assert sio.clients.request("transport", name="a") == "websocket"
+
+
+def test_2_default_transports_upgrade(sio: SocketIO) -> None:
+    sio.start()
+    connected = sio.connect("a")
+    assert connected["transport"] == "polling"
+    upgrade = sio.clients.wait_for(
+        lambda line: line.get("client") == "a" and line.get("event") == "upgrade", "the upgrade"
+    )
+    assert upgrade["transport"] == "websocket"
+    assert sio.clients.request("transport", name="a") == "websocket"
+    assert sio.clients.request("emitWithAck", name="a", event="add", args=[2, 3]) == 5
+
+
+def test_3_polling_only(sio: SocketIO) -> None:
+    sio.start()
+    sio.connect("a", transports=["polling"])
+    assert sio.received("a", "hello")["args"] == ["world"]
+    sio.clients.request("emit", name="a", event="up", args=["x"])
+    assert sio.app_received("up")["args"] == ["x"]
+    data = bytes(range(256))
+    answer = sio.clients.request("emitWithAck", name="a", event="echo", args=[data, "s"])
+    assert answer == data  # emitWithAck resolves with the first argument of the ack
+    assert sio.clients.request("transport", name="a") == "polling"
+
+
+def test_7_acks_both_ways(sio: SocketIO) -> None:
+    sio.start()
+    sio.connect("a", transports=["websocket"])
+    socket = sio.server_socket()
+    assert sio.clients.request("emitWithAck", name="a", event="add", args=[2, 3]) == 5
+    assert sio.app.request("askClient", id=socket["id"], event="q", args=[41]) == 42
+    with pytest.raises(JsError):
+        sio.app.request("askClient", id=socket["id"], event="silent", args=[], timeout=300)
+
+
+def test_4_namespaces(sio: SocketIO) -> None:
+    sio.start(namespaces=["/", "/chat"])
+    chat = sio.connect("a", "/chat", transports=["websocket"])
+    server_chat = sio.server_socket("/chat")
+    sio.connect("b", transports=["websocket"])
+    sio.server_socket("/")
+    assert chat["id"] == server_chat["id"]
+    assert chat["engineId"] == server_chat["connId"]
+    sio.app.request("emit", nsp="/chat", event="news", args=["x"])
+    assert sio.received("a", "news")["args"] == ["x"]
+    sio.app.request("emit", nsp="/", event="marker", args=[])
+    assert "news" not in sio.events_until_marker("b", "marker")
+
+
+def test_5_rooms(sio: SocketIO) -> None:
+    sio.start()
+    ids = {}
+    for name in "abc":
+        sio.connect(name, transports=["websocket"])
+        ids[name] = sio.server_socket()["id"]
+    for name in "ab":
+        sio.app.request("join", id=ids[name], room="r1")
+
+    def only(event: str, expected: set[str]) -> None:
+        sio.app.request("emit", event="marker", args=[])
+        for name in "abc":
+            got = sio.events_until_marker(name, "marker")
+            assert (event in got) == (name in expected), (event, name, got)
+            assert got.count(event) <= 1, (event, name, got)
+
+    sio.app.request("emit", rooms=["r1"], event="toR1", args=[])
+    only("toR1", {"a", "b"})
+    sio.app.request("emit", event="exceptR1", args=[], **{"except": ["r1"]})
+    only("exceptR1", {"c"})
+    sio.app.request("socketBroadcast", id=ids["a"], event="fromA", args=[])
+    only("fromA", {"b", "c"})
+    sio.app.request("socketBroadcast", id=ids["a"], event="aToR1", args=[], rooms=["r1"])
+    only("aToR1", {"b"})
+    sio.app.request("emit", rooms=["r1", ids["c"]], event="union", args=[])
+    only("union", {"a", "b", "c"})
+    sio.app.request("leave", id=ids["b"], room="r1")
+    sio.app.request("emit", rooms=["r1"], event="afterLeave", args=[])
+    only("afterLeave", {"a"})
+
+
+def test_binary_survives_the_wire(sio: SocketIO) -> None:
+    """Check 6 in short: a server Buffer reaches the client byte-exact."""
+    sio.start()
+    sio.connect("a", transports=["websocket"])
+    socket = sio.server_socket()
+    sio.app.request("socketEmit", id=socket["id"], event="bin", args=[b"ABC"])
+    assert sio.received("a", "bin")["args"] == [b"ABC"]
