@@ -278,3 +278,14 @@ async def test_idle_tunnel_gets_service_status() -> None:
     with ServiceThread(settings) as service:
         async with await TunnelClient.open(service, "idle") as tunnel:
             await async_wait_until(lambda: len(tunnel.statuses) >= 2, "two ServiceStatus")
+
+
+async def test_backlog_over_the_cap_closes_1013() -> None:
+    settings = Settings(port=0, access_keys=[ACCESS_KEY])
+    settings.limits.max_tunnel_backlog = 1000
+    with ServiceThread(settings) as service:
+        async with await TunnelClient.open(service, "backlog") as tunnel:
+            with contextlib.suppress(ConnectionClosed):
+                await tunnel.call("POST", "/api/hubs/backlog/:send", b"x" * 2000, wait=False)
+            await asyncio.wait_for(tunnel.ws.wait_closed(), 5)
+            assert tunnel.ws.close_code == 1013

@@ -124,7 +124,7 @@ class TunnelSession:
                 f"An app server may not send tunnel messages of type {int(message.type)}.",
             )
             return
-        self._queued += len(message.content)
+        self._queued += _cost(message)
         if self._queued > limits.max_tunnel_backlog:
             log.warning("closing %r: %d bytes of requests wait", self, self._queued)
             self.proto.close(TRY_AGAIN_LATER, "Too many requests wait on this tunnel.")
@@ -139,7 +139,7 @@ class TunnelSession:
         try:
             while self._requests and not self.closed:
                 request = self._requests.popleft()
-                self._queued -= len(request.content)
+                self._queued -= _cost(request)
                 # Not cancelled if the socket goes: a command half-applied helps nobody.
                 response = await service.handle_tunnel_request(self.hub, self.sub, request)
                 if self.closed:
@@ -465,6 +465,12 @@ def _tunnel_audience(audience: str, hub: str, hosts: set[tuple[str, int | None] 
         return False
     named = parse_qs(parts.query).get("hub")
     return not named or named[0].lower() == hub
+
+
+def _cost(message: frames.HttpRequest) -> int:
+    """What a queued request counts against ``max_tunnel_backlog``: its bytes, and a fixed
+    part, so that a flood of empty requests is bounded too."""
+    return len(message.content) + len(message.url) + 256
 
 
 def _audiences(claims: dict[str, object]) -> list[str]:
