@@ -198,3 +198,31 @@ def test_binary_survives_the_wire(sio: SocketIO) -> None:
     socket = sio.server_socket()
     sio.app.request("socketEmit", id=socket["id"], event="bin", args=[b"ABC"])
     assert sio.received("a", "bin")["args"] == [b"ABC"]
+
+
+def test_20_two_app_servers(service: ServiceThread, hub: str, socketio_served: None) -> None:
+    """Clients spread over two app-server processes; broadcasts and rooms are hub-wide."""
+    first, second = SocketIO(service, hub), SocketIO(service, hub)
+    try:
+        first.start()
+        second.start()
+        names = {first.connect(f"c{i}", transports=["websocket"])["id"]: f"c{i}" for i in range(4)}
+        owners: dict[str, str] = {}
+        for app, label in ((first.app, "A"), (second.app, "B")):
+            for line in app.unread(lambda line: line.get("event") == "connection"):
+                owners[line["id"]] = label
+        assert sorted(owners.values()) == ["A", "A", "B", "B"]
+        first.app.request("emit", event="fromA", args=[])
+        for i in range(4):
+            first.received(f"c{i}", "fromA")
+        b_socket = next(sid for sid, label in owners.items() if label == "B")
+        second.app.request("join", id=b_socket, room="room")
+        first.app.request("emit", rooms=["room"], event="toRoom", args=[])
+        first.app.request("emit", event="marker", args=[])
+        receivers = [
+            f"c{i}" for i in range(4) if "toRoom" in first.events_until_marker(f"c{i}", "marker")
+        ]
+        assert receivers == [names[b_socket]]
+    finally:
+        second.close()
+        first.close()
