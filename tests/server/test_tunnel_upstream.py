@@ -292,3 +292,38 @@ class TestSocketioConnect:
                 is None
             )
             assert app.connected is not None
+
+
+class TestLimits:
+    """The same timeout and caps as over HTTP."""
+
+    async def test_silent_app_server_times_out(self) -> None:
+        settings = Settings(port=0, access_keys=[ACCESS_KEY])
+        settings.limits.upstream_timeout = 0.5
+        never = asyncio.Event()
+
+        async def silent(request: t.HttpRequest) -> tuple[int, dict[str, list[str]], bytes]:
+            await never.wait()
+            raise AssertionError("unreachable")
+
+        with ServiceThread(settings) as service:
+            hub = tunnel_hub(service, "slow")
+            async with await TunnelClient.open(service, hub, handler=silent):
+                token = client_token(service, hub)
+                response = await refused_handshake(client_url(service, hub, token=token))
+                assert response.status_code == 500
+                assert b"timed out" in (response.body or b"")
+                sessions = service.call(lambda: list(service.service.tunnels.sessions))
+                assert [s._exchanges for s in sessions] == [{}]
+
+    async def test_answer_over_the_cap(self, service: ServiceThread, hub: str) -> None:
+        tunnel_hub(service, hub)
+
+        async def huge(request: t.HttpRequest) -> tuple[int, dict[str, list[str]], bytes]:
+            return 200, {"Content-Type": ["application/json"]}, b" " * (65 * 1024)
+
+        async with await TunnelClient.open(service, hub, handler=huge):
+            token = client_token(service, hub)
+            response = await refused_handshake(client_url(service, hub, token=token))
+            assert response.status_code == 500
+            assert b"cap" in (response.body or b"")
