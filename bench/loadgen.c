@@ -22,6 +22,11 @@
  *       TARGET   all | groups (round-robin over the groups) | none
  *       STALL    1: client --stall-index stops reading for the phase (slow consumer)
  *       SENDERS  client-to-group: senders per group, one message in flight each
+ *   storm NAME ID SECONDS PUBS WINDOW AT
+ *       a broadcast phase (target all) during which, AT seconds in, every client is reset
+ *       at once (a network blip, a deploy) and reconnects: reports the time until all are
+ *       back and the broadcast's latency meanwhile; each client is checked for what was
+ *       published from the moment it was back
  *   quit
  *
  * Build: gcc -O2 -o loadgen loadgen.c  (bench/run.py does it with the machine's gcc).
@@ -74,6 +79,7 @@ typedef struct {
     uint8_t state, stalled, sender, in_phase;
     uint16_t group;
     uint32_t count;       /* deliveries in the current phase */
+    uint32_t base;        /* broadcasts published before it joined the phase (storm) */
     uint32_t outstanding; /* client-to-group messages in flight */
     char *rbuf;
     uint32_t rlen, rcap;
@@ -119,6 +125,7 @@ static int ep;
 static client_t *clients;
 static pub_t pubs[MAX_PUBS];
 static uint32_t *hist;
+static uint32_t *hist_storm; /* latencies while the clients of a storm reconnect */
 static char gbuf[GBUF];
 static uint32_t mask_state = 0x9e3779b9u;
 
@@ -146,6 +153,10 @@ typedef struct {
     int first_bad_status;
     struct rusage ru0;
     int stalled_closed;
+    /* storm: 0 none, 1 before the reset, 2 clients reconnecting, 3 all back (or gave up) */
+    int storm;
+    uint64_t t_storm, t_storm_back;
+    int storm_timed_out;
 } phase_t;
 static phase_t ph;
 static uint64_t closed_in_phase = 0;
@@ -294,6 +305,14 @@ static void on_ready(int i) {
     nready++;
     inflight--;
     t_connect_last = now_ns();
+    if (ph.active && ph.storm == 2) {
+        /* Back from the storm: owed every broadcast published from now on. */
+        c->in_phase = 1;
+        c->count = 0;
+        c->base = (uint32_t)ph.sent_all;
+        ph.active_clients++;
+        ph.members[c->group]++;
+    }
 }
 
 static void start_connect(int i) {
@@ -396,6 +415,7 @@ static void on_message(int i, const char *p, size_t n, uint64_t now) {
     uint64_t us = now > t ? (now - t) / 1000 : 0;
     uint64_t b = us / HIST_US_PER_BUCKET;
     hist[b < HIST_BUCKETS ? b : HIST_BUCKETS - 1]++;
+    if (ph.storm == 2) hist_storm[b < HIST_BUCKETS ? b : HIST_BUCKETS - 1]++;
     if (sender == i && c->sender && c->outstanding > 0) {
         c->outstanding--;
         if (ph.issuing && now < ph.t_issue_end) c2g_send(i, now_ns());
@@ -711,17 +731,19 @@ static void pub_event(int k, uint32_t events) {
 }
 
 /* -- results ------------------------------------------------------------------------------ */
-static double pct(uint64_t total, double q) {
+static double pct_of(const uint32_t *h, uint64_t total, double q) {
     if (total == 0) return -1;
     uint64_t want = (uint64_t)(q * (double)total);
     if (want >= total) want = total - 1;
     uint64_t acc = 0;
     for (uint64_t b = 0; b < HIST_BUCKETS; b++) {
-        acc += hist[b];
+        acc += h[b];
         if (acc > want) return (double)(b * HIST_US_PER_BUCKET + HIST_US_PER_BUCKET / 2) / 1000.0;
     }
     return -1;
 }
+
+static double pct(uint64_t total, double q) { return pct_of(hist, total, q); }
 
 static double max_latency(void) {
     for (int64_t b = HIST_BUCKETS - 1; b >= 0; b--)
@@ -737,6 +759,14 @@ static double cpu_seconds(const struct rusage *a, const struct rusage *b) {
 }
 
 static void finish_connect(int timed_out) {
+    if (ph.active && ph.storm == 2) {
+        /* The storm's clients are back (or some gave up): the phase reports it. */
+        ph.t_storm_back = t_connect_last > ph.t_storm ? t_connect_last : now_ns();
+        ph.storm_timed_out = timed_out;
+        ph.storm = 3;
+        connecting = 0;
+        return;
+    }
     double secs = (double)((t_connect_last > t_connect0 ? t_connect_last : now_ns()) - t_connect0) / 1e9;
     printf("{\"event\":\"connected\",\"clients\":%d,\"ready\":%d,\"failed\":%d,\"timed_out\":%s,"
            "\"seconds\":%.4f,\"handshakes_per_s\":%.1f,\"first_fail_status\":%d,"
@@ -759,7 +789,7 @@ static void finish_phase(int timed_out) {
     for (int i = 0; i < nclients; i++) {
         client_t *c = &clients[i];
         if (!c->in_phase) continue;
-        uint64_t want = ph.sent_all + ph.sent_group[c->group];
+        uint64_t want = ph.sent_all + ph.sent_group[c->group] - c->base;
         checked++;
         if (c->count < want) missing += want - c->count;
         else extra += c->count - want;
@@ -796,6 +826,21 @@ static void finish_phase(int timed_out) {
                stall_index, lport, s->count,
                (unsigned long long)(ph.sent_all + ph.sent_group[s->group]),
                (ph.stalled_closed || s->fd < 0) ? "true" : "false");
+    }
+    if (ph.storm) {
+        uint64_t storm_n = 0;
+        for (uint64_t b = 0; b < HIST_BUCKETS; b++) storm_n += hist_storm[b];
+        int back = ph.storm == 3;
+        double storm_secs =
+            ph.t_storm && back ? (double)(ph.t_storm_back - ph.t_storm) / 1e9 : -1.0;
+        printf(",\"storm\":{\"at_s\":%.3f,\"seconds\":%.4f,\"back\":%d,\"failed\":%d,"
+               "\"timed_out\":%s,\"latency_ms\":{\"samples\":%llu,\"p50\":%.3f,\"p99\":%.3f,"
+               "\"max\":%.3f}}",
+               ph.t_storm ? (double)(ph.t_storm - ph.t0) / 1e9 : -1.0, storm_secs, nready,
+               nclients - nready, (!back || ph.storm_timed_out) ? "true" : "false",
+               (unsigned long long)storm_n, pct_of(hist_storm, storm_n, 0.50),
+               pct_of(hist_storm, storm_n, 0.99), pct_of(hist_storm, storm_n, 1.0));
+        connecting = 0;
     }
     printf("}\n");
     fflush(stdout);
@@ -836,6 +881,7 @@ static void start_phase(char *args) {
     for (int i = 0; i < nclients; i++) {
         client_t *c = &clients[i];
         c->count = 0;
+        c->base = 0;
         c->outstanding = 0;
         c->sender = 0;
         c->in_phase = 0;
@@ -869,10 +915,43 @@ static void start_phase(char *args) {
     }
 }
 
+static void storm_reset(uint64_t now) {
+    /* Reset every client at once (no close handshake: what a blip or a deploy looks like to
+     * the server), then reconnect them all through the usual connect path. */
+    struct linger lg = {1, 0};
+    for (int i = 0; i < nclients; i++) {
+        client_t *c = &clients[i];
+        if (c->fd >= 0) {
+            setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+            epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
+            close(c->fd);
+            c->fd = -1;
+        }
+        c->state = ST_NEW;
+        c->in_phase = 0;
+        c->count = 0;
+        c->rlen = 0;
+        c->wlen = c->woff = 0;
+    }
+    ph.expected = ph.received; /* nothing more is owed to the old sockets */
+    ph.active_clients = 0;
+    memset(ph.members, 0, sizeof(uint32_t) * (size_t)ngroups);
+    memset(hist_storm, 0, sizeof(uint32_t) * HIST_BUCKETS);
+    ph.storm = 2;
+    ph.t_storm = now;
+    nready = nfailed = inflight = next_to_connect = 0;
+    connecting = 1;
+    t_connect0 = t_connect_last = now;
+    t_connect_deadline = now + (uint64_t)(connect_timeout * 1e9);
+    while (next_to_connect < nclients && inflight < concurrency) start_connect(next_to_connect++);
+}
+
 static void check_phase(uint64_t now) {
     if (!ph.active) return;
+    if (ph.storm == 1 && now >= ph.t_storm) storm_reset(now);
     if (ph.issuing && now >= ph.t_issue_end) ph.issuing = 0;
     if (ph.issuing) return;
+    if (ph.storm == 2 && now < ph.t_drain_end) return; /* the phase ends once all are back */
     int outstanding = 0;
     for (int k = 0; k < ph.pubs; k++) outstanding += pubs[k].open ? (int)pubs[k].outstanding : 0;
     if (outstanding == 0 && ph.received >= ph.expected) {
@@ -921,6 +1000,18 @@ static void command(char *line) {
         while (next_to_connect < nclients && inflight < concurrency) start_connect(next_to_connect++);
     } else if (strncmp(line, "run ", 4) == 0) {
         start_phase(line + 4);
+    } else if (strncmp(line, "storm ", 6) == 0) {
+        char name[32], args[128];
+        int id, npub, window;
+        double seconds, at;
+        if (sscanf(line + 6, "%31s %d %lf %d %d %lf", name, &id, &seconds, &npub, &window, &at) !=
+                6 ||
+            at <= 0 || at >= seconds)
+            die("bad storm command: %s", line);
+        snprintf(args, sizeof args, "%s %d %f %d %d all 0 0", name, id, seconds, npub, window);
+        start_phase(args);
+        ph.storm = 1;
+        ph.t_storm = ph.t0 + (uint64_t)(at * 1e9);
     } else if (strncmp(line, "quit", 4) == 0) {
         quit_all();
     } else {
@@ -1036,7 +1127,8 @@ int main(int argc, char **argv) {
     load_templates(tmpl_file);
     clients = calloc((size_t)nclients, sizeof(client_t));
     hist = calloc(HIST_BUCKETS, sizeof(uint32_t));
-    if (!clients || !hist) die("out of memory");
+    hist_storm = calloc(HIST_BUCKETS, sizeof(uint32_t));
+    if (!clients || !hist || !hist_storm) die("out of memory");
     for (int i = 0; i < nclients; i++) {
         clients[i].fd = -1;
         clients[i].group = (uint16_t)(i % ngroups);

@@ -13,7 +13,8 @@ generator (``bench/loadgen.c``) with the machine's gcc, installs the Socket.IO p
 * steady broadcast (one REST publish in flight), burst broadcast (windows of 16 pipelined
   publishes), group fan-out (100-member groups, windows of 64 publishes), a slow consumer
   (one client stops reading during a burst), client-to-group (10 senders per group, one
-  message in flight each);
+  message in flight each), a reconnect storm (every client reset at once under the steady
+  broadcast, then reconnecting: seconds until all are back, the broadcast's p99 meanwhile);
 * counts every delivery at the receivers and checks each client got each message addressed
   to it.
 
@@ -67,6 +68,10 @@ LABEL = {"webpubsub": "webpubsub", "socketio": "Socket.IO"}
 STEADY = (1, 1, "all")
 BURST = (1, 16, "all")
 GROUPS = (1, 64, "groups")
+# Reconnect storm (issue 16): the steady broadcast runs; STORM_AT s in, every client is reset
+# at once and reconnects; the phase lasts until all are back (at least STORM_AFTER s more).
+STORM_AT = 1.0
+STORM_AFTER = 4.0
 
 DOCS_BEGIN = "<!-- bench:results:begin -->"
 DOCS_END = "<!-- bench:results:end -->"
@@ -622,15 +627,17 @@ def _phase(
     stall: bool = False,
     senders: int = 0,
     seconds: float | None = None,
+    storm_at: float | None = None,
 ) -> dict[str, Any]:
     pubs, window, target = shape
     seconds = seconds or cfg.seconds
     cpu0 = server.cpu_seconds()
     busy0, steal0 = cpu_times()
-    result = gen.command(
-        f"run {name} {phase_id} {seconds} {pubs} {window} {target} {int(stall)} {senders}",
-        timeout=seconds + cfg.drain + 30,
-    )
+    if storm_at is not None:
+        line = f"storm {name} {phase_id} {seconds} {pubs} {window} {storm_at}"
+    else:
+        line = f"run {name} {phase_id} {seconds} {pubs} {window} {target} {int(stall)} {senders}"
+    result = gen.command(line, timeout=seconds + cfg.drain + 90)
     busy1, steal1 = cpu_times()
     server_cpu = server.cpu_seconds() - cpu0
     stalled = result.get("stalled")
@@ -667,6 +674,14 @@ def _phase(
         f"other {result['other_util']:.2f}  "
         f"[{result['deliveries']:,}/{result['expected']:,} {check}]"
     )
+    storm = result.get("storm")
+    if storm is not None:
+        back = "TIMED OUT, " if storm["timed_out"] else ""
+        log(
+            f"    {label:<9} storm   {back}{storm['back']:,} clients back in "
+            f"{storm['seconds']:.2f} s; broadcast meanwhile p50 "
+            f"{storm['latency_ms']['p50']:.2f} ms p99 {storm['latency_ms']['p99']:.2f} ms"
+        )
     return result
 
 
@@ -893,6 +908,9 @@ def measure(n: int, cfg: Config) -> dict[str, dict[str, Any]]:
         each("burst", BURST, cfg.runs)
         each("stall", BURST, cfg.runs, stall=True)  # right after the bursts it is compared with
         each("group", GROUPS, cfg.runs)
+        # Last with these clients: they all drop and reconnect under the steady broadcast.
+        storm_seconds = STORM_AT + max(cfg.seconds, STORM_AFTER)
+        each("storm", STEADY, 1, storm_at=STORM_AT, seconds=storm_seconds)
         if profiling and ours is not None:
             for name, shape in (("steady", STEADY), ("burst", BURST), ("group", GROUPS)):
                 spy = _profile(ours.server, cfg, f"{name}-{n}", int(cfg.seconds) + 1)
@@ -1047,6 +1065,19 @@ def summarize(raw: dict[str, Any]) -> dict[str, Any]:
     for scenario in ("steady", "burst", "group", "c2g", "stall"):
         if scenario in raw:
             out[scenario] = summarize_runs(raw[scenario])
+    if raw.get("storm"):
+        storm = raw["storm"][-1]
+        detail = storm.get("storm", {})
+        out["storm"] = {
+            "seconds": detail.get("seconds"),
+            "back": detail.get("back"),
+            "timed_out": detail.get("timed_out", True),
+            "p99_ms": detail.get("latency_ms", {}).get("p99"),
+            "p50_ms": detail.get("latency_ms", {}).get("p50"),
+            # every client back got every broadcast published from then on
+            "complete": _complete(storm) and not detail.get("timed_out", True),
+            "missing": storm["missing"],
+        }
     out["handshakes_per_s"] = _median([h["handshakes_per_s"] for h in raw["handshake"]])
     out["handshake_failures"] = sum(h["failed"] for h in raw["handshake"])
     out["idle_kb_per_connection"] = raw["idle"]["kb_per_connection"]
@@ -1158,6 +1189,8 @@ ROWS: list[tuple[str, str, str, bool]] = [
     ("slow consumer: others vs. burst", "stall_detail.others_vs_burst", "x", True),
     ("idle memory: KB per connection", "idle_kb_per_connection", "KB", False),
     ("handshakes/s", "handshakes_per_s", "", True),
+    ("reconnect storm: s until all are back", "storm.seconds", "", False),
+    ("reconnect storm: broadcast p99 meanwhile (ms)", "storm.p99_ms", "ms", False),
 ]
 
 
@@ -1295,6 +1328,12 @@ def checks(summary: dict[str, Any]) -> list[str]:
                 most_others = max(most_others, r["other_util"], r["steal_util"])
             if s["handshake_failures"]:
                 problems.append(f"{LABEL[kind]} N={n}: {s['handshake_failures']} failed handshakes")
+            storm = s.get("storm")
+            if storm is not None and not storm["complete"]:
+                why = "not all clients came back" if storm["timed_out"] else ""
+                if storm["missing"]:
+                    why += f" {storm['missing']:,} missing after their return"
+                problems.append(f"{LABEL[kind]} N={n} storm: {why.strip()}")
     if problems:
         out.append("Delivery check: FAILED: " + "; ".join(problems) + ".")
     else:

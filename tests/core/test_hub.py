@@ -128,3 +128,54 @@ class TestEncodeOnce:
         assert len(message.frames) == 2
         sent = {id(t.frames[0]) for t in transports}
         assert len(sent) == 2  # the very same bytes objects went to every recipient
+
+
+class Recorded:
+    """A Batcher that keeps what it is handed (the edge's Flusher writes it)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, dict[object, bytes]]] = []
+
+    def broadcast(self, hub: Hub, frames: dict[object, bytes]) -> None:  # type: ignore[override]
+        self.calls.append((hub.version, dict(frames)))
+
+
+class TestBatchedBroadcast:
+    """Issue 16: a broadcast to the whole hub goes to the batcher once, one frame per codec
+    of its plain connections; reliable connections still get theirs one by one."""
+
+    def test_plain_connections_go_to_the_batcher_the_others_one_by_one(self) -> None:
+        from webpubsub.protocols import RELIABLE_JSON
+
+        hub = Hub("chat")
+        hub.batcher = batcher = Recorded()
+        raw, raw_t = make_connection(codec=RAW)
+        json_conn, json_t = make_connection(codec=JSON)
+        reliable, reliable_t = make_connection(codec=RELIABLE_JSON)
+        for conn in (raw, json_conn, reliable):
+            hub.add(conn)
+        assert hub.plain_codecs == {RAW: 1, JSON: 1}
+        assert set(hub.special) == {reliable.connection_id}
+        applied = hub.apply(c.Send(c.ToAll(), Message(b"hi", DataType.TEXT)))
+        assert applied.recipients == 3 and applied.closed == []
+        ((version, frames),) = batcher.calls
+        assert version == hub.version and set(frames) == {RAW, JSON}
+        assert raw_t.frames == [] and json_t.frames == []  # the batcher writes those
+        assert b'"sequenceId":1' in b"".join(reliable_t.frames)  # its own way, as before
+        hub.remove(json_conn)
+        assert hub.plain_codecs == {RAW: 1} and hub.version > version
+        assert json_conn.added_at < hub.version
+
+    def test_exclusions_filters_and_ttl_take_the_per_connection_path(self) -> None:
+        hub = Hub("chat")
+        hub.batcher = batcher = Recorded()
+        conn, transport = make_connection(codec=RAW, connection_id="c1")
+        hub.add(conn)
+        hub.apply(c.Send(c.ToAll(), Message(b"x", DataType.TEXT), frozenset({"other"})))
+        hub.apply(
+            c.Send(c.ToAll(), Message(b"y", DataType.TEXT), filter=parse_filter("userId eq 'u'"))
+        )
+        hub.apply(c.Send(c.ToAll(), Message(b"z", DataType.TEXT, expires=1e12)))
+        hub.apply(c.Send(c.ToGroup("g"), Message(b"g", DataType.TEXT)))
+        assert batcher.calls == []
+        assert len(transport.frames) == 2  # x and z one by one; y filtered out; not in g

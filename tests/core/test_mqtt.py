@@ -128,3 +128,21 @@ class TestSession:
         assert rules.delivered_qos(2, session.granted("t")) == 1
         assert rules.delivered_qos(0, session.granted("t")) == 0
         assert session.granted("added-by-rest") == 0
+
+
+@pytest.mark.parametrize(
+    ("value", "valid"),
+    [
+        ("text/plain", True),
+        ("application/json; charset=utf-8", True),
+        ('a/b;x="y z"', True),
+        ("text", False),
+        ("", False),
+        ("text/plain\r\nx: y", False),
+        ("té/x", False),
+        ('a/b;x="\x00"', False),
+        ("a/" + "b" * 1100, False),
+    ],
+)
+def test_content_type_is_a_mime_type(value: str, valid: bool) -> None:
+    assert rules.valid_content_type(value) is valid

@@ -50,3 +50,26 @@ def test_any_packets_after_connect(packets: list[Packet], garbage: bytes, cut: i
     conn.tick(100.0)
     watcher.tick(50.0)  # within its keep alive (60 s x 1.5)
     assert not watcher.closed  # a neighbour is never harmed
+
+
+def test_receive_maximum_is_announced_and_enforced() -> None:
+    """The service's Receive Maximum (5.0 CONNACK) bounds the QoS 2 PUBLISHes a client may
+    leave unreleased; one more is DISCONNECT 0x93 (mqtt spec 3.5)."""
+    from webpubsub.core.mqtt import RECEIVE_MAXIMUM
+    from webpubsub.protocols.mqtt import ConnAck, Disconnect, Parser, Publish, PubRec
+
+    node = Node()
+    transport = Recording()
+    conn = MqttConnection("h", transport, node, roles=ROLES)
+    conn.receive(encode(Connect("c1", V5), V5), False, 1.0)
+    stream = b"".join(
+        encode(Publish("g", b"x", 2, packet_id=i), V5) for i in range(1, RECEIVE_MAXIMUM + 2)
+    )
+    conn.receive(stream, False, 2.0)
+    parser = Parser(V5)
+    answers = [p for frame in transport.sent for p in parser.feed(frame[2:])]
+    connack = answers[0]
+    assert isinstance(connack, ConnAck)
+    assert connack.properties.receive_maximum == RECEIVE_MAXIMUM
+    assert sum(isinstance(p, PubRec) for p in answers) == RECEIVE_MAXIMUM
+    assert answers[-1] == Disconnect(0x93) and conn.closed

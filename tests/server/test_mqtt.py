@@ -49,6 +49,7 @@ class Paho:
     subacks: queue.Queue[list[ReasonCode]] = field(default_factory=queue.Queue)
     pubacks: queue.Queue[tuple[int, Any]] = field(default_factory=queue.Queue)
     disconnects: queue.Queue[Any] = field(default_factory=queue.Queue)
+    connack_properties: Any = None
 
     def subscribe(self, topic: str, qos: int = 0) -> list[int]:
         self.client.subscribe(topic, qos)
@@ -96,7 +97,7 @@ def paho(
     client.on_disconnect = lambda c, u, flags, rc, props=None: p.disconnects.put(rc)
     client.connect(url.hostname or "127.0.0.1", url.port or 80, keepalive=60)
     client.loop_start()
-    rc, _props = p.connack.get(timeout=TIMEOUT)
+    rc, p.connack_properties = p.connack.get(timeout=TIMEOUT)
     assert int(getattr(rc, "value", rc)) == expect
     return p
 
@@ -702,6 +703,32 @@ def test_user_event_round_trip(
     msg = p.message()
     assert msg.topic == "$webpubsub/server/events/bad/failed"
     assert ("azure-status-code", "400") in msg.properties.UserProperty
+
+
+def test_user_event_content_type_must_be_a_mime_type(
+    service: ServiceThread, connect_hub: tuple[str, UpstreamApp], clients: list[Paho]
+) -> None:
+    """mqtt spec 5.5: a 5.0 Content Type that is no MIME type would be the event's
+    Content-Type header: PUBACK 0x99 at QoS 1, dropped at QoS 0; the client stays."""
+    hub, app = connect_hub
+    app.rules["echo"] = Reply(200, b"pong", {"Content-Type": "text/plain"})
+    p = paho(service, hub, "ctype1")
+    clients.append(p)
+    assert p.connack_properties.ReceiveMaximum == 1000  # the service's own window
+    for qos, content_type in ((1, "not a mime type"), (0, "text/plain\r\nx: y"), (1, "té/x")):
+        props = PahoProperties(PacketTypes.PUBLISH)
+        props.ContentType = content_type
+        sent = p.client.publish("$webpubsub/server/events/echo", b"x", qos=qos, properties=props)
+        mid, rc = p.pubacks.get(timeout=TIMEOUT)  # paho reports QoS 0 sends here too
+        assert mid == sent.mid
+        assert int(rc.value) == (0x99 if qos else 0)
+    props = PahoProperties(PacketTypes.PUBLISH)
+    props.ContentType = "application/json; charset=utf-8"
+    p.client.publish("$webpubsub/server/events/echo", b"{}", qos=1, properties=props)
+    assert p.message().topic == "$webpubsub/server/events/echo/succeeded"
+    (request,) = app.events("echo")  # only the valid one reached the handler
+    assert request.headers["content-type"] == "application/json; charset=utf-8"
+    assert p.disconnects.empty()
 
 
 def test_v5_properties_no_local_and_subscription_ids(

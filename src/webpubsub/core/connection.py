@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable, Iterable
 from enum import IntEnum
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .randomness import random_bytes
 from .reliable import Recovery
@@ -15,6 +15,11 @@ if TYPE_CHECKING:
     from .errors import ClientError
     from .message import Message
     from .requests import ClientRequest
+
+
+# Why a connection cannot move to another node (``Connection.prepare_move``).
+GONE = "it no longer exists"
+OTHER_SUBPROTOCOL = "the subprotocol differs from the connection's"
 
 
 class CloseCode(IntEnum):
@@ -109,6 +114,7 @@ class Connection:
 
     __slots__ = (
         "_ack_ids",
+        "added_at",
         "closed",
         "codec",
         "connection_id",
@@ -135,6 +141,7 @@ class Connection:
         roles: Iterable[str] = (),
         connection_id: str | None = None,
     ) -> None:
+        self.added_at = 0  # the hub's version when it was added (core/hub.py)
         self.connection_id = connection_id or new_connection_id()
         self.hub = hub
         self.user_id = user_id or None
@@ -181,6 +188,26 @@ class Connection:
         """Unrecord ``ack_id``: its request was refused unexecuted (``Throttled``) and may be
         sent again with the same id."""
         self._ack_ids.pop(ack_id, None)
+
+    def session_state(self) -> dict[str, Any] | None:
+        """State a kind of connection keeps beyond the core's (an MQTT session), as JSON, to
+        move with it to another node (``core/handover.py``); None for the others."""
+        return None
+
+    def prepare_move(self, token: str, subprotocol: str) -> str:
+        """Another node's client asks for this connection (``engine/handover.py``): why it
+        cannot move there ("" when it can; the caller then releases it).
+
+        A reliable connection needs its reconnection token and the same subprotocol."""
+        if self.closed:
+            return GONE
+        if self.codec.subprotocol != subprotocol:
+            return OTHER_SUBPROTOCOL
+        if self.recovery is None:
+            return GONE
+        if not self.recovery.check_token(token):
+            return "the reconnection token is invalid"
+        return ""
 
     @property
     def attached(self) -> bool:

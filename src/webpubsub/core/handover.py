@@ -43,12 +43,35 @@ class Snapshot:
     # The last sequence number the holding node gave its own publishes when it let go:
     # those up to it are in ``messages`` already.
     marks: dict[str, int] = field(default_factory=dict)
+    # What a kind of connection keeps beyond the core's fields, as JSON (an MQTT session:
+    # ``core.mqtt.Session.to_json``); None for the Web PubSub subprotocols.
+    session: dict[str, Any] | None = None
 
 
 def take(conn: Connection, now: float, recovery_window: float) -> Snapshot:
-    """The snapshot of a reliable connection (``conn.recovery`` must be set)."""
+    """The snapshot of a reliable connection or of a connection with its own session state
+    (MQTT: ``Connection.session_state``)."""
     recovery = conn.recovery
-    assert recovery is not None and conn.codec.subprotocol is not None
+    assert conn.codec.subprotocol is not None
+    if recovery is None:
+        session = conn.session_state()
+        assert session is not None, "only reliable connections and sessions move"
+        return Snapshot(
+            hub=conn.hub,
+            connection_id=conn.connection_id,
+            subprotocol=conn.codec.subprotocol,
+            token="",
+            user_id=conn.user_id,
+            roles=tuple(sorted(conn.roles)),
+            groups=tuple(sorted(conn.groups)),
+            state=conn.state,
+            event_id=conn.event_id,
+            ack_ids=(),
+            next_id=0,
+            messages=(),
+            window_left=0.0,
+            session=session,
+        )
     buffer = recovery.buffer
     deadline = recovery.deadline if recovery.deadline is not None else now + recovery_window
     return Snapshot(
@@ -115,6 +138,7 @@ def to_fields(snapshot: Snapshot) -> dict[str, bytes]:
         "seq": [[sid, exp] for sid, _, exp in snapshot.messages],
         "left": snapshot.window_left,
         "marks": snapshot.marks,
+        "sess": snapshot.session,
     }
     fields = {"meta": json.dumps(meta, separators=(",", ":")).encode()}
     for index, (_, data, _) in enumerate(snapshot.messages):
@@ -145,6 +169,13 @@ def from_fields(fields: dict[bytes, bytes]) -> Snapshot:
             messages=messages,
             window_left=float(meta["left"]),
             marks={str(k): int(v) for k, v in dict(meta["marks"]).items()},
+            session=_session(meta.get("sess")),
         )
     except (KeyError, ValueError, TypeError) as exc:
         raise HandoverError(f"malformed connection snapshot: {exc!r}") from None
+
+
+def _session(raw: Any) -> dict[str, Any] | None:
+    if raw is not None and not isinstance(raw, dict):
+        raise TypeError("a session must be an object")
+    return raw

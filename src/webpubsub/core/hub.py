@@ -6,12 +6,13 @@ attached to connections, not users (spec 0): adding a user adds its current conn
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Iterable
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from . import commands as c
-from .connection import CloseCode, Connection
+from .connection import CloseCode, Codec, Connection
 from .message import Message, Source
 from .odata import Filter
 from .roles import revoke, role_for
@@ -23,14 +24,38 @@ PresenceHook = Callable[[Connection, str, bool], None]
 
 
 class Applied(NamedTuple):
-    """What a command did here: the connections it touched, and those it closed."""
+    """What a command did here: the connections it touched, and those it closed.
+
+    A broadcast handed to the ``Batcher`` lists no targets, only how many there were."""
 
     targets: list[Connection]
     closed: list[Connection]
+    reached: int = -1  # how many, when ``targets`` is not listed
 
     @property
     def recipients(self) -> int:
-        return len(self.targets)
+        return self.reached if self.reached >= 0 else len(self.targets)
+
+
+class Batcher(Protocol):
+    """Where a hub's broadcasts go to be written once per event-loop turn (the edge's
+    ``Flusher``): ``frames`` holds one frame per codec of the hub's plain connections, and
+    every plain connection the hub had at ``hub.version`` gets its codec's frame, in order
+    with the frames it is sent on its own (issue 16: append once per message, not once per
+    connection)."""
+
+    def broadcast(self, hub: Hub, frames: dict[Codec, bytes]) -> None: ...
+
+
+# Hub versions, unique across hubs: a connection added at version v is a member of every
+# broadcast batch taken at a version >= v of its hub.
+_versions = itertools.count(1)
+
+
+def is_plain(conn: Connection) -> bool:
+    """Whether a broadcast to ``conn`` is just its codec's shared frame (not reliable, not
+    encoded per message)."""
+    return conn.recovery is None and not conn.per_message
 
 
 class Hub:
@@ -42,11 +67,22 @@ class Hub:
         self.users: dict[str, dict[str, Connection]] = {}
         self.groups: dict[str, dict[str, Connection]] = {}
         self.presence: PresenceHook | None = None  # joined/left announcements, if wanted
+        # Broadcasts to the whole hub (no exclusion, no filter, no TTL) go to the batcher, if
+        # any; the connections it cannot take (reliable, MQTT) are delivered one by one.
+        self.batcher: Batcher | None = None
+        self.version = next(_versions)  # changes whenever a connection comes or goes
+        self.special: dict[str, Connection] = {}
+        self.plain_codecs: dict[Codec, int] = {}  # codec -> plain connections using it
 
     # -- registry -------------------------------------------------------------------------
 
     def add(self, conn: Connection) -> None:
         self.connections[conn.connection_id] = conn
+        self.version = conn.added_at = next(_versions)
+        if is_plain(conn):
+            self.plain_codecs[conn.codec] = self.plain_codecs.get(conn.codec, 0) + 1
+        else:
+            self.special[conn.connection_id] = conn
         if conn.user_id is not None:
             self.users.setdefault(conn.user_id, {})[conn.connection_id] = conn
 
@@ -56,6 +92,13 @@ class Hub:
         ``announce`` False: no ``left`` events (the connection moves to another node)."""
         if self.connections.pop(conn.connection_id, None) is None:
             return False
+        self.version = next(_versions)
+        if self.special.pop(conn.connection_id, None) is None:
+            left = self.plain_codecs.get(conn.codec, 0) - 1
+            if left > 0:
+                self.plain_codecs[conn.codec] = left
+            else:
+                self.plain_codecs.pop(conn.codec, None)
         presence = self.presence if announce else None
         for group in conn.groups:
             self._drop_member(group, conn)
@@ -163,6 +206,26 @@ class Hub:
                 overflowed.append(conn)
         return overflowed
 
+    def _broadcast(self, message: Message) -> Applied:
+        """A message to every connection of the hub: one frame per codec to the batcher for
+        the plain connections, the others one by one."""
+        assert self.batcher is not None
+        frames = message.frames
+        by_codec: dict[Codec, bytes] = {}
+        for codec in self.plain_codecs:
+            frame = frames.get(codec)
+            if frame is None:
+                frame = frames[codec] = codec.encode_message(message)
+            by_codec[codec] = frame
+        if by_codec:
+            self.batcher.broadcast(self, by_codec)
+        closed: list[Connection] = []
+        if self.special:
+            for conn in self.deliver(message, list(self.special.values())):
+                self.close(conn, CloseCode.POLICY_VIOLATION, BUFFER_FULL)
+                closed.append(conn)
+        return Applied([], closed, len(self.connections) + len(closed))
+
     def close(self, conn: Connection, code: int, reason: str) -> None:
         """Remove a connection and close it (it will not be recoverable)."""
         self.remove(conn)
@@ -175,6 +238,13 @@ class Hub:
         closed: list[Connection] = []
         targets: list[Connection] = []
         match command:
+            case c.Send(c.ToAll(), message, excluded, None) if (
+                self.batcher is not None
+                and not excluded
+                and message.stream is None
+                and message.expires is None
+            ):
+                return self._broadcast(message)
             case c.Send(target, message, excluded, filter):
                 if isinstance(target, c.ToGroup):
                     message = message.with_source(Source.GROUP, target.group)

@@ -213,6 +213,20 @@ def delivered_qos(sent_qos: int, granted_qos: int) -> int:
 
 MAX_SESSION_EXPIRY = 30.0  # seconds a session outlives its socket at most (mqtt spec 3.6)
 MAX_IN_FLIGHT = 1000  # unacknowledged QoS 1/2 messages per session, as the reliable buffer
+# The service's own Receive Maximum (5.0 CONNACK): QoS 2 PUBLISHes a client may have
+# unreleased (no PUBREL yet) at once; QoS 1 is acknowledged at once. One more: 0x93.
+RECEIVE_MAXIMUM = 1000
+RECEIVE_MAXIMUM_EXCEEDED = 0x93
+PAYLOAD_FORMAT_INVALID = 0x99
+_MIME_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_MIME_PARAMETER = rf"[ \t]*;[ \t]*{_MIME_TOKEN}=(?:{_MIME_TOKEN}|\"[^\"\\\x00-\x1f\x7f]*\")"
+_MEDIA_TYPE = re.compile(rf"{_MIME_TOKEN}/{_MIME_TOKEN}(?:{_MIME_PARAMETER})*")
+
+
+def valid_content_type(value: str) -> bool:
+    """A 5.0 Content Type that is a MIME type (RFC 9110 8.3.1), so it can be the event's
+    ``Content-Type`` header (mqtt spec 5.5: otherwise PUBACK 0x99)."""
+    return len(value) <= 1024 and _MEDIA_TYPE.fullmatch(value) is not None
 
 
 def session_expiry(version: int, clean_start: bool, requested: int | None) -> float:
@@ -266,6 +280,49 @@ class Session:
         """The QoS of the subscription to ``group``; 0 for memberships made by token/REST."""
         found = self.subscriptions.get(group)
         return found[0] if found is not None else 0
+
+    def to_json(self, session_id: str | None) -> dict[str, object]:
+        """What moves with the session to another node (``core/handover.py``): everything
+        but the socket's own settings (Receive Maximum, expiry: the new CONNECT sets them)."""
+
+        def b64(data: bytes) -> str:
+            return base64.b64encode(data).decode("ascii")
+
+        return {
+            "v": self.version,
+            "id": session_id,
+            "subs": [[g, q, nl, sid] for g, (q, nl, sid) in self.subscriptions.items()],
+            "qos2": sorted(self.received_qos2),
+            "out": [[pid, b64(frame)] for pid, frame in self.outgoing.items()],
+            "next": self.next_id,
+            "wait": [[b64(head), b64(tail)] for head, tail in self.waiting],
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, object]) -> tuple[Session, str | None]:
+        """Read :meth:`to_json` back (with its session id); ValueError on anything else."""
+        try:
+            session = cls(int(raw["v"]))  # type: ignore[call-overload]
+            for group, qos, no_local, sub_id in raw["subs"]:  # type: ignore[attr-defined]
+                session.subscriptions[str(group)] = (
+                    int(qos),
+                    bool(no_local),
+                    None if sub_id is None else int(sub_id),
+                )
+            session.received_qos2 = {int(p) for p in raw["qos2"]}  # type: ignore[attr-defined]
+            for packet_id, frame in raw["out"]:  # type: ignore[attr-defined]
+                session.outgoing[int(packet_id)] = base64.b64decode(frame, validate=True)
+            session.next_id = int(raw["next"])  # type: ignore[call-overload]
+            for head, tail in raw["wait"]:  # type: ignore[attr-defined]
+                session.waiting.append(
+                    (base64.b64decode(head, validate=True), base64.b64decode(tail, validate=True))
+                )
+            session_id = raw["id"]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"malformed MQTT session: {exc!r}") from None
+        if session.version not in (4, 5) or not 1 <= session.next_id <= 65535:
+            raise ValueError("malformed MQTT session: version or packet id out of range")
+        return session, None if session_id is None else str(session_id)
 
 
 # -- the upstream connect event (mqtt spec 5.2) ------------------------------------------------

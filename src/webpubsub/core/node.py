@@ -28,7 +28,7 @@ from .errors import (
 )
 from .groupstate import GroupStates, StateItem
 from .handover import Snapshot, restore, take
-from .hub import BUFFER_FULL, Hub, PresenceHook
+from .hub import BUFFER_FULL, Batcher, Hub, PresenceHook
 from .message import DataType, Message, Source
 from .names import MAX_GROUP_NAME, event_name_problem, group_name_problem
 from .observe import Observers
@@ -63,7 +63,14 @@ log = logging.getLogger("webpubsub.node")
 
 
 class RecoveryRefused(Exception):
-    """A reliable reconnection that cannot be honoured (spec 4.7: close with 1008)."""
+    """A reliable reconnection that cannot be honoured (spec 4.7: close with 1008).
+
+    ``why`` is the holding node's reason when a move was refused ("" when no node holds
+    the connection): an MQTT CONNECT tells "start a new session" from "refuse" by it."""
+
+    def __init__(self, message: str, why: str = "") -> None:
+        super().__init__(message)
+        self.why = why
 
 
 class Engine(Protocol):
@@ -117,6 +124,9 @@ class Node:
     ):
         self.hubs: dict[str, Hub] = {}
         self.engine = engine
+        # The edge's once-per-turn writer of hub-wide broadcasts (core/hub.py Batcher);
+        # without one, every delivery goes through its connection's transport.
+        self.batcher: Batcher | None = None
         self.max_groups_per_connection = max_groups_per_connection
         self.max_group_name_length = max_group_name_length
         self.recovery_window = recovery_window
@@ -149,6 +159,7 @@ class Node:
         if hub is None:
             hub = self.hubs[key] = Hub(key)
             hub.presence = self._presence
+            hub.batcher = self.batcher
             if self.engine is not None:
                 self.engine.hub_added(key)
         return hub
@@ -243,11 +254,18 @@ class Node:
                 transport.send(data)
             else:
                 transport.send_expiring((data,), expires)
+        return self.adopt_connection(conn, snapshot.groups, later)
+
+    def adopt_connection(
+        self, conn: Connection, groups: Iterable[str], later: Iterable[c.Command] = ()
+    ) -> Connection:
+        """Register a connection restored from another node's snapshot (already greeted on
+        its socket), in ``groups``, after applying ``later`` to it alone."""
         # The later commands see this connection alone: the others here had them already.
-        alone = Hub(snapshot.hub)
+        alone = Hub(conn.hub)
         alone.presence = self._presence
         alone.add(conn)
-        for group in snapshot.groups:
+        for group in groups:
             alone.join(conn, group, announce=False)
         for command in later:
             applied = alone.apply(command)
@@ -260,11 +278,11 @@ class Node:
                 many = c.AddToGroup if isinstance(command, c.AddToGroups) else c.RemoveFromGroup
                 for group in command.groups if applied.targets else ():
                     self.engine.record_soon(
-                        snapshot.hub, many(c.ToConnection(conn.connection_id), group)
+                        conn.hub, many(c.ToConnection(conn.connection_id), group)
                     )
         groups = sorted(conn.groups)
         conn.groups.clear()
-        hub = self._hub_for(snapshot.hub)
+        hub = self._hub_for(conn.hub)
         hub.add(conn)
         for group in groups:
             hub.join(conn, group, announce=False)

@@ -771,7 +771,9 @@ class RedisEngine:
                     "The node holding the connection did not answer in time."
                 ) from None
             if not answer.ok:
-                raise RecoveryRefused(f"The connection cannot be recovered: {answer.reason}.")
+                raise RecoveryRefused(
+                    f"The connection cannot be recovered: {answer.reason}.", answer.reason
+                )
             key = snapshot_key(prefix, connection_id)
             fields = await self._query("hgetall", key)
             self._queue(_Op("delete", [key]))
@@ -821,13 +823,10 @@ class RedisEngine:
         """Another node's client came back for a connection held here: write its snapshot
         and let go of it, or say why not."""
         conn = self.node.find_connection(hub, request.connection_id)
-        reason = ""
-        if conn is None or conn.recovery is None or conn.closed:
+        if conn is None:
             reason = "it no longer exists"
-        elif not conn.recovery.check_token(request.token):
-            reason = "the reconnection token is invalid"
-        elif conn.codec.subprotocol != request.subprotocol:
-            reason = "the subprotocol differs from the connection's"
+        else:
+            reason = conn.prepare_move(request.token, request.subprotocol)
         if conn is None or reason:
             answer = MoveAnswer(request.connection_id, request.requester, False, reason)
             self._queue(self._publish_body(hub, answer.encode()))

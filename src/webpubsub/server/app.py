@@ -90,6 +90,7 @@ class Service:
         """Bind the port and start serving (``port=0`` picks a free port)."""
         self._loop = asyncio.get_running_loop()
         self.flusher = Flusher(self._loop)
+        self.node.batcher = self.flusher  # hub-wide broadcasts: one write per connection
         tls = self._tls_context()
         self._server = await self._loop.create_server(
             lambda: ServiceProtocol(self),

@@ -19,9 +19,12 @@ from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
-from ..core.connection import CloseCode, Connection, NullTransport
+from ..core.commands import Command
+from ..core.connection import OTHER_SUBPROTOCOL, CloseCode, Codec, Connection, NullTransport
 from ..core.errors import PayloadTooLarge, RequestError, ServiceUnavailable
 from ..core.events import UpstreamRejected
+from ..core.handover import Snapshot
+from ..core.hub import Hub, is_plain
 from ..core.node import RecoveryRefused
 from ..core.ratelimit import MessageRate
 from ..engine.handover import Adoption
@@ -44,13 +47,34 @@ MESSAGES_PER_TURN = 256
 for the next turn (with reading paused), so other sockets and /healthz are served between."""
 
 
+class Broadcast:
+    """The frames a hub's broadcasts gave its plain connections during one loop turn, while
+    its membership stayed at ``version`` (core/hub.py ``Batcher``)."""
+
+    __slots__ = ("conns", "frames", "hub", "version")
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub.name
+        self.version = hub.version
+        self.conns = list(hub.connections.values())
+        self.frames: dict[Codec, list[bytes]] = {}
+
+    def has(self, conn: Connection) -> bool:
+        """Whether ``conn`` is one of the connections this batch is for."""
+        return conn.hub == self.hub and conn.added_at <= self.version and is_plain(conn)
+
+
 class Flusher:
-    """Writes each connection's queued frames once per event-loop turn."""
+    """Writes each connection's queued frames once per event-loop turn, and a hub's
+    broadcasts of the turn once: joined per codec, one write per connection."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._dirty: list[ServiceProtocol] = []
         self._scheduled = False
+        self.batches: list[Broadcast] = []  # in the order they began
+        self._open: dict[str, Broadcast] = {}  # hub -> its batch still taking frames
+        self.caught_up: list[ServiceProtocol] = []  # took some batch frames early
 
     def mark(self, proto: ServiceProtocol) -> None:
         self._dirty.append(proto)
@@ -58,9 +82,39 @@ class Flusher:
             self._scheduled = True
             self._loop.call_soon(self.flush)
 
+    def broadcast(self, hub: Hub, frames: dict[Codec, bytes]) -> None:
+        batch = self._open.get(hub.name)
+        if batch is None or batch.version != hub.version:
+            batch = self._open[hub.name] = Broadcast(hub)
+            self.batches.append(batch)
+            if not self._scheduled:
+                self._scheduled = True
+                self._loop.call_soon(self.flush)
+        for codec, frame in frames.items():
+            queued = batch.frames.get(codec)
+            if queued is None:
+                batch.frames[codec] = [frame]
+            else:
+                queued.append(frame)
+
     def flush(self) -> None:
-        dirty, self._dirty = self._dirty, []
         self._scheduled = False
+        if self.batches:
+            batches, self.batches = self.batches, []
+            self._open.clear()
+            for batch in batches:
+                joined = {
+                    codec: frames[0] if len(frames) == 1 else b"".join(frames)
+                    for codec, frames in batch.frames.items()
+                }
+                for conn in batch.conns:
+                    data = joined.get(conn.codec)
+                    if data is not None and not conn.closed and is_plain(conn):
+                        cast("ServiceProtocol", conn.transport).take_broadcast(batch, data)
+            caught_up, self.caught_up = self.caught_up, []
+            for proto in caught_up:
+                proto._marks = None
+        dirty, self._dirty = self._dirty, []
         for proto in dirty:
             proto.flush()
 
@@ -87,7 +141,9 @@ class ServiceProtocol(asyncio.Protocol):
         "_in_request",
         "_kernel_full",
         "_loop",
+        "_marks",
         "_mqtt",
+        "_mqtt_move",
         "_parts",
         "_parts_text",
         "_paused",
@@ -135,6 +191,9 @@ class ServiceProtocol(asyncio.Protocol):
         # An upgrade waiting for the hub's connect event, and what the client sent meanwhile.
         self._connecting: asyncio.Task[None] | None = None
         self._mqtt: MqttUpgrade | None = None  # for an MQTT client's connect event
+        # An MQTT CONNECT asking the cluster for its session; not cancelled when the client
+        # leaves (the other node may have let go already: the session is kept here).
+        self._mqtt_move: asyncio.Task[None] | None = None
         self._held = b""
         self._refused = False
         self._refusal: HttpResponse | None = None  # sent once the queued requests are answered
@@ -149,6 +208,8 @@ class ServiceProtocol(asyncio.Protocol):
         self.tunnel: TunnelSession | None = None  # an app server's tunnel, not a client
         self.rate: MessageRate | None = None
         self._pending: list[bytes] = []
+        # This turn's broadcast batches and how many of their frames are queued already.
+        self._marks: dict[Broadcast, int] | None = None
         # TTL frames among _pending: (index, frame count, wall-clock expiry); None: none.
         self._expiring: list[tuple[int, int, float]] | None = None
         # The kernel's send buffer is full (asyncio paused writing): _pending is held back
@@ -789,6 +850,10 @@ class ServiceProtocol(asyncio.Protocol):
         if conn.pending_connect is not None and self._mqtt is not None and self._connecting is None:
             self._connecting = self._loop.create_task(self._mqtt_connect(conn, self._mqtt))
             return
+        if conn.pending_move is not None:
+            if self._mqtt_move is None:
+                self._mqtt_move = self._loop.create_task(self._mqtt_locate(conn))
+            return
         owner = conn.resumed or conn
         if owner.new_session:  # a new session's CONNACK went out (mqtt spec 5.3)
             owner.new_session = False
@@ -817,6 +882,38 @@ class ServiceProtocol(asyncio.Protocol):
         finally:
             if self._connecting is asyncio.current_task():
                 self._connecting = None
+
+    async def _mqtt_locate(self, conn: MqttConnection) -> None:
+        """Ask the cluster for the session of an MQTT CONNECT's client id: another node
+        hands it over (resume), ends it (clean start), or holds none (engine/handover.py)."""
+        engine = self.service.engine
+        assert engine is not None
+        outcome: Snapshot | str | None = None
+        later: list[Command] = []
+        try:
+            try:
+                adoption = await engine.take_over(
+                    conn.hub, conn.connection_id, conn.move_token(), "mqtt"
+                )
+            except RecoveryRefused as exc:
+                # No node holds it, it expired meanwhile, or its node ended it for a new
+                # session; the one refusal: the id is a Web PubSub client's (mqtt spec 3.2).
+                outcome = "refused" if exc.why == OTHER_SUBPROTOCOL else None
+            except ServiceUnavailable as exc:
+                log.warning("MQTT client %s: %s", conn.connection_id, exc.message)
+                outcome = "unavailable"
+            else:
+                outcome, later = adoption.snapshot, engine.finish_move(adoption)
+            conn.finish_move(outcome, later, self._loop.time())
+            if conn.transport is self:
+                self._mqtt_after(conn)
+            elif conn.closed:
+                self.service.mqtt_clients.discard(conn)
+        except Exception:
+            log.exception("the MQTT session of %s could not be located", conn.connection_id)
+            self._internal_error(conn)
+        finally:
+            self._mqtt_move = None
 
     def _internal_error(self, conn: Connection) -> None:
         """Close a client whose message we failed to handle: 1011, as RFC 6455 7.4.1 says."""
@@ -854,11 +951,63 @@ class ServiceProtocol(asyncio.Protocol):
         """Queue one or more serialized frames; written at the end of this loop turn."""
         if self._closing:
             return
+        flusher = self.service.flusher
+        if flusher.batches:
+            self._catch_up(flusher)  # hub-wide frames sent before this one come first
         if not self._pending:
-            self.service.flusher.mark(self)
+            flusher.mark(self)
         self._pending.append(frame)
         if self._kernel_full:
             self._unsent(len(frame))
+
+    def _catch_up(self, flusher: Flusher) -> None:
+        """Queue the frames of this turn's broadcasts that this connection has not queued
+        yet, so that a frame of its own keeps its place after them."""
+        conn = self.conn
+        if conn is None:
+            return
+        for batch in flusher.batches:
+            frames = batch.frames.get(conn.codec)
+            if frames is None or not batch.has(conn):
+                continue
+            marks = self._marks
+            if marks is None:
+                marks = self._marks = {}
+                flusher.caught_up.append(self)
+            start = marks.get(batch, 0)
+            if start < len(frames):
+                if not self._pending:
+                    flusher.mark(self)
+                self._pending.extend(frames[start:])
+                marks[batch] = len(frames)
+                if self._kernel_full:
+                    self._unsent(sum(len(frame) for frame in frames[start:]))
+
+    def take_broadcast(self, batch: Broadcast, data: bytes) -> None:
+        """This turn's frames of a hub-wide broadcast, joined (``Flusher.flush``): written at
+        once, unless frames of our own wait (then after them) or the kernel is full."""
+        if self._closing:
+            return
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        marks = self._marks
+        if not self._pending and not self._kernel_full and not marks:
+            transport.write(data)
+            if self._kernel_full:
+                self._check_backlog()
+            return
+        assert self.conn is not None
+        frames = batch.frames[self.conn.codec]
+        start = marks.pop(batch, 0) if marks else 0
+        if start >= len(frames):
+            return  # queued already, after frames of our own
+        rest = frames[start:] if start else [data]
+        if not self._pending:
+            self.service.flusher.mark(self)
+        self._pending.extend(rest)
+        if self._kernel_full:
+            self._unsent(sum(len(frame) for frame in rest))
 
     def send_expiring(self, pieces: tuple[bytes, ...], expires: float) -> None:
         """Queue one message's frames, dropped unless handed to the kernel by ``expires``
@@ -944,6 +1093,8 @@ class ServiceProtocol(asyncio.Protocol):
         ws = self.ws
         if ws is None or self._closing:
             return
+        if self.service.flusher.batches:
+            self._catch_up(self.service.flusher)  # broadcasts sent before the close go first
         self._closing = True  # first: what follows may check the backlog again
         if ws.state is State.OPEN:
             ws.send_close(code, _truncate_reason(reason))

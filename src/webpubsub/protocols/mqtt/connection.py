@@ -17,7 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 from ...core import commands as c
 from ...core import mqtt as rules
-from ...core.connection import CloseCode, Connection, NullTransport, Transport
+from ...core.connection import (
+    GONE,
+    OTHER_SUBPROTOCOL,
+    CloseCode,
+    Connection,
+    NullTransport,
+    Transport,
+)
 from ...core.events import ConnectResult
 from ...core.message import DataType, Message, MqttExtras, Source
 from ...core.ratelimit import MessageRate, Verdict
@@ -49,6 +56,7 @@ from .wire import NO_PROPERTIES, MqttError, Properties, Reason
 
 if TYPE_CHECKING:
     from ...core.errors import ClientError
+    from ...core.handover import Snapshot
     from ...core.node import Node
     from ...core.requests import ClientRequest
 
@@ -117,6 +125,7 @@ class MqttConnection(Connection):
         "on_event",
         "parser",
         "pending_connect",
+        "pending_move",
         "physical_connection_id",
         "rate",
         "resumed",
@@ -160,6 +169,9 @@ class MqttConnection(Connection):
         self.upstream_connect = False  # the hub has a connect handler (mqtt spec 5.2)
         self.pending_connect: Connect | None = None  # waiting for the handler's answer
         self.held: list[Packet] = []  # packets that came meanwhile
+        # In a cluster: a CONNECT waiting to learn whether another node holds the session
+        # (the edge asks the engine, then calls finish_move); packets wait in ``held``.
+        self.pending_move: Connect | None = None
         self.connack_user_properties: rules.UserProperties = ()
         # Where user events go (the edge sets it: the upstream); False when too many wait.
         self.on_event: Callable[[MqttConnection, str, Publish], bool] | None = None
@@ -205,7 +217,7 @@ class MqttConnection(Connection):
             owner = self.resumed or self
             if owner.closed:
                 return
-            if owner.pending_connect is not None:
+            if owner.pending_connect is not None or owner.pending_move is not None:
                 if len(owner.held) >= MAX_HELD:
                     owner.fail(Reason.RECEIVE_MAXIMUM_EXCEEDED, "Too many packets before CONNACK.")
                     return
@@ -324,6 +336,12 @@ class MqttConnection(Connection):
         self.state = result.state
         self.connack_user_properties = user_properties
         self._accept_connect(packet)
+        self._handle_held()
+
+    def _handle_held(self) -> None:
+        """Handle the packets that came while the CONNECT waited (unless it waits still)."""
+        if self.pending_move is not None:
+            return
         held, self.held = self.held, []
         for later in held:
             owner = self.resumed or self
@@ -336,12 +354,16 @@ class MqttConnection(Connection):
         self._send(ConnAck(answer), version)
         self._close(CloseCode.NORMAL, f"CONNECT refused (0x{code:02x}).")
 
-    def _accept_connect(self, packet: Connect) -> None:
+    def _accept_connect(self, packet: Connect, located: bool = False) -> None:
         version = packet.protocol_level
         client_id = self.connection_id
         existing = self.node.find_connection(self.hub, client_id)
         if existing is not None and not isinstance(existing, MqttConnection):
             self._refuse(version, Reason.CLIENT_IDENTIFIER_NOT_VALID)  # a Web PubSub client's
+            return
+        if existing is None and not located and self.node.engine is not None:
+            # Another node may hold this client id's session: the edge asks (finish_move).
+            self.pending_move = packet
             return
         expiry = rules.session_expiry(
             version, packet.clean_start, packet.properties.session_expiry_interval
@@ -373,6 +395,7 @@ class MqttConnection(Connection):
         requested = packet.properties.session_expiry_interval
         granted = int(session.expiry) if session is not None else 0
         return Properties(
+            receive_maximum=rules.RECEIVE_MAXIMUM,
             retain_available=0,
             wildcard_subscription_available=0,
             shared_subscription_available=0,
@@ -416,6 +439,102 @@ class MqttConnection(Connection):
             if frame:
                 self.transport.send(_with_dup(frame))
         self._release_waiting()
+
+    # -- a session on another node of the cluster (mqtt spec 3.6; engine/handover.py) --------
+
+    def move_token(self) -> str:
+        """What the move request says of the waiting CONNECT: resume a session of its
+        version (clean start 0), or end the other node's session for a new one."""
+        packet = self.pending_move
+        assert packet is not None
+        return "new" if packet.clean_start else f"resume:{packet.protocol_level}"
+
+    def finish_move(
+        self,
+        outcome: Snapshot | str | None,
+        later: Iterable[c.Command] = (),
+        now: float = 0.0,
+    ) -> None:
+        """The cluster answered the waiting CONNECT: ``outcome`` is the session another node
+        handed over (resume it here, Session Present 1, with ``later``: the commands its
+        snapshot lacks), None (no other node holds one: go on as a single node would), or
+        why the CONNECT is refused ("unavailable": 0x88, anything else: 0x85)."""
+        packet, self.pending_move = self.pending_move, None
+        if packet is None:
+            return
+        if isinstance(outcome, str):
+            unavailable = outcome == "unavailable"
+            code = rules.SERVER_UNAVAILABLE if unavailable else rules.CLIENT_ID_NOT_VALID
+            self._refuse(packet.protocol_level, code)
+            return
+        if outcome is None:
+            self._accept_connect(packet, located=True)
+        else:
+            self._adopt(packet, outcome, later)
+        if self.transport is DETACHED and not self.closed:
+            # The client left while its CONNECT waited: keep the session as any other.
+            if self.session is not None and self.session.expiry and self._registered():
+                self._detach(now)
+            else:
+                self._end(None, "The connection was lost.")
+            return
+        self._handle_held()
+
+    def _adopt(self, packet: Connect, snapshot: Snapshot, later: Iterable[c.Command]) -> None:
+        """Resume the session another node let go of, on this socket (mqtt spec 3.6)."""
+        try:
+            session, session_id = rules.Session.from_json(snapshot.session or {})
+        except ValueError as exc:
+            log.error("the MQTT session of %s could not be read: %s", snapshot.connection_id, exc)
+            self._accept_connect(packet, located=True)  # a new session rather than none
+            return
+        version = packet.protocol_level
+        self.codec = MQTT_CODECS[version]
+        self.user_id = snapshot.user_id
+        self.roles = set(snapshot.roles)
+        self.state = snapshot.state
+        self.event_id = snapshot.event_id
+        session.expiry = rules.session_expiry(
+            version, packet.clean_start, packet.properties.session_expiry_interval
+        )
+        session.receive_maximum = packet.properties.receive_maximum or 65535
+        self.session = session
+        self.session_id = session_id or secrets.token_hex(16)
+        self.keep_alive = rules.server_keep_alive(version, packet.keep_alive) or packet.keep_alive
+        will = packet.will
+        if will is not None:
+            self.will = Publish(will.topic, will.payload, will.qos, properties=will.properties)
+        self._send(ConnAck(0, True, self._connack_properties(packet, None)))
+        for frame in session.outgoing.values():
+            if frame:
+                self.transport.send(_with_dup(frame))
+        self._release_waiting()
+        self.node.adopt_connection(self, snapshot.groups, later)
+
+    def session_state(self) -> dict[str, Any] | None:
+        session = self.session
+        return None if session is None else session.to_json(self.session_id)
+
+    def prepare_move(self, token: str, subprotocol: str) -> str:
+        """A CONNECT with this client id reached another node (``move_token`` says how):
+        to resume, let go of the socket (DISCONNECT 0x8E, the will) and move; for a new
+        session, end this one here as a takeover does, and say so."""
+        session = self.session
+        if subprotocol != "mqtt":
+            return OTHER_SUBPROTOCOL
+        if self.closed or session is None or not self._registered():
+            return GONE
+        if token != f"resume:{session.version}":
+            self.take_over()
+            return "the session ended"
+        if self.transport is not DETACHED:
+            self._send(Disconnect(Reason.SESSION_TAKEN_OVER))
+            self._publish_will()
+            self.transport.close(CloseCode.NORMAL, "Session taken over.")
+            self.transport = DETACHED
+        self.will = None  # resumed within any Will Delay Interval: no will (5.0 3.1.3.2)
+        self.will_due = None
+        return ""
 
     def _detach(self, now: float) -> None:
         """Keep the session without a socket for its expiry (mqtt spec 3.6)."""
@@ -502,7 +621,21 @@ class MqttConnection(Connection):
         if packet.qos == 2 and packet_id in session.received_qos2:
             self._send(PubRec(packet_id))  # a resent QoS 2 PUBLISH: delivered once already
             return
+        if packet.qos == 2 and len(session.received_qos2) >= rules.RECEIVE_MAXIMUM:
+            self.fail(Reason.RECEIVE_MAXIMUM_EXCEEDED, "Too many QoS 2 messages unreleased.")
+            return
         reason = rules.publish_reason(packet.topic, self.roles)
+        content_type = packet.properties.content_type
+        if (
+            reason == rules.SUCCESS
+            and content_type is not None
+            and rules.topic_kind(packet.topic) == "event"
+            and not rules.valid_content_type(content_type)
+        ):
+            # It would be the event's Content-Type header (mqtt spec 5.5 [I]).
+            if packet.qos == 0:
+                return  # dropped
+            reason = rules.PAYLOAD_FORMAT_INVALID
         if reason == rules.SUCCESS and rules.topic_kind(packet.topic) == "event":
             # A user event (mqtt spec 5.5): acknowledged on receipt, answered on .../succeeded
             # or .../failed when the handler answers.
@@ -747,6 +880,9 @@ class MqttConnection(Connection):
         its expiry, end any other. Returns True when the connection is over."""
         if transport is not self.transport:
             return self.closed  # the session moved to another socket (resume, detach)
+        if self.pending_move is not None:
+            self.transport = DETACHED  # the cluster's answer decides (finish_move)
+            return False
         session = self.session
         if self.closed or session is None or not session.expiry:
             self._end(None, "The connection was lost.")
