@@ -15,6 +15,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import ACCESS_KEY
+from tests.ops.helpers import scrape
 from tests.server.helpers import (
     assert_refused,
     async_wait_until,
@@ -289,3 +290,12 @@ async def test_backlog_over_the_cap_closes_1013() -> None:
                 await tunnel.call("POST", "/api/hubs/backlog/:send", b"x" * 2000, wait=False)
             await asyncio.wait_for(tunnel.ws.wait_closed(), 5)
             assert tunnel.ws.close_code == 1013
+
+
+async def test_metrics(service: ServiceThread, hub: str) -> None:
+    async with (
+        await TunnelClient.open(service, hub, sub="A"),
+        await TunnelClient.open(service, hub, sub="B"),
+    ):
+        metrics = await asyncio.to_thread(scrape, service)
+        assert metrics.value("webpubsub_tunnels", hub=hub.lower()) == 2
