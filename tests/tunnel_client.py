@@ -14,26 +14,30 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import jwt
 from websockets.asyncio.client import ClientConnection, connect
 
 from tests.conftest import ACCESS_KEY
 from webpubsub.protocols import tunnel as t
-from webpubsub.testing import ServiceThread
 
 TIMEOUT = 5.0
 
 Handler = Callable[[t.HttpRequest], Awaitable[tuple[int, dict[str, list[str]], bytes]]]
 
 
-def tunnel_url(service: ServiceThread, hub: str) -> str:
+class HasEndpoint(Protocol):
+    @property
+    def endpoint(self) -> str: ...
+
+
+def tunnel_url(service: HasEndpoint, hub: str) -> str:
     return service.endpoint.replace("http", "ws", 1).rstrip("/") + f"/server/tunnel?hub={hub}"
 
 
 def tunnel_token(
-    service: ServiceThread, hub: str, sub: str | None, *, key: str = ACCESS_KEY, **claims: Any
+    service: HasEndpoint, hub: str, sub: str | None, *, key: str = ACCESS_KEY, **claims: Any
 ) -> str:
     """The token the SDK signs: ``aud`` = the tunnel URL, ``sub`` = the process's id."""
     body: dict[str, Any] = {"aud": tunnel_url(service, hub), "exp": int(time.time()) + 3600}
@@ -81,13 +85,17 @@ class TunnelClient:
     @classmethod
     async def open(
         cls,
-        service: ServiceThread,
+        service: HasEndpoint,
         hub: str,
         sub: str | None = None,
         handler: Handler = default_handler,
+        *,
+        key: str = ACCESS_KEY,
     ) -> TunnelClient:
+        """A tunnel to ``service`` (a ServiceThread, or a cluster node) for ``hub``."""
         sub = sub or str(uuid.uuid4())
-        url = f"{tunnel_url(service, hub)}&access_token={tunnel_token(service, hub, sub)}"
+        token = tunnel_token(service, hub, sub, key=key)
+        url = f"{tunnel_url(service, hub)}&access_token={token}"
         ws = await connect(url, max_size=None)
         client = cls(ws, handler)
         await asyncio.wait_for(client._ready.wait(), TIMEOUT)
