@@ -228,3 +228,79 @@ def test_20_two_app_servers(service: ServiceThread, hub: str, socketio_served: N
     finally:
         second.close()
         first.close()
+
+
+@pytest.mark.parametrize("transports", [["websocket"], ["polling"]])
+def test_8_broadcast_acks(sio: SocketIO, transports: list[str]) -> None:
+    """io.timeout().emitWithAck through the service's :invoke: every client's answer, a
+    silent client failing the broadcast with the others' answers, nobody: [] at once."""
+    sio.start()
+    for name in ("a", "b", "c"):
+        sio.connect(name, transports=transports)
+    answer = sio.app.request("emitWithAck", event="q", args=[41], timeout=3000)
+    assert answer == {"answers": [42, 42, 42]}
+    sio.connect("mute", transports=transports, mute=True)
+    answer = sio.app.request("emitWithAck", event="q", args=[1], timeout=500)
+    assert answer["error"] and sorted(answer["answers"]) == [2, 2, 2]
+    answer = sio.app.request("emitWithAck", rooms=["nobody"], event="q", args=[1], timeout=3000)
+    assert answer == {"answers": []}
+    data = bytes(range(10))
+    answer = sio.app.request("emitWithAck", rooms=["nobody"], event="echo", args=[data])
+    assert answer == {"answers": []}
+
+
+def test_10_server_disconnects(sio: SocketIO) -> None:
+    """socket.disconnect() and io.disconnectSockets(false): the client hears "io server
+    disconnect"; io.disconnectSockets(true): every client disconnects, no socket is left."""
+    sio.start()
+
+    def ended(name: str) -> str:
+        line = sio.clients.wait_for(
+            lambda line: line.get("client") == name and line.get("event") == "disconnect",
+            f"{name}'s end",
+        )
+        return str(line["reason"])
+
+    sio.connect("a", transports=["websocket"])
+    socket = sio.server_socket()
+    sio.app.request("disconnectSocket", socket=socket["id"])
+    assert ended("a") == "io server disconnect"
+    sio.connect("b", transports=["polling"])
+    sio.connect("c", transports=["websocket"])
+    sio.app.request("disconnectAll", close=False)
+    assert (ended("b"), ended("c")) == ("io server disconnect", "io server disconnect")
+    sio.connect("d", transports=["polling"])
+    sio.connect("e", transports=["websocket"])
+    sio.app.request("emit", event="marker", args=[])
+    sio.received("d", "marker")
+    sio.app.request("disconnectAll", close=True)
+    ended("d")
+    ended("e")
+    assert sio.app.request("count") == 0
+
+
+def test_11_client_disconnects(sio: SocketIO) -> None:
+    """Client socket.disconnect(): the app server hears "client namespace disconnect"."""
+    sio.start()
+    sio.connect("a", transports=["websocket"])
+    socket = sio.server_socket()
+    sio.clients.request("disconnect", name="a")
+    gone = sio.app.wait_for(
+        lambda line: line.get("event") == "disconnect" and line.get("id") == socket["id"],
+        "the server socket's end",
+    )
+    assert gone["reason"] == "client namespace disconnect"
+
+
+def test_16_and_18_http_answers(service: ServiceThread, hub: str, socketio_served: None) -> None:
+    """EIO=3 is 400 with Engine.IO's error body; a wrong path 404; no app server: 503."""
+    base = f"{service.endpoint}{path(hub)}/"
+    answer = httpx.get(base, params={"EIO": "3", "transport": "polling"})
+    assert answer.status_code == 400
+    assert answer.json() == {"code": 5, "message": "Unsupported protocol version"}
+    answer = httpx.get(base, params={"EIO": "4", "transport": "carrier-pigeon"})
+    assert (answer.status_code, answer.json()["code"]) == (400, 0)
+    answer = httpx.get(base, params={"EIO": "4", "transport": "polling", "sid": "nope"})
+    assert (answer.status_code, answer.json()["code"]) == (400, 1)
+    assert httpx.get(f"{service.endpoint}/socket.io/?EIO=4&transport=polling").status_code == 404
+    assert httpx.get(base, params={"EIO": "4", "transport": "polling"}).status_code == 503

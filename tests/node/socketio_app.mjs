@@ -77,6 +77,14 @@ serve(
       target(params).emit(params.event, ...bin(params.args ?? []));
       return "emitted";
     },
+    async emitWithAck(params) {
+      // A broadcast with acknowledgements (the service's :invoke): the answers, or how it failed.
+      try {
+        return { answers: await target(params).timeout(params.timeout ?? 3000).emitWithAck(params.event, ...bin(params.args ?? [])) };
+      } catch (err) {
+        return { error: err.message, answers: err.responses ?? null };
+      }
+    },
     async socketEmit({ socket: id, event, args }) {
       sockets.get(id).emit(event, ...bin(args ?? []));
       return "emitted";
@@ -106,6 +114,10 @@ serve(
     },
     async disconnectSocket({ socket: id, close }) {
       sockets.get(id).disconnect(close ?? false);
+      return "disconnected";
+    },
+    async disconnectAll({ nsp, close }) {
+      io.of(nsp ?? "/").disconnectSockets(close ?? false);
       return "disconnected";
     },
     async count({ nsp }) {

@@ -64,6 +64,34 @@ def peek(packet: str) -> Peeked | None:
     return Peeked(kind, nsp, packet[i:], packet[:i])
 
 
+# Ack ids the service puts in a broadcast with acknowledgements (``:invoke``, spec 4.5):
+# the app server's own per-socket ids count from 0, these from 10^9, so they never meet.
+INVOKE_ACK_BASE = 1_000_000_000
+
+
+def with_ack_id(packet: str, ack_id: int) -> str | None:
+    """An EVENT or BINARY_EVENT packet with ``ack_id`` after its prefix (``42["e"]`` ->
+    ``421000000000["e"]``); None for any other packet, or one that has an id already."""
+    head = peek(packet)
+    if head is None or head.kind not in (EVENT, BINARY_EVENT) or head.rest[:1].isdigit():
+        return None
+    return f"{head.prefix}{ack_id}{head.rest}"
+
+
+def ack_of(packet: str) -> tuple[int, int] | None:
+    """(ack id, binary attachments that follow) of an ACK or BINARY_ACK packet."""
+    head = peek(packet)
+    if head is None or head.kind not in (ACK, BINARY_ACK):
+        return None
+    digits = 0
+    while digits < len(head.rest) and head.rest[digits].isdigit():
+        digits += 1
+    if not digits or digits > 18:
+        return None
+    attachments = int(head.prefix[2 : head.prefix.index("-")]) if head.kind == BINARY_ACK else 0
+    return int(head.rest[:digits]), attachments
+
+
 def disconnect_packet(nsp: str) -> str:
     """``41[/nsp,]`` without data (socket.io-parser refuses a DISCONNECT with data)."""
     return "41" if nsp == "/" else f"41{nsp},"

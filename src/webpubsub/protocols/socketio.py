@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 from ..core import commands as c
 from ..core.connection import Connection, Transport
 from ..core.message import Message, Source
-from ..core.socketio import Do, SocketIOState, namespace_group
+from ..core.socketio import Do, SocketIOState, ack_of, namespace_group, with_ack_id
 from . import engineio
 
 if TYPE_CHECKING:
@@ -80,7 +80,7 @@ _UPSTREAM = frozenset((engineio.MESSAGE, engineio.PONG, engineio.CLOSE))
 class SocketIOConnection(Connection):
     """One Engine.IO connection of a Socket.IO client, whatever its transport."""
 
-    __slots__ = ("node", "on_event", "sio")
+    __slots__ = ("_attaching", "acks", "node", "on_event", "sio")
 
     per_message = True
 
@@ -102,6 +102,10 @@ class SocketIOConnection(Connection):
         # Where client packets go (the edge sets it: a ``message`` event to the app server);
         # False when it cannot take them (too many waiting).
         self.on_event: Callable[[SocketIOConnection, bytes], bool] | None = None
+        # Broadcasts with acknowledgements waiting for this client (socketio spec 4.5):
+        # ack id -> what takes its ACK payload (None: the connection ended first).
+        self.acks: dict[int, Callable[[str | None], None]] = {}
+        self._attaching: tuple[int, list[str], int] | None = None  # a BINARY_ACK's parts
 
     @property
     def engine(self) -> EngineTransport:
@@ -117,6 +121,8 @@ class SocketIOConnection(Connection):
         up: list[str] = []
         closing = False
         for packet in packets:
+            if self._attaching is not None or (self.acks and self._acked(packet)):
+                continue  # an acknowledgement of a broadcast: it goes to that broadcast
             kind = packet[0]
             if kind == "b" or kind in _UPSTREAM:
                 if kind == engineio.CLOSE:
@@ -131,6 +137,40 @@ class SocketIOConnection(Connection):
             return
         if closing:
             self.end("The client closed the connection.")
+
+    def _acked(self, packet: str) -> bool:
+        """Take ``packet`` if it is (part of) the ACK of a broadcast waiting for it."""
+        attaching = self._attaching
+        if attaching is not None:
+            ack_id, parts, left = attaching
+            parts.append(packet)
+            if left > 1:
+                self._attaching = (ack_id, parts, left - 1)
+                return True
+            self._attaching = None
+            answer = self.acks.pop(ack_id, None)
+            if answer is not None:
+                answer(engineio.SEPARATOR.join(parts))
+            return True
+        found = ack_of(packet)
+        if found is None or found[0] not in self.acks:
+            return False
+        ack_id, attachments = found
+        if attachments:
+            self._attaching = (ack_id, [packet], attachments)
+        else:
+            self.acks.pop(ack_id)(packet)
+        return True
+
+    def invoke(self, packets: list[str], ack_id: int, answer: Callable[[str | None], None]) -> bool:
+        """Send a broadcast's EVENT (and its attachments) with ``ack_id``; ``answer`` gets
+        the client's ACK payload, or None if the connection ends first."""
+        first = with_ack_id(packets[0], ack_id) if packets else None
+        if first is None or self.closed:
+            return False
+        self.acks[ack_id] = answer
+        self.engine.push([first, *packets[1:]])
+        return True
 
     # -- from the app server (through the hub) ------------------------------------------
 
@@ -207,3 +247,10 @@ class SocketIOConnection(Connection):
         self.node.disconnect(self, reason)
         self.closed = True
         self.engine.end(reason)
+        self.drop_acks()
+
+    def drop_acks(self) -> None:
+        """The connection is over: the broadcasts waiting for it count it as gone."""
+        acks, self.acks = self.acks, {}
+        for answer in acks.values():
+            answer(None)

@@ -7,15 +7,21 @@ app server that answered its ``connect`` over the tunnel (server/tunnel.py).
 from __future__ import annotations
 
 import asyncio
+import itertools
+import json
 import logging
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
+from ..core import commands as c
 from ..core.connection import CloseCode
-from ..core.errors import RequestError
+from ..core.errors import BadRequest, RequestError
 from ..core.events import UpstreamRejected
 from ..core.message import DataType
 from ..core.names import check_hub
+from ..core.odata import Filter
 from ..core.requests import SendEvent
+from ..core.socketio import INVOKE_ACK_BASE, with_ack_id
 from ..protocols import engineio
 from ..protocols.frames import binary_frame, text_frame
 from ..protocols.socketio import SocketIOConnection
@@ -100,8 +106,10 @@ class EngineSession:
             return
         self.ended = True
         conn = self.conn
-        if conn is not None and not conn.closed:
-            conn.end(reason)
+        if conn is not None:
+            if not conn.closed:
+                conn.end(reason)
+            conn.drop_acks()
         if self.ws is not None:
             self.ws.send(text_frame(engineio.CLOSE.encode()))
             self.ws.close(CloseCode.NORMAL, reason[:100])
@@ -345,6 +353,38 @@ class SocketIOEndpoint:
         proto.accept_engine(ws, session, proto.take_held())
         proto.send(text_frame(packet.encode()))
 
+    # -- broadcasts with acknowledgements (``:invoke``, socketio spec 4.5) ------------------
+
+    def invoke(self, hub: str, filter: Filter | None, body: bytes) -> AsyncIterator[bytes]:
+        """Send one EVENT to the hub's Socket.IO clients the filter selects, each with an ack
+        id of the service's; the answer streams one JSON line per client that acknowledges
+        and ends when every one has acknowledged or gone (an empty answer for none)."""
+        try:
+            packets = engineio.split_payload(body)
+        except engineio.EngineIOError as exc:
+            raise BadRequest(f"The body is not an Engine.IO payload: {exc}.") from None
+        if not packets or with_ack_id(packets[0], 0) is None:
+            raise BadRequest("The body must be one EVENT packet (and its attachments).")
+        found = self.service.node.hubs.get(hub)
+        targets = found.select(c.ToAll(), filter=filter) if found is not None else []
+        answers: asyncio.Queue[bytes | None] = asyncio.Queue()
+        waiting = 0
+        for conn in targets:
+            if not isinstance(conn, SocketIOConnection) or conn.closed:
+                continue
+
+            def answer(payload: str | None, conn: SocketIOConnection = conn) -> None:
+                line = None
+                if payload is not None:
+                    line = (
+                        json.dumps({"Payload": payload, "ConnectionId": conn.connection_id}) + "\n"
+                    ).encode()
+                answers.put_nowait(line)
+
+            if conn.invoke(packets, next(_invoke_ids), answer):
+                waiting += 1
+        return _answers(answers, waiting)
+
     def tick(self, now: float) -> None:
         for session in list(self.sessions.values()):
             session.tick(now)
@@ -352,6 +392,23 @@ class SocketIOEndpoint:
     def close_all(self) -> None:
         for session in list(self.sessions.values()):
             session.end("The service is shutting down.")
+
+
+_invoke_ids = itertools.count(INVOKE_ACK_BASE)
+INVOKE_CAP = 300.0  # s: a broadcast's acknowledgements are awaited this long at most [I]
+
+
+async def _answers(answers: asyncio.Queue[bytes | None], waiting: int) -> AsyncIterator[bytes]:
+    """The acknowledgements as they come, until every client answered or went."""
+    try:
+        async with asyncio.timeout(INVOKE_CAP):
+            while waiting:
+                line = await answers.get()
+                waiting -= 1
+                if line is not None:
+                    yield line
+    except TimeoutError:
+        log.warning("a broadcast with acknowledgements gave up after %d s", INVOKE_CAP)
 
 
 def _query_problem(request: HttpRequest) -> HttpResponse | None:
