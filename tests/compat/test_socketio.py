@@ -304,3 +304,87 @@ def test_16_and_18_http_answers(service: ServiceThread, hub: str, socketio_serve
     assert (answer.status_code, answer.json()["code"]) == (400, 1)
     assert httpx.get(f"{service.endpoint}/socket.io/?EIO=4&transport=polling").status_code == 404
     assert httpx.get(base, params={"EIO": "4", "transport": "polling"}).status_code == 503
+
+
+def test_9_server_side_room_operations(sio: SocketIO) -> None:
+    """io.socketsJoin / socketsLeave reach every client; io.local.fetchSockets has them;
+    io.fetchSockets (which needs the adapter's request/response) throws, as on Azure."""
+    sio.start()
+    ids = {name: sio.connect(name, transports=["websocket"])["id"] for name in ("a", "b")}
+    sio.app.request("socketsJoin", room="all")
+    sio.app.request("emit", rooms=["all"], event="toAll", args=[])
+    for name in ids:
+        sio.received(name, "toAll")
+    sio.app.request("socketsLeave", room="all", **{"from": "all"})
+    sio.app.request("emit", rooms=["all"], event="afterLeave", args=[])
+    sio.app.request("emit", event="marker", args=[])
+    for name in ids:
+        assert "afterLeave" not in sio.events_until_marker(name, "marker")
+    assert sorted(sio.app.request("fetchLocal")) == sorted(ids.values())
+    assert "error" in sio.app.request("fetchAll")
+
+
+def test_12_middleware_refusal(sio: SocketIO) -> None:
+    """io.use refusing with data: the client's connect_error has the message and data."""
+    sio.start(refuse=True)
+    with pytest.raises(JsError) as refused:
+        sio.connect("a", transports=["websocket"])
+    assert "unauthorized" in str(refused.value)
+
+
+def test_14_order_of_broadcasts(sio: SocketIO) -> None:
+    """100 io.emit interleaved with 100 io.to(room).emit arrive complete and in order."""
+    sio.start()
+    sio.connect("a", transports=["websocket"])
+    socket = sio.server_socket()
+    sio.app.request("join", socket=socket["id"], room="g")
+    sio.app.request("emitMany", count=100)
+    got = [sio.received("a", event)["args"][0] for _ in range(100) for event in ("bc", "gc")]
+    assert got == [i for i in range(100) for _ in range(2)]
+
+
+def test_15_query_and_auth(sio: SocketIO) -> None:
+    sio.start()
+    sio.connect("a", query={"foo": "bar"}, auth={"token": "abc"})
+    socket = sio.server_socket()
+    assert socket["query"]["foo"] == "bar"
+    assert socket["auth"] == {"token": "abc"}
+
+
+def test_17_heartbeat_is_the_app_servers(sio: SocketIO) -> None:
+    """pingInterval 300 / pingTimeout 200 on the app's Server: the client sees the app
+    server's pings through the service (4 of them) and stays connected."""
+    sio.start(pingInterval=300, pingTimeout=200)
+    sio.connect("a", transports=["websocket"])
+    sio.connect("b", transports=["polling"])
+    for name in ("a", "b"):
+        for _ in range(4):
+            sio.clients.wait_for(
+                lambda line, name=name: line.get("client") == name and line.get("event") == "ping",
+                f"a ping to {name}",
+            )
+    gone = sio.clients.unread(lambda line: line.get("event") == "disconnect")
+    assert gone == []
+
+
+def test_13_negotiated_token(sio: SocketIO, service: ServiceThread, hub: str) -> None:
+    """A token as negotiate() signs it (aud = the Socket.IO path, sub and userId): the app
+    server sees the claims; a token signed with another key is refused."""
+    import time
+
+    import jwt
+
+    from tests.conftest import ACCESS_KEY
+
+    sio.start()
+    now = int(time.time())
+    claims = {"userId": "bob", "iat": now, "exp": now + 3600, "sub": "bob"}
+    claims["aud"] = f"{service.endpoint}{path(hub)}"
+    token = jwt.encode(claims, ACCESS_KEY, algorithm="HS256")
+    sio.connect("a", query={"access_token": token}, transports=["polling"])
+    socket = sio.server_socket()
+    assert socket["claims"]["userId"] == ["bob"]
+    assert "access_token" not in socket["query"]
+    forged = jwt.encode(claims, "another-key-0123456789abcdefghijklmnop", algorithm="HS256")
+    with pytest.raises(JsError):
+        sio.connect("b", query={"access_token": forged}, transports=["polling"])

@@ -28,6 +28,7 @@ function attach(nsp) {
       connId: socket.conn.id,
       query: socket.handshake.query,
       auth: socket.handshake.auth,
+      claims: socket.request?.claims ?? null,
     });
     socket.emit("hello", "world");
     socket.onAny((event, ...args) => {
@@ -62,11 +63,15 @@ function target(params) {
 
 serve(
   {
-    async start({ hub, connectionString, pingInterval, pingTimeout, namespaces }) {
+    async start({ hub, connectionString, pingInterval, pingTimeout, namespaces, refuse }) {
       const options = {};
       if (pingInterval) options.pingInterval = pingInterval;
       if (pingTimeout) options.pingTimeout = pingTimeout;
       io = new Server(0, options);
+      if (refuse) {
+        // check 12: a middleware that refuses with data
+        io.use((socket, next) => next(Object.assign(new Error("unauthorized"), { data: { code: 7 } })));
+      }
       for (const nsp of namespaces ?? ["/"]) {
         attach(nsp);
       }
@@ -119,6 +124,33 @@ serve(
     async disconnectAll({ nsp, close }) {
       io.of(nsp ?? "/").disconnectSockets(close ?? false);
       return "disconnected";
+    },
+    async emitMany({ count }) {
+      // check 14: broadcasts to all and to a room, interleaved
+      for (let i = 0; i < count; i++) {
+        io.emit("bc", i);
+        io.to("g").emit("gc", i);
+      }
+      return "emitted";
+    },
+    async socketsJoin({ room, into }) {
+      (into ? io.in(into) : io).socketsJoin(room);
+      return "joined";
+    },
+    async socketsLeave({ room, from }) {
+      io.in(from).socketsLeave(room);
+      return "left";
+    },
+    async fetchLocal() {
+      return (await io.local.fetchSockets()).map((socket) => socket.id);
+    },
+    async fetchAll() {
+      try {
+        await io.fetchSockets();
+        return "fetched";
+      } catch (err) {
+        return { error: err.message };
+      }
     },
     async count({ nsp }) {
       return io.of(nsp ?? "/").sockets.size;

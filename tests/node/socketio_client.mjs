@@ -33,6 +33,7 @@ serve(
       });
       socket.on("disconnect", (reason) => report(name, "disconnect", { reason }));
       socket.io.engine?.on("upgrade", (transport) => report(name, "upgrade", { transport: transport.name }));
+      socket.io.engine?.on("ping", () => report(name, "ping"));
       return await new Promise((resolve, reject) => {
         socket.once("connect", () => {
           resolve({ id: socket.id, engineId: socket.io.engine.id, transport: socket.io.engine.transport.name });
