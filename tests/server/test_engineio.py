@@ -161,3 +161,27 @@ async def test_unknown_and_unsupported(service: ServiceThread, hub: str) -> None
         answer = await client.get(url, params={"EIO": "4", "transport": "polling"})
         assert answer.status_code == 503
     assert not sessions_of(service, hub)
+
+
+async def test_the_hub_connection_limit_counts_socketio_clients() -> None:
+    from tests.hardening.support import running
+
+    with running(max_connections_per_hub=2) as service:
+        hub = "limited"
+        tunnel = await TunnelClient.open(service, hub, handler=app_server({}))
+        try:
+            url = path(service, hub)
+            async with httpx.AsyncClient(timeout=TIMEOUT) as client:
+                await open_polling_any(client, url)
+                await open_polling_any(client, url)
+                answer = await client.get(url, params={"EIO": "4", "transport": "polling"})
+                assert answer.status_code == 429
+                assert answer.json()["code"] == "Error.TooManyConnections"
+        finally:
+            await tunnel.ws.close()
+
+
+async def open_polling_any(client: httpx.AsyncClient, url: str) -> str:
+    answer = await client.get(url, params={"EIO": "4", "transport": "polling"})
+    assert answer.status_code == 200, answer.text
+    return str(json.loads(answer.text[1:])["sid"])
