@@ -48,8 +48,12 @@ class EventHandlerSettings:
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.url_template.replace("{hub}", "h").replace("{event}", "e"))
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise BadRequest(f"event handler URL must be http(s): {self.url_template!r}")
+        if parts.scheme == "tunnel":
+            pass  # tunnel:///path: to the hub's app servers, over their tunnels (socketio 4.3)
+        elif parts.scheme not in ("http", "https") or not parts.hostname:
+            raise BadRequest(
+                f"event handler URL must be http(s) or tunnel:///path: {self.url_template!r}"
+            )
         host = urlsplit(self.url_template).netloc
         if "{" in host:
             raise BadRequest("{hub} and {event} are not allowed in the host of a URL template")
@@ -86,6 +90,11 @@ class EventHandlerSettings:
             (pattern := compile_pattern(f)) is not None and pattern.fullmatch(group)
             for f in self.group_filters
         )
+
+    @property
+    def is_tunnel(self) -> bool:
+        """Whether events go over the hub's app-server tunnels, not HTTP."""
+        return self.url_template.startswith("tunnel:")
 
     def url(self, hub: str, event: str) -> str:
         """The handler URL for an event; the event name is one percent-encoded path segment,

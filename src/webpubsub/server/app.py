@@ -23,12 +23,15 @@ from ..core.events import HubSettings
 from ..core.node import Node
 from ..engine.memory import Directory, MemoryDirectory
 from ..engine.redis import RedisEngine
+from ..protocols import tunnel as tunnel_frames
 from ..protocols.mqtt.connection import MqttConnection
 from . import openapi, ops, rest
 from .client_endpoint import ClientEndpoint
 from .config import Settings
 from .connection import Flusher, ServiceProtocol
 from .http import HttpRequest, HttpResponse
+from .socketio import SocketIOEndpoint
+from .tunnel import Tunnels, request_of
 from .upstream import Upstream
 from .workers import WorkerIdentity
 
@@ -110,6 +113,9 @@ class Service:
             self.node, self.validator, self.settings.limits, self.hub_settings, scheme
         )
         self.upstream = Upstream(self.node, self.settings, self.hub_settings)
+        self.tunnels = Tunnels(self)
+        self.socketio = SocketIOEndpoint(self)
+        self.upstream.tunnels = self.tunnels
         self.node.on_user_event = self.upstream.user_event
         self.node.on_disconnected.append(self.upstream.disconnected)
         self.node.on_presence = self.upstream.presence
@@ -248,6 +254,7 @@ class Service:
             self._keep_alive.cancel()
         self._no_protocols = asyncio.Event()
         self.node.close_all(CloseCode.GOING_AWAY, reason)
+        self.tunnels.close_all(reason)  # the SDKs reconnect, to another node if there is one
         for proto in list(self.protocols):
             proto.drain()
         if self.protocols:
@@ -293,6 +300,8 @@ class Service:
         for mqtt_client in list(self.mqtt_clients):
             if mqtt_client.tick(now):
                 self.mqtt_clients.discard(mqtt_client)
+        self.tunnels.tick(now)
+        self.socketio.tick(now)
         if now >= self._next_ping:
             self._next_ping = now + self.settings.limits.keep_alive_interval
             for proto in list(self.protocols):
@@ -310,21 +319,58 @@ class Service:
 
     async def handle_http(self, request: HttpRequest) -> HttpResponse:
         """Answer one non-upgrade HTTP request."""
+        return await self._answer(request, self._route_http)
+
+    async def handle_tunnel_request(
+        self, hub: str, sub: str, message: tunnel_frames.HttpRequest
+    ) -> HttpResponse:
+        """Answer a REST call an app server sent over its tunnel (socketio spec 4.4): the
+        tunnel is the credential, for its own hub only; ``:invoke`` is served here too."""
+        request = request_of(message, sub)
+
+        async def route(request: HttpRequest, operation: list[str]) -> HttpResponse:
+            if len(request.body) > self.settings.limits.max_body_size:
+                raise PayloadTooLarge(
+                    f"The request body is larger than {self.settings.limits.max_body_size} bytes."
+                )
+            found, params = rest.resolve(request.method, request.path, tunnel=True)
+            operation[0] = found.operation
+            named = params.get("hub")
+            if named is not None and named.lower() != hub:
+                raise TunnelForbidden(
+                    f"This tunnel serves hub '{hub}' only.", code="Error.Forbidden"
+                )
+            return await found.handler(rest.Call(request, params, self))
+
+        return await self._answer(request, route)
+
+    async def _route_http(self, request: HttpRequest, operation: list[str]) -> HttpResponse:
+        page = self.pages.get(request.path)
+        if page is not None:
+            return await page(request)
+        if self.tunnels.matches(request.path):
+            return _upgrade_required()
+        if self.socketio.matches(request.path):
+            return await self.socketio.handle(request)
+        if self.client_endpoint.matches(request.path):
+            result = self.client_endpoint.handshake(request, NullTransport())
+            return result if isinstance(result, HttpResponse) else _upgrade_required()
+        route, params = rest.resolve(request.method, request.path)
+        operation[0] = route.operation
+        if route.auth:
+            self._authenticate(request)
+        return await route.handler(rest.Call(request, params, self))
+
+    async def _answer(
+        self,
+        request: HttpRequest,
+        route: Callable[[HttpRequest, list[str]], Awaitable[HttpResponse]],
+    ) -> HttpResponse:
+        """Run ``route`` and turn every error into its response; count and log the call."""
         started = time.perf_counter()
-        operation = "-"
+        operation = ["-"]
         try:
-            page = self.pages.get(request.path)
-            if page is not None:
-                return await page(request)
-            if self.client_endpoint.matches(request.path):
-                result = self.client_endpoint.handshake(request, NullTransport())
-                response = result if isinstance(result, HttpResponse) else _upgrade_required()
-            else:
-                route, params = rest.resolve(request.method, request.path)
-                operation = route.operation
-                if route.auth:
-                    self._authenticate(request)
-                response = await route.handler(rest.Call(request, params, self))
+            response = await route(request, operation)
         except MethodNotAllowed as exc:
             response = HttpResponse.error(exc)
             response.headers.append(("Allow", ", ".join(_allowed_methods(request.path))))
@@ -338,14 +384,14 @@ class Service:
             response.headers.append(("x-ms-error-code", "Error.InternalServerError"))
         elapsed = time.perf_counter() - started
         self.node.observer.rest_call(
-            request.method, request.path, operation, response.status, elapsed
+            request.method, request.path, operation[0], response.status, elapsed
         )
         if access_log.isEnabledFor(logging.DEBUG):
             access_log.debug(
                 "%s %s %s -> %d (%.1f ms)",
                 request.method,
                 request.path,
-                operation,
+                operation[0],
                 response.status,
                 elapsed * 1000,
             )
@@ -364,6 +410,13 @@ class Service:
                 code="Error.Unauthorized.NoToken",
             )
         self.validator.authenticate(token, request.path, request.header("host"), self.scheme)
+
+
+class TunnelForbidden(RequestError):
+    """403: an app server's tunnel asked for another hub."""
+
+    status = 403
+    default_code = "Error.Forbidden"
 
 
 def _allowed_methods(path: str) -> list[str]:

@@ -55,6 +55,9 @@ class Limits:
     max_pending_events: int = 64  # user events one connection may have waiting upstream
     max_pending_event_bytes: int = 64 * MIB  # bytes of user events waiting upstream, per node
     max_connect_response_size: int = 64 * 1024  # bytes of a connect answer (else refused 500)
+    tunnel_grace: float = 30.0  # seconds an app server's connections wait for its tunnel
+    tunnel_status_interval: float = 30.0  # an idle tunnel gets a ServiceStatus this often
+    max_tunnel_backlog: int = 16 * MIB  # bytes of REST requests queued on one tunnel
 
 
 @dataclass

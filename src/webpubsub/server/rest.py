@@ -521,11 +521,26 @@ def path_segments(path: str) -> list[str]:
         ) from None
 
 
-def resolve(method: str, path: str) -> tuple[Route, dict[str, str]]:
-    """The route and path parameters for a request; 404 for no path, 405 for a wrong method."""
+async def invoke(call: Call) -> HttpResponse:
+    """A broadcast with acknowledgements to Socket.IO clients (socketio spec 4.5): 200,
+    then one JSON line per client that acknowledges."""
+    lines = call.service.socketio.invoke(call.hub, call.filter(), call.request.body)
+    return HttpResponse(200, content_type="application/octet-stream", stream=lines)
+
+
+# Operations only an app server's tunnel may call (socketio spec 4.4); ``:invoke`` (a
+# broadcast with acknowledgements, answered as a stream) is set by the Socket.IO relay.
+TUNNEL_ROUTES = [Route("POST", f"{H}/:invoke", invoke, "WebPubSub_Invoke")]
+
+
+def resolve(method: str, path: str, *, tunnel: bool = False) -> tuple[Route, dict[str, str]]:
+    """The route and path parameters for a request; 404 for no path, 405 for a wrong method.
+
+    ``tunnel``: the call came over an app server's tunnel, which has operations of its own.
+    """
     segments = path_segments(path)
     allowed: list[str] = []
-    for route in ROUTES:
+    for route in (*TUNNEL_ROUTES, *ROUTES) if tunnel else ROUTES:
         params = route.match(segments)
         if params is None:
             continue

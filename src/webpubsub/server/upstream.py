@@ -48,7 +48,10 @@ from ..core.message import DataType, Message, Source
 from ..core.metadata import MetadataError, from_headers, to_headers
 from ..core.names import event_name_problem
 from ..core.requests import CancelInvocation, Invoke, SendEvent
+from ..core.tunnels import TUNNEL_HANDLER, socketio_open
 from ..protocols.json import encode_invoke_response
+from .tunnel import AnswerTooLarge as TunnelAnswerTooLarge
+from .tunnel import Tunnels, TunnelUnavailable
 
 if TYPE_CHECKING:
     from ..core.node import Node
@@ -139,6 +142,9 @@ class Upstream:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.pending_bytes = 0  # bytes of user events queued or in flight, on this node
         self._throttling = False  # the node's byte cap was hit (logged once per episode)
+        # The app servers' tunnels (socketio spec 4.3): handlers with tunnel:/// URLs, and
+        # every event of a connection pinned to an app server, go there instead of HTTP.
+        self.tunnels: Tunnels | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -184,14 +190,69 @@ class Upstream:
         )
         cap = self.settings.limits.max_connect_response_size
         try:
-            response = await self._call(
-                handler, ctx, "connect", EventKind.CONNECT, SYSTEM_CONTENT_TYPE, body, cap
+            try:
+                response = await self._call(
+                    handler, ctx, "connect", EventKind.CONNECT, SYSTEM_CONTENT_TYPE, body, cap
+                )
+            except UpstreamFailure as exc:
+                # No app server on the tunnel: the service cannot serve it now (spec 4.6 [I]).
+                status = 503 if exc.kind == "no_tunnel" else 500
+                raise UpstreamRejected(status, f"The connect event handler failed: {exc}") from None
+            return parse_connect_response(
+                response.status_code, response.content, pending.offered, response.headers
             )
-        except UpstreamFailure as exc:
-            raise UpstreamRejected(500, f"The connect event handler failed: {exc}") from None
-        return parse_connect_response(
-            response.status_code, response.content, pending.offered, response.headers
-        )
+        except BaseException:
+            self.unpin(pending.hub, pending.connection_id)  # no connection: no app server
+            raise
+
+    async def socketio_connect(self, pending: Pending) -> dict[str, Any]:
+        """The ``connect`` of a Socket.IO client, to an app server over its tunnel (socketio
+        spec 3 step 2, 4.3); returns the open packet's object (``sid``, ``pingInterval``...).
+
+        Raises UpstreamRejected with the status for the client: 503 without an app server,
+        the app server's refusal (400 "EIO server refused connection..."), 500 otherwise.
+        Pins the connection to the app server that answered (unpinned on failure).
+        """
+        pending.handler = TUNNEL_HANDLER
+        ctx = EventContext(pending.hub, pending.connection_id, pending.user_id, None, None, 0)
+        # [I] access_token is the client's credential, not the app's business.
+        query = {k: v for k, v in pending.request.query.items() if k != "access_token"}
+        body = connect_body(pending.claims, query, pending.request.headers, [])
+        cap = self.settings.limits.max_connect_response_size
+        if self.tunnels is None or not self.tunnels.own(pending.hub, pending.connection_id):
+            raise UpstreamRejected(503, "No app server is connected for the hub.")
+        try:
+            try:
+                response = await self._call(
+                    TUNNEL_HANDLER,
+                    ctx,
+                    "connect",
+                    EventKind.CONNECT,
+                    SYSTEM_CONTENT_TYPE,
+                    body,
+                    cap,
+                )
+            except UpstreamFailure as exc:
+                status = 503 if exc.kind == "no_tunnel" else 500
+                raise UpstreamRejected(status, f"The app server failed: {exc}") from None
+            return socketio_open(response.status_code, response.content)
+        except BaseException:
+            self.unpin(pending.hub, pending.connection_id)
+            raise
+
+    def unpin(self, hub: str, connection_id: str) -> None:
+        """Forget which app server a connection belonged to (it is over)."""
+        if self.tunnels is not None:
+            self.tunnels.unpin(hub, connection_id)
+
+    def handler_for(
+        self, hub: str, connection_id: str, event: str, kind: EventKind
+    ) -> EventHandlerSettings | None:
+        """The handler of one connection's event: the hub's, except for a connection that
+        belongs to an app server whole (a Socket.IO client): its app server's tunnel."""
+        if self.tunnels is not None and self.tunnels.registry.owned(hub, connection_id):
+            return TUNNEL_HANDLER if TUNNEL_HANDLER.handles(event, kind) else None
+        return self.hub_settings(hub).handler_for(event, kind)
 
     async def mqtt_connect(
         self, conn: MqttConnection, upgrade: MqttUpgrade, packet: Connect
@@ -326,7 +387,7 @@ class Upstream:
     def connected(self, conn: Connection) -> None:
         """``connected``, then ``joined`` for the groups the connection started in."""
         settings = self.hub_settings(conn.hub)
-        handler = settings.handler_for("connected", EventKind.CONNECTED)
+        handler = self.handler_for(conn.hub, conn.connection_id, "connected", EventKind.CONNECTED)
         if handler is not None:
             self._notice(conn, handler, EventKind.CONNECTED, b"{}")
         if conn.groups and settings.wants_presence:
@@ -336,7 +397,7 @@ class Upstream:
     def presence(self, conn: Connection, group: str, joined: bool) -> None:
         """``joined``/``left`` (spec-next 6): a membership of ``conn`` really changed."""
         kind = EventKind.JOINED if joined else EventKind.LEFT
-        handler = self.hub_settings(conn.hub).handler_for(group, kind)
+        handler = self.handler_for(conn.hub, conn.connection_id, group, kind)
         if handler is not None:
             body = json.dumps({"group": group}, ensure_ascii=False).encode()
             self._notice(conn, handler, kind, body)
@@ -345,8 +406,12 @@ class Upstream:
         self._drop_backlog(conn)
         for task in self._invocations.pop(conn, {}).values():
             task.cancel()  # the logical connection ended: abort its invocations
-        handler = self.hub_settings(conn.hub).handler_for("disconnected", EventKind.DISCONNECTED)
-        if handler is not None:
+        handler = self.handler_for(
+            conn.hub, conn.connection_id, "disconnected", EventKind.DISCONNECTED
+        )
+        if handler is None:
+            self.unpin(conn.hub, conn.connection_id)
+        else:
             event: dict[str, Any] = {"reason": reason}
             mqtt = getattr(conn, "disconnect_event", None)
             if mqtt is not None:
@@ -379,7 +444,12 @@ class Upstream:
     async def _send_notices(self, conn: Connection, chain: deque[Notice]) -> None:
         try:
             while chain:
-                await self._notify(*chain[0])
+                _, ctx, kind, _ = chain[0]
+                try:
+                    await self._notify(*chain[0])
+                finally:
+                    if kind is EventKind.DISCONNECTED:
+                        self.unpin(ctx.hub, ctx.connection_id)  # its last event
                 chain.popleft()
         finally:
             if self._notices.get(conn) is chain:
@@ -489,7 +559,7 @@ class Upstream:
 
     async def _user_event(self, conn: Connection, request: SendEvent) -> None:
         kind = EventKind.USER
-        handler = self.hub_settings(conn.hub).handler_for(request.event, kind)
+        handler = self.handler_for(conn.hub, conn.connection_id, request.event, kind)
         error: str | None = None
         if handler is None:
             error = f"No event handler is configured for the event '{request.event}'."
@@ -677,7 +747,7 @@ class Upstream:
         ``cap`` bounds the answer's body; ``None`` means the body is not wanted (non-blocking
         events) and is not read at all.
         """
-        if not await self._validate(handler, ctx.hub):
+        if not handler.is_tunnel and not await self._validate(handler, ctx.hub):
             raise UpstreamFailure("the handler did not pass abuse protection validation")
         url = handler.url(ctx.hub, event)
         try:
@@ -703,11 +773,11 @@ class Upstream:
                 self.settings.limits.upstream_concurrency
             )
         async with slots:
-            return await self._post(ctx.hub, event, url, headers, body, cap)
+            return await self._post(ctx, event, url, headers, body, cap)
 
     async def _post(
         self,
-        hub: str,
+        ctx: EventContext,
         event: str,
         url: str,
         headers: dict[str, str],
@@ -717,8 +787,9 @@ class Upstream:
         """POST an event; a failure is logged, observed and raised as UpstreamFailure."""
         started = time.perf_counter()
         observer = self.node.observer
+        hub = ctx.hub
         try:
-            answer = await self._fetch("POST", url, headers, body, cap)
+            answer = await self._fetch("POST", url, headers, body, cap, ctx)
         except UpstreamFailure as exc:
             seconds = time.perf_counter() - started
             log.warning("%s event to %s failed: %s", event, url, exc)
@@ -732,12 +803,23 @@ class Upstream:
         return answer
 
     async def _fetch(
-        self, method: str, url: str, headers: dict[str, str], body: bytes, cap: int | None
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        body: bytes,
+        cap: int | None,
+        ctx: EventContext | None = None,
     ) -> Answer:
         """One HTTP exchange within ``upstream_timeout`` for the whole of it, not per read
         (an answer that trickles in must not hold a slot forever), its body read with a cap:
         past ``cap`` bytes it fails; with ``cap`` None the body is not wanted, and is read
-        only while it stays small (so the connection can be reused), else dropped unread."""
+        only while it stays small (so the connection can be reused), else dropped unread.
+
+        A ``tunnel:`` URL is the same exchange as HttpRequest/HttpResponse frames on the
+        tunnel of the app server that owns ``ctx``'s connection (socketio spec 4.3)."""
+        if url.startswith("tunnel:"):
+            return await self._tunnel_fetch(method, url, headers, body, cap, ctx)
         try:
             async with asyncio.timeout(self.settings.limits.upstream_timeout):
                 async with self.client.stream(method, url, content=body, headers=headers) as r:
@@ -756,6 +838,30 @@ class Upstream:
         except Exception as exc:
             log.exception("%s %s failed unexpectedly", method, url)
             raise UpstreamFailure(type(exc).__name__) from None
+
+    async def _tunnel_fetch(
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        body: bytes,
+        cap: int | None,
+        ctx: EventContext | None,
+    ) -> Answer:
+        if self.tunnels is None or ctx is None:
+            raise UpstreamFailure("no app server is connected for the hub", "no_tunnel")
+        try:
+            async with asyncio.timeout(self.settings.limits.upstream_timeout):
+                answer = await self.tunnels.fetch(
+                    ctx.hub, ctx.connection_id, method, url, headers, body, cap
+                )
+        except TimeoutError:
+            raise UpstreamFailure("timed out", "timeout") from None
+        except TunnelUnavailable as exc:
+            raise UpstreamFailure(str(exc), exc.kind) from None
+        except TunnelAnswerTooLarge as exc:
+            raise UpstreamFailure(str(exc), "too_large") from None
+        return Answer(answer.status_code, httpx.Headers(answer.headers), answer.content)
 
     async def _validate(self, handler: EventHandlerSettings, hub: str) -> bool:
         """Abuse protection (spec 5.2): OPTIONS with WebHook-Request-Origin, cached.

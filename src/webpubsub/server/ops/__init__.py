@@ -121,6 +121,7 @@ class Operability:
         )
         dropped.add_metric([], self.trace.dropped)
         yield from (viewers, observing, dropped)
+        yield from self._tunnel_metrics()
         yield from self.cluster.metrics()
         if self.link is not None:
             mine = GaugeMetricFamily(
@@ -131,6 +132,23 @@ class Operability:
             count = sum(len(hub.connections) for hub in self.service.node.hubs.values())
             mine.add_metric([str(self.link.index)], count)
             yield mine
+
+    def _tunnel_metrics(self) -> Iterable[Metric]:
+        """The app servers' tunnels (docs/socketio.md) and the connections pinned to them."""
+        tunnels = GaugeMetricFamily(
+            "webpubsub_tunnels", "App-server tunnel sockets open now, by hub.", labels=["hub"]
+        )
+        by_hub: dict[str, int] = {}
+        for session in self.service.tunnels.sessions:
+            by_hub[session.hub] = by_hub.get(session.hub, 0) + 1
+        for hub, count in sorted(by_hub.items()):
+            tunnels.add_metric([hub], count)
+        pinned = GaugeMetricFamily(
+            "webpubsub_tunnel_pinned_connections",
+            "Connections whose events go to an app server over its tunnel.",
+        )
+        pinned.add_metric([], len(self.service.tunnels.registry.pins()))
+        yield from (tunnels, pinned)
 
 
 class _Families:
