@@ -123,6 +123,7 @@ typedef struct {
 
 /* -- configuration ----------------------------------------------------------------------- */
 static int port = 0;
+static int pub_port = 0; /* publishers' port, when not the clients' (an app server's) */
 static int mode = MODE_WPS;
 static const char *subprotocol = NULL;
 static int nclients = 0;
@@ -773,7 +774,7 @@ static int pub_open(int k) {
     if (fd < 0) return -1;
     memset(&sa, 0, sizeof sa);
     sa.sin_family = AF_INET;
-    sa.sin_port = htons((uint16_t)port);
+    sa.sin_port = htons((uint16_t)(pub_port ? pub_port : port));
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK); /* 127.0.0.1 only */
     if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0 ||
         (mode == MODE_MQTT && mqtt_pub_handshake(fd, k) < 0)) {
@@ -1496,6 +1497,7 @@ int main(int argc, char **argv) {
         const char *v = a + 1 < argc ? argv[a + 1] : NULL;
         if (!v) die("missing value for %s", k);
         if (!strcmp(k, "--port")) port = atoi(v);
+        else if (!strcmp(k, "--pub-port")) pub_port = atoi(v);
         else if (!strcmp(k, "--mode"))
             mode = !strcmp(v, "sio") ? MODE_SIO : !strcmp(v, "mqtt") ? MODE_MQTT : MODE_WPS;
         else if (!strcmp(k, "--transport")) mqtt_tcp = !strcmp(v, "tcp");
