@@ -46,6 +46,7 @@ from .run import (
     server_env,
     source_info,
     summarize_runs,
+    timed_connect,
     wait_for_quiet,
 )
 
@@ -229,20 +230,8 @@ class MqttSubject:
             drain=self.cfg.drain,
             extra=["--transport", self.transport, "--pub-path", self.pub_path],
         )
-        cpu0 = self.server.cpu_seconds()
-        c = self.gen.command("connect", timeout=120)
-        c["server_util"] = round((self.server.cpu_seconds() - cpu0) / max(c["seconds"], 1e-6), 3)
-        failed = (
-            f"  FAILED {c['failed']} (status {c['first_fail_status']}, "
-            f"errno {c['first_fail_errno']})"
-            if c["failed"]
-            else ""
-        )
-        log(
-            f"    {self.label:<15} connect+subscribe {c['ready']:,}/{self.n:,} in "
-            f"{c['seconds']:.2f} s ({c['handshakes_per_s']:,.0f}/s, server cpu "
-            f"{c['server_util']:.2f}){failed}"
-        )
+        what = f"{self.label:<15} connect+subscribe"
+        c = timed_connect(self.gen, [self.server], what, self.n, timeout=120)
         self.result["handshake"].append(c)
 
     def phase(self, name: str, shape: tuple[int, int, str], **kwargs: Any) -> dict[str, Any]:

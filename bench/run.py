@@ -839,21 +839,7 @@ class Subject:
 
     def connect(self) -> dict[str, Any]:
         assert self.gen is not None
-        cpu0 = self.server.cpu_seconds()
-        c = self.gen.command("connect", timeout=90)
-        c["server_util"] = round((self.server.cpu_seconds() - cpu0) / max(c["seconds"], 1e-6), 3)
-        failed = (
-            f"  FAILED {c['failed']} (status {c['first_fail_status']}, "
-            f"errno {c['first_fail_errno']})"
-            if c["failed"]
-            else ""
-        )
-        log(
-            f"    {self.label:<9} connect {c['ready']:,}/{self.n:,} clients in "
-            f"{c['seconds']:.2f} s ({c['handshakes_per_s']:,.0f} handshakes/s, server cpu "
-            f"{c['server_util']:.2f}){failed}"
-        )
-        return c
+        return timed_connect(self.gen, [self.server], f"{self.label:<9} connect", self.n)
 
     def phase(self, name: str, shape: tuple[int, int, str], **kwargs: Any) -> dict[str, Any]:
         assert self.gen is not None
@@ -867,6 +853,26 @@ class Subject:
             self.close_clients()
         finally:
             self.server.stop()
+
+
+def timed_connect(
+    gen: LoadGen, servers: list[Server], what: str, n: int, timeout: float = 90
+) -> dict[str, Any]:
+    """Connect the generator's N clients; the figures, with the servers' CPU meanwhile."""
+    cpu0 = sum(server.cpu_seconds() for server in servers)
+    c = gen.command("connect", timeout=timeout)
+    cpu = sum(server.cpu_seconds() for server in servers) - cpu0
+    c["server_util"] = round(cpu / max(c["seconds"], 1e-6), 3)
+    failed = (
+        f"  FAILED {c['failed']} (status {c['first_fail_status']}, errno {c['first_fail_errno']})"
+        if c["failed"]
+        else ""
+    )
+    log(
+        f"    {what} {c['ready']:,}/{n:,} clients in {c['seconds']:.2f} s "
+        f"({c['handshakes_per_s']:,.0f}/s, server cpu {c['server_util']:.2f}){failed}"
+    )
+    return c
 
 
 def measure(n: int, cfg: Config) -> dict[str, dict[str, Any]]:

@@ -34,6 +34,7 @@ from .run import (
     log,
     server_env,
     summarize_runs,
+    timed_connect,
     wait_for_quiet,
     write_inputs,
 )
@@ -121,16 +122,8 @@ class SioSubject:
             drain=self.cfg.drain,
             extra=["--pub-port", str(self.app_port)],
         )
-        cpu0 = sum(server.cpu_seconds() for server in self.servers)
-        c = self.gen.command("connect", timeout=180)
-        cpu = sum(server.cpu_seconds() for server in self.servers) - cpu0
-        c["server_util"] = round(cpu / max(c["seconds"], 1e-6), 3)
-        failed = f"  FAILED {c['failed']} (status {c['first_fail_status']})" if c["failed"] else ""
-        log(
-            f"    {self.label:<24} connect {c['ready']:,}/{self.n:,} in {c['seconds']:.2f} s "
-            f"({c['handshakes_per_s']:,.0f} handshakes/s, server cpu {c['server_util']:.2f})"
-            f"{failed}"
-        )
+        what = f"{self.label:<24} connect"
+        c = timed_connect(self.gen, self.servers, what, self.n, timeout=180)
         self.result["handshake"].append(c)
 
     def phase(self, name: str, shape: tuple[int, int, str], **kwargs: Any) -> dict[str, Any]:

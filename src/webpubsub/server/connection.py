@@ -781,30 +781,32 @@ class ServiceProtocol(asyncio.Protocol):
             self.transport.resume_reading()
         return held
 
-    def accept_engine(self, ws: ServerProtocol, session: EngineSession, rest: bytes) -> None:
-        """An Engine.IO WebSocket: its frames go to the session."""
+    def _become_websocket(self, ws: ServerProtocol) -> None:
+        """The upgrade is accepted: the 101 goes out, and from here on the socket speaks
+        WebSocket only."""
         self.ws = ws
+        # pause_writing as soon as the kernel does not take a whole write, resume_writing
+        # once it took everything: messages wait in _pending, where a TTL can drop them.
+        # Plain TCP only: asyncio's TLS transport does not resume a protocol paused at 0.
         if self.transport is not None and self.transport.get_extra_info("sslcontext") is None:
             self.transport.set_write_buffer_limits(high=0)
+        # Drop what HTTP parsing needed.
         self.parser = None
         self._headers = []
         self._url = b""
         self._write_ws()  # the 101 response
         self.last_received = self._loop.time()
+
+    def accept_engine(self, ws: ServerProtocol, session: EngineSession, rest: bytes) -> None:
+        """An Engine.IO WebSocket: its frames go to the session."""
+        self._become_websocket(ws)
         self.eio = session
         if rest:
             self._ws_received(rest)
 
     def _accept_tunnel(self, ws: ServerProtocol, session: TunnelSession, rest: bytes) -> None:
         """An app server's tunnel (socketio spec 4.1): frames go to its session."""
-        self.ws = ws
-        if self.transport is not None and self.transport.get_extra_info("sslcontext") is None:
-            self.transport.set_write_buffer_limits(high=0)
-        self.parser = None
-        self._headers = []
-        self._url = b""
-        self._write_ws()  # the 101 response
-        self.last_received = self._loop.time()
+        self._become_websocket(ws)
         self.tunnel = session
         self.service.tunnels.opened(session)
         if rest:
@@ -814,20 +816,9 @@ class ServiceProtocol(asyncio.Protocol):
         if isinstance(result, HttpResponse):
             self._refuse(result)
             return
-        self.ws = result.ws
-        # pause_writing as soon as the kernel does not take a whole write, resume_writing
-        # once it took everything: messages wait in _pending, where a TTL can drop them.
-        # Plain TCP only: asyncio's TLS transport does not resume a protocol paused at 0.
-        if self.transport is not None and self.transport.get_extra_info("sslcontext") is None:
-            self.transport.set_write_buffer_limits(high=0)
-        # From here on the socket speaks WebSocket only: drop what HTTP parsing needed.
-        self.parser = None
-        self._headers = []
-        self._url = b""
-        self._write_ws()  # the 101 response
+        self._become_websocket(result.ws)
         node = self.service.node
-        now = self._loop.time()
-        self.last_received = now
+        now = self.last_received
         self.rate = node.new_rate(now)
         if result.adopted is not None and result.moving is not None:
             snapshot, later = result.adopted
