@@ -134,11 +134,14 @@ serve(
       return "emitted";
     },
     async socketsJoin({ room, into }) {
-      (into ? io.in(into) : io).socketsJoin(room);
+      // io.socketsJoin(room), awaited: it returns nothing, its adapter's REST call a promise
+      const rooms = new Set(into ? [into] : []);
+      await io.of("/").adapter.addSockets({ rooms, except: new Set() }, [room]);
       return "joined";
     },
     async socketsLeave({ room, from }) {
-      io.in(from).socketsLeave(room);
+      // io.in(from).socketsLeave(room), awaited likewise
+      await io.of("/").adapter.delSockets({ rooms: new Set([from]), except: new Set() }, [room]);
       return "left";
     },
     async fetchLocal() {

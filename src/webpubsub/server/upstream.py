@@ -93,6 +93,7 @@ class Backlog:
     """The user events of one connection waiting for the handler; ``events[0]`` is in flight."""
 
     events: deque[SendEvent] = field(default_factory=deque)
+    after: Callable[[], None] | None = None  # once drained (a Socket.IO `disconnected`)
 
 
 # A non-blocking event waiting to be sent: handler, context, kind, body.
@@ -403,7 +404,16 @@ class Upstream:
             self._notice(conn, handler, kind, body)
 
     def disconnected(self, conn: Connection, reason: str) -> None:
+        backlog = self._queues.get(conn)
+        if backlog is not None and conn.last_events_first:
+            # A Socket.IO client's last packets (its namespace DISCONNECT, a last emit) are
+            # its app server's to see before `disconnected` (socketio spec 5.5).
+            backlog.after = lambda: self._disconnected(conn, reason)
+            return
         self._drop_backlog(conn)
+        self._disconnected(conn, reason)
+
+    def _disconnected(self, conn: Connection, reason: str) -> None:
         for task in self._invocations.pop(conn, {}).values():
             task.cancel()  # the logical connection ended: abort its invocations
         handler = self.handler_for(
@@ -556,6 +566,8 @@ class Upstream:
                 self._release(request)
         if self._queues.get(conn) is backlog:
             del self._queues[conn]
+        if backlog.after is not None:
+            backlog.after()
 
     async def _user_event(self, conn: Connection, request: SendEvent) -> None:
         kind = EventKind.USER
