@@ -185,3 +185,33 @@ async def open_polling_any(client: httpx.AsyncClient, url: str) -> str:
     answer = await client.get(url, params={"EIO": "4", "transport": "polling"})
     assert answer.status_code == 200, answer.text
     return str(json.loads(answer.text[1:])["sid"])
+
+
+async def test_a_poll_whose_connection_closes_ends_the_session(
+    service: ServiceThread, hub: str
+) -> None:
+    """As engine.io: a held poll's TCP connection closing first ends the session (what the
+    poll took could not be answered), and the app server hears `disconnected` at once, not
+    after engine.io's default ping interval + timeout (45 s)."""
+    tunnel = await TunnelClient.open(service, hub, handler=app_server({}))
+    url = path(service, hub)
+    async with httpx.AsyncClient(timeout=TIMEOUT) as client:
+        answer = await client.get(url, params={"EIO": "4", "transport": "polling"})
+        sid = json.loads(answer.text[1:])["sid"]
+    target = f"/clients/socketio/hubs/{hub}/?EIO=4&transport=polling&sid={sid}"
+    _, writer = await asyncio.open_connection(service.settings.host, service.settings.port)
+    writer.write(f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    await writer.drain()
+    await async_wait_until(
+        lambda: (
+            sid in service.service.socketio.sessions
+            and service.service.socketio.sessions[sid].poll is not None
+        ),
+        "the poll to be held",
+    )
+    writer.close()
+    await async_wait_until(lambda: not sessions_of(service, hub), "the session's end")
+    await async_wait_until(
+        lambda: events(tunnel, "azure.webpubsub.sys.disconnected"), "disconnected"
+    )
+    await tunnel.ws.close()

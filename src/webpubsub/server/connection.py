@@ -227,6 +227,7 @@ class ServiceProtocol(asyncio.Protocol):
         "_in_request",
         "_kernel_full",
         "_loop",
+        "_lost",
         "_mqtt",
         "_mqtt_move",
         "_parts",
@@ -293,6 +294,7 @@ class ServiceProtocol(asyncio.Protocol):
         self.conn: Connection | None = None
         self.tunnel: TunnelSession | None = None  # an app server's tunnel, not a client
         self.eio: EngineSession | None = None  # a Socket.IO client's Engine.IO WebSocket
+        self._lost: asyncio.Future[None] | None = None  # done at connection_lost, if asked
         self.rate: MessageRate | None = None
         self._pending: list[bytes] = []
         # The last hub broadcast (Flusher seq) queued or written here.
@@ -341,6 +343,8 @@ class ServiceProtocol(asyncio.Protocol):
             self.tunnel.lost()
         if self.eio is not None:
             self.eio.ws_lost(self)
+        if self._lost is not None and not self._lost.done():
+            self._lost.set_result(None)
         conn = self.conn
         if conn is None:
             return
@@ -466,6 +470,10 @@ class ServiceProtocol(asyncio.Protocol):
             while self._requests and self.transport is not None:
                 request, keep_alive = self._requests.pop(0)
                 request.followed = bool(self._requests)
+                if request.path.startswith("/clients/socketio/"):  # a poll may wait long
+                    if self._lost is None:
+                        self._lost = self._loop.create_future()
+                    request.gone = self._lost
                 response = await self.service.handle_http(request)
                 if self.transport.is_closing():
                     return

@@ -6,6 +6,7 @@ is what it answers. The connection protocol that drives the parser lives in ``co
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -28,6 +29,9 @@ class HttpRequest:
     # More requests of the same client were already read behind this one (pipelined).
     followed: bool = False
     _query: dict[str, list[str]] | None = field(default=None, repr=False)
+    # Done when the client's TCP connection closes (set for requests that wait long: a
+    # Socket.IO long poll), so the handler need not answer into the void.
+    gone: asyncio.Future[None] | None = field(default=None, repr=False)
 
     @property
     def path(self) -> str:

@@ -127,20 +127,25 @@ class EngineSession:
 
     # -- polling --------------------------------------------------------------------------
 
-    async def get(self) -> HttpResponse:
-        """A long poll: the packets waiting, or the next ones (at most ``silence`` s)."""
+    async def get(self, gone: asyncio.Future[None] | None = None) -> HttpResponse:
+        """A long poll: the packets waiting, or the next ones (at most ``silence`` s).
+        ``gone``: done if the poll's TCP connection closes first; then, as engine.io does,
+        the session ends (what it took could not be answered)."""
         if self.poll is not None:
             self.end("Two polls at once.")  # engine.io's "overlap" (socketio spec 2.2)
             return _engine_error(engineio.BAD_REQUEST)
         self.last_seen = self.endpoint.loop.time()
         if not self.queue and not self.ended:
             poll = self.poll = self.endpoint.loop.create_future()
+            waits: set[asyncio.Future[None]] = {poll} if gone is None else {poll, gone}
             try:
-                await asyncio.wait_for(poll, self.silence)
-            except TimeoutError:
-                pass
+                await asyncio.wait(waits, timeout=self.silence, return_when="FIRST_COMPLETED")
             finally:
                 self.poll = None
+                poll.cancel()
+            if gone is not None and gone.done():
+                self.end("The poll's connection closed.")
+                return _engine_error(engineio.BAD_REQUEST)
         self.last_seen = self.endpoint.loop.time()
         packets, self.queue = self.queue, []
         return HttpResponse(
@@ -258,7 +263,7 @@ class SocketIOEndpoint:
         if session is None or session.ws is not None:
             return _engine_error(engineio.UNKNOWN_SID)
         if request.method == "GET":
-            return await session.get()
+            return await session.get(request.gone)
         if request.method == "POST":
             return session.post(request.body)
         return _engine_error(engineio.BAD_HANDSHAKE_METHOD)
