@@ -13,8 +13,11 @@ from .streams import Streams
 
 if TYPE_CHECKING:
     from .errors import ClientError
-    from .message import Message
+    from .groupstate import StateItem
+    from .message import DataType, Message
     from .requests import ClientRequest
+    from .streams import Ack as StreamAck
+    from .streams import Closed as StreamClosed
 
 
 # Why a connection cannot move to another node (``Connection.prepare_move``).
@@ -92,6 +95,64 @@ class Codec(Protocol):
     def sequence(self, encoded: bytes, sequence_id: int) -> tuple[bytes, ...]:
         """Reliable codecs: the frame pieces of an encoded message with its sequence id."""
         ...
+
+    # What only the Web PubSub subprotocols carry (spec-next): None where a subprotocol has
+    # no such frame (raw, MQTT, Socket.IO: see ``WithoutExtras``).
+
+    def encode_stream_answer(self, answer: StreamAck | StreamClosed) -> bytes | None: ...
+
+    def encode_group_state(self, kind: str, group: str, items: Iterable[StateItem]) -> bytes | None:
+        """A ``groupStateSnapshot``/``groupStateUpdate`` frame (sequenced like data)."""
+        ...
+
+    def sequence_group_state(
+        self, kind: str, encoded: bytes, sequence_id: int
+    ) -> tuple[bytes, ...] | None:
+        """As ``sequence`` for a group-state frame, where it differs; None: as ``sequence``."""
+        ...
+
+    def peek_invocation_id(self, data: bytes) -> str | None:
+        """The invocationId of an ``invoke`` that will not be decoded (throttled)."""
+        ...
+
+    def encode_invoke_response(
+        self,
+        invocation_id: str,
+        *,
+        data: bytes | None = None,
+        data_type: DataType | None = None,
+        error: tuple[str, str] | None = None,
+        metadata: Any = None,
+    ) -> bytes | None: ...
+
+
+class WithoutExtras:
+    """The spec-next parts of ``Codec`` for a subprotocol that has none of them."""
+
+    def encode_stream_answer(self, answer: StreamAck | StreamClosed) -> bytes | None:
+        return None
+
+    def encode_group_state(self, kind: str, group: str, items: Iterable[StateItem]) -> bytes | None:
+        return None
+
+    def sequence_group_state(
+        self, kind: str, encoded: bytes, sequence_id: int
+    ) -> tuple[bytes, ...] | None:
+        return None
+
+    def peek_invocation_id(self, data: bytes) -> str | None:
+        return None
+
+    def encode_invoke_response(
+        self,
+        invocation_id: str,
+        *,
+        data: bytes | None = None,
+        data_type: DataType | None = None,
+        error: tuple[str, str] | None = None,
+        metadata: Any = None,
+    ) -> bytes | None:
+        return None
 
 
 MAX_ACK_IDS = 65536

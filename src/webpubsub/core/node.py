@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
-from functools import partial
 from typing import Protocol
 
 from . import commands as c
@@ -441,8 +440,7 @@ class Node:
         if ack_id is not None:
             self.ack(conn, ack_id, Throttled(limit))
             return False
-        peek_invocation = getattr(conn.codec, "peek_invocation_id", None)
-        invocation_id = peek_invocation(data) if peek_invocation is not None else None
+        invocation_id = conn.codec.peek_invocation_id(data)
         if invocation_id is not None and self.on_invoke is not None:
             # An invoke has no ackId; its caller waits for an invokeResponse (spec-next 1.6).
             self.on_invoke(conn, Invoke(invocation_id, "", error=limit, error_name="Throttled"))
@@ -539,13 +537,15 @@ class Node:
         self, conn: Connection, kind: str, group: str, items: list[StateItem]
     ) -> None:
         codec = conn.codec
-        encode = getattr(codec, "encode_group_state", None)
-        if encode is None:
-            return
-        sequence = getattr(codec, "sequence_group_state", None)
-        if sequence is not None:
-            sequence = partial(sequence, kind)
-        if not conn.deliver(encode(kind, group, items), None, sequence):
+        frame = codec.encode_group_state(kind, group, items)
+        if frame is None:
+            return  # a subprotocol without group state
+
+        def sequence(encoded: bytes, sequence_id: int) -> tuple[bytes, ...]:
+            own = codec.sequence_group_state(kind, encoded, sequence_id)
+            return own if own is not None else codec.sequence(encoded, sequence_id)
+
+        if not conn.deliver(frame, None, sequence):
             self.close(conn, CloseCode.POLICY_VIOLATION, BUFFER_FULL)
 
     def ack(self, conn: Connection, ack_id: int, error: ClientError | None) -> None:
@@ -671,9 +671,8 @@ class Node:
             self.streaming.discard(conn)
 
     def _stream_answer(self, conn: Connection, answer: StreamAck | StreamClosed | None) -> None:
-        encode = getattr(conn.codec, "encode_stream_answer", None)
-        if answer is not None and encode is not None:
-            conn.send(encode(answer))
+        if answer is not None:
+            conn.send(conn.codec.encode_stream_answer(answer))
 
     def _stream_outcome(self, conn: Connection, outcome: StreamOutcome) -> None:
         publish = outcome.publish

@@ -253,6 +253,11 @@ class JsonCodec:
         (group-state frames are sequenced and replayed like data)."""
         return text_frame(self.group_state_body(kind, group, items))
 
+    def sequence_group_state(
+        self, kind: str, encoded: bytes, sequence_id: int
+    ) -> tuple[bytes, ...] | None:
+        return None  # a group-state frame takes its sequenceId as a message does
+
     def encode_invoke_response(
         self,
         invocation_id: str,

@@ -321,6 +321,11 @@ class ProtobufCodec:
             message.items.append(entry)
         return message.SerializeToString()
 
+    def sequence_group_state(
+        self, kind: str, encoded: bytes, sequence_id: int
+    ) -> tuple[bytes, ...] | None:
+        return None  # not sequenced (see ReliableProtobufCodec)
+
     def encode_group_state(self, kind: str, group: str, items: Iterable[StateItem]) -> bytes:
         inner = self.group_state_body(group, items)
         return binary_frame(_GROUP_STATE_TAGS[kind] + varint(len(inner)) + inner)

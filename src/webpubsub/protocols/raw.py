@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from ..core.connection import WithoutExtras
 from ..core.errors import ClientError
 from ..core.message import DataType, Message
 from ..core.requests import ClientRequest, SendEvent
 from .frames import binary_frame, text_frame
 
 
-class RawCodec:
+class RawCodec(WithoutExtras):
     """Frames in become ``message`` user events; messages out are bare payloads."""
 
     subprotocol: str | None = None

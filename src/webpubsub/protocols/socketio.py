@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Protocol
 
 from ..core import commands as c
-from ..core.connection import Connection, Transport
+from ..core.connection import Connection, Transport, WithoutExtras
 from ..core.message import Message, Source
 from ..core.socketio import Do, SocketIOState, ack_of, namespace_group, with_ack_id
 from . import engineio
@@ -35,7 +35,7 @@ class EngineTransport(Transport, Protocol):
     def end(self, reason: str) -> None: ...
 
 
-class SocketIOCodec:
+class SocketIOCodec(WithoutExtras):
     """The ``Codec`` face of Socket.IO for the node: messages go through deliver_message."""
 
     subprotocol: str | None = "socketio"

@@ -971,7 +971,10 @@ async def _read_within(response: httpx.Response, cap: int) -> bytes:
 
 def _invoke_response(conn: Connection) -> Callable[..., bytes]:
     """The connection's ``invokeResponse`` encoder (JSON or protobuf, spec-next 1.1 and 8)."""
-    encode: Callable[..., bytes] = getattr(conn.codec, "encode_invoke_response", None) or (
-        encode_invoke_response
-    )
+    codec = conn.codec
+
+    def encode(invocation_id: str, **answer: Any) -> bytes:
+        frame = codec.encode_invoke_response(invocation_id, **answer)
+        return frame if frame is not None else encode_invoke_response(invocation_id, **answer)
+
     return encode

@@ -24,6 +24,7 @@ from ...core.connection import (
     Connection,
     NullTransport,
     Transport,
+    WithoutExtras,
 )
 from ...core.events import ConnectResult
 from ...core.message import DataType, Message, MqttExtras, Source
@@ -63,7 +64,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("webpubsub.mqtt")
 
 
-class MqttCodec:
+class MqttCodec(WithoutExtras):
     """The ``Codec`` face of MQTT for the node: only the goodbye is encoded here."""
 
     subprotocol: str | None = "mqtt"
