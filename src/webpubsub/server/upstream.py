@@ -25,7 +25,7 @@ import httpx
 
 from ..core import mqtt as mqtt_rules
 from ..core.connection import CloseCode, Connection
-from ..core.errors import InternalServerError, Throttled
+from ..core.errors import InternalServerError, ServiceUnavailable, Throttled
 from ..core.events import (
     SYSTEM_CONTENT_TYPE,
     ConnectResult,
@@ -250,7 +250,7 @@ class Upstream:
     ) -> EventHandlerSettings | None:
         """The handler of one connection's event: the hub's, except for a connection that
         belongs to an app server whole (a Socket.IO client): its app server's tunnel."""
-        if self.tunnels is not None and self.tunnels.registry.owned(hub, connection_id):
+        if self.tunnels is not None and self.tunnels.owned(hub, connection_id):
             return TUNNEL_HANDLER if TUNNEL_HANDLER.handles(event, kind) else None
         return self.hub_settings(hub).handler_for(event, kind)
 
@@ -861,6 +861,11 @@ class Upstream:
             raise UpstreamFailure(str(exc), exc.kind) from None
         except TunnelAnswerTooLarge as exc:
             raise UpstreamFailure(str(exc), "too_large") from None
+        except ServiceUnavailable as exc:  # a call relayed to another node: Redis is down
+            raise UpstreamFailure(exc.message, "redis") from None
+        except Exception as exc:
+            log.exception("a call over the tunnel to %s failed unexpectedly", url)
+            raise UpstreamFailure(type(exc).__name__) from None
         return Answer(answer.status_code, httpx.Headers(answer.headers), answer.content)
 
     async def _validate(self, handler: EventHandlerSettings, hub: str) -> bool:
