@@ -115,7 +115,9 @@ def test_1_quickstart_over_websocket(sio: SocketIO) -> None:
 def test_2_default_transports_upgrade(sio: SocketIO) -> None:
     sio.start()
     connected = sio.connect("a")
-    assert connected["transport"] == "polling"
+    # The handshake is polling; the upgrade may finish before the CONNECT ack arrives (it
+    # does not wait for the app server), and the upgrade event says it came from polling.
+    assert connected["transport"] in ("polling", "websocket")
     upgrade = sio.clients.wait_for(
         lambda line: line.get("client") == "a" and line.get("event") == "upgrade", "the upgrade"
     )
@@ -141,9 +143,9 @@ def test_7_acks_both_ways(sio: SocketIO) -> None:
     sio.connect("a", transports=["websocket"])
     socket = sio.server_socket()
     assert sio.clients.request("emitWithAck", name="a", event="add", args=[2, 3]) == 5
-    assert sio.app.request("askClient", id=socket["id"], event="q", args=[41]) == 42
+    assert sio.app.request("askClient", socket=socket["id"], event="q", args=[41]) == 42
     with pytest.raises(JsError):
-        sio.app.request("askClient", id=socket["id"], event="silent", args=[], timeout=300)
+        sio.app.request("askClient", socket=socket["id"], event="silent", args=[], timeout=300)
 
 
 def test_4_namespaces(sio: SocketIO) -> None:
@@ -167,7 +169,7 @@ def test_5_rooms(sio: SocketIO) -> None:
         sio.connect(name, transports=["websocket"])
         ids[name] = sio.server_socket()["id"]
     for name in "ab":
-        sio.app.request("join", id=ids[name], room="r1")
+        sio.app.request("join", socket=ids[name], room="r1")
 
     def only(event: str, expected: set[str]) -> None:
         sio.app.request("emit", event="marker", args=[])
@@ -180,13 +182,13 @@ def test_5_rooms(sio: SocketIO) -> None:
     only("toR1", {"a", "b"})
     sio.app.request("emit", event="exceptR1", args=[], **{"except": ["r1"]})
     only("exceptR1", {"c"})
-    sio.app.request("socketBroadcast", id=ids["a"], event="fromA", args=[])
+    sio.app.request("socketBroadcast", socket=ids["a"], event="fromA", args=[])
     only("fromA", {"b", "c"})
-    sio.app.request("socketBroadcast", id=ids["a"], event="aToR1", args=[], rooms=["r1"])
+    sio.app.request("socketBroadcast", socket=ids["a"], event="aToR1", args=[], rooms=["r1"])
     only("aToR1", {"b"})
     sio.app.request("emit", rooms=["r1", ids["c"]], event="union", args=[])
     only("union", {"a", "b", "c"})
-    sio.app.request("leave", id=ids["b"], room="r1")
+    sio.app.request("leave", socket=ids["b"], room="r1")
     sio.app.request("emit", rooms=["r1"], event="afterLeave", args=[])
     only("afterLeave", {"a"})
 
@@ -196,7 +198,7 @@ def test_binary_survives_the_wire(sio: SocketIO) -> None:
     sio.start()
     sio.connect("a", transports=["websocket"])
     socket = sio.server_socket()
-    sio.app.request("socketEmit", id=socket["id"], event="bin", args=[b"ABC"])
+    sio.app.request("socketEmit", socket=socket["id"], event="bin", args=[b"ABC"])
     assert sio.received("a", "bin")["args"] == [b"ABC"]
 
 
@@ -216,7 +218,7 @@ def test_20_two_app_servers(service: ServiceThread, hub: str, socketio_served: N
         for i in range(4):
             first.received(f"c{i}", "fromA")
         b_socket = next(sid for sid, label in owners.items() if label == "B")
-        second.app.request("join", id=b_socket, room="room")
+        second.app.request("join", socket=b_socket, room="room")
         first.app.request("emit", rooms=["room"], event="toRoom", args=[])
         first.app.request("emit", event="marker", args=[])
         receivers = [
@@ -226,3 +228,79 @@ def test_20_two_app_servers(service: ServiceThread, hub: str, socketio_served: N
     finally:
         second.close()
         first.close()
+
+
+@pytest.mark.parametrize("transports", [["websocket"], ["polling"]])
+def test_8_broadcast_acks(sio: SocketIO, transports: list[str]) -> None:
+    """io.timeout().emitWithAck through the service's :invoke: every client's answer, a
+    silent client failing the broadcast with the others' answers, nobody: [] at once."""
+    sio.start()
+    for name in ("a", "b", "c"):
+        sio.connect(name, transports=transports)
+    answer = sio.app.request("emitWithAck", event="q", args=[41], timeout=3000)
+    assert answer == {"answers": [42, 42, 42]}
+    sio.connect("mute", transports=transports, mute=True)
+    answer = sio.app.request("emitWithAck", event="q", args=[1], timeout=500)
+    assert answer["error"] and sorted(answer["answers"]) == [2, 2, 2]
+    answer = sio.app.request("emitWithAck", rooms=["nobody"], event="q", args=[1], timeout=3000)
+    assert answer == {"answers": []}
+    data = bytes(range(10))
+    answer = sio.app.request("emitWithAck", rooms=["nobody"], event="echo", args=[data])
+    assert answer == {"answers": []}
+
+
+def test_10_server_disconnects(sio: SocketIO) -> None:
+    """socket.disconnect() and io.disconnectSockets(false): the client hears "io server
+    disconnect"; io.disconnectSockets(true): every client disconnects, no socket is left."""
+    sio.start()
+
+    def ended(name: str) -> str:
+        line = sio.clients.wait_for(
+            lambda line: line.get("client") == name and line.get("event") == "disconnect",
+            f"{name}'s end",
+        )
+        return str(line["reason"])
+
+    sio.connect("a", transports=["websocket"])
+    socket = sio.server_socket()
+    sio.app.request("disconnectSocket", socket=socket["id"])
+    assert ended("a") == "io server disconnect"
+    sio.connect("b", transports=["polling"])
+    sio.connect("c", transports=["websocket"])
+    sio.app.request("disconnectAll", close=False)
+    assert (ended("b"), ended("c")) == ("io server disconnect", "io server disconnect")
+    sio.connect("d", transports=["polling"])
+    sio.connect("e", transports=["websocket"])
+    sio.app.request("emit", event="marker", args=[])
+    sio.received("d", "marker")
+    sio.app.request("disconnectAll", close=True)
+    ended("d")
+    ended("e")
+    assert sio.app.request("count") == 0
+
+
+def test_11_client_disconnects(sio: SocketIO) -> None:
+    """Client socket.disconnect(): the app server hears "client namespace disconnect"."""
+    sio.start()
+    sio.connect("a", transports=["websocket"])
+    socket = sio.server_socket()
+    sio.clients.request("disconnect", name="a")
+    gone = sio.app.wait_for(
+        lambda line: line.get("event") == "disconnect" and line.get("id") == socket["id"],
+        "the server socket's end",
+    )
+    assert gone["reason"] == "client namespace disconnect"
+
+
+def test_16_and_18_http_answers(service: ServiceThread, hub: str, socketio_served: None) -> None:
+    """EIO=3 is 400 with Engine.IO's error body; a wrong path 404; no app server: 503."""
+    base = f"{service.endpoint}{path(hub)}/"
+    answer = httpx.get(base, params={"EIO": "3", "transport": "polling"})
+    assert answer.status_code == 400
+    assert answer.json() == {"code": 5, "message": "Unsupported protocol version"}
+    answer = httpx.get(base, params={"EIO": "4", "transport": "carrier-pigeon"})
+    assert (answer.status_code, answer.json()["code"]) == (400, 0)
+    answer = httpx.get(base, params={"EIO": "4", "transport": "polling", "sid": "nope"})
+    assert (answer.status_code, answer.json()["code"]) == (400, 1)
+    assert httpx.get(f"{service.endpoint}/socket.io/?EIO=4&transport=polling").status_code == 404
+    assert httpx.get(base, params={"EIO": "4", "transport": "polling"}).status_code == 503

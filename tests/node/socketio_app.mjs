@@ -77,11 +77,19 @@ serve(
       target(params).emit(params.event, ...bin(params.args ?? []));
       return "emitted";
     },
-    async socketEmit({ id, event, args }) {
+    async emitWithAck(params) {
+      // A broadcast with acknowledgements (the service's :invoke): the answers, or how it failed.
+      try {
+        return { answers: await target(params).timeout(params.timeout ?? 3000).emitWithAck(params.event, ...bin(params.args ?? [])) };
+      } catch (err) {
+        return { error: err.message, answers: err.responses ?? null };
+      }
+    },
+    async socketEmit({ socket: id, event, args }) {
       sockets.get(id).emit(event, ...bin(args ?? []));
       return "emitted";
     },
-    async socketBroadcast({ id, event, args, rooms }) {
+    async socketBroadcast({ socket: id, event, args, rooms }) {
       let scope = sockets.get(id).broadcast;
       if (rooms) {
         scope = sockets.get(id);
@@ -90,22 +98,26 @@ serve(
       scope.emit(event, ...bin(args ?? []));
       return "emitted";
     },
-    async askClient({ id, event, args, timeout }) {
+    async askClient({ socket: id, event, args, timeout }) {
       return await sockets.get(id).timeout(timeout ?? 3000).emitWithAck(event, ...bin(args ?? []));
     },
-    async join({ id, room }) {
+    async join({ socket: id, room }) {
       await sockets.get(id).join(room);
       return "joined";
     },
-    async leave({ id, room }) {
+    async leave({ socket: id, room }) {
       await sockets.get(id).leave(room);
       return "left";
     },
-    async rooms({ id }) {
+    async rooms({ socket: id }) {
       return [...sockets.get(id).rooms];
     },
-    async disconnectSocket({ id, close }) {
+    async disconnectSocket({ socket: id, close }) {
       sockets.get(id).disconnect(close ?? false);
+      return "disconnected";
+    },
+    async disconnectAll({ nsp, close }) {
+      io.of(nsp ?? "/").disconnectSockets(close ?? false);
       return "disconnected";
     },
     async count({ nsp }) {

@@ -30,6 +30,7 @@ from .client_endpoint import ClientEndpoint
 from .config import Settings
 from .connection import Flusher, ServiceProtocol
 from .http import HttpRequest, HttpResponse
+from .socketio import SocketIOEndpoint
 from .tunnel import Tunnels, request_of
 from .upstream import Upstream
 from .workers import WorkerIdentity
@@ -113,6 +114,7 @@ class Service:
         )
         self.upstream = Upstream(self.node, self.settings, self.hub_settings)
         self.tunnels = Tunnels(self)
+        self.socketio = SocketIOEndpoint(self)
         self.upstream.tunnels = self.tunnels
         self.node.on_user_event = self.upstream.user_event
         self.node.on_disconnected.append(self.upstream.disconnected)
@@ -286,6 +288,7 @@ class Service:
             if mqtt_client.tick(now):
                 self.mqtt_clients.discard(mqtt_client)
         self.tunnels.tick(now)
+        self.socketio.tick(now)
         if now >= self._next_ping:
             self._next_ping = now + self.settings.limits.keep_alive_interval
             for proto in list(self.protocols):
@@ -334,6 +337,8 @@ class Service:
             return await page(request)
         if self.tunnels.matches(request.path):
             return _upgrade_required()
+        if self.socketio.matches(request.path):
+            return await self.socketio.handle(request)
         if self.client_endpoint.matches(request.path):
             result = self.client_endpoint.handshake(request, NullTransport())
             return result if isinstance(result, HttpResponse) else _upgrade_required()

@@ -432,7 +432,10 @@ class ClientEndpoint:
                 code="Error.Unauthorized.NoToken",
             )
         claims = self.validator.decode(token)
-        path = request.path if request.path.rstrip("/") != "/client" else audience_path
+        # The audience is the endpoint's path: /client/hubs/{hub} serves the bare /client too,
+        # and a Socket.IO client asks for the path with a trailing slash.
+        bare = request.path.rstrip("/")
+        path = audience_path if bare in ("/client", audience_path) else request.path
         self.validator.check_audience(claims, path, request.header("host"), self.scheme)
         return claims
 

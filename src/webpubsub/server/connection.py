@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, cast
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, cast
 
 import httptools
 from websockets.frames import Frame, Opcode
@@ -35,6 +35,7 @@ from .http import HttpRequest, HttpResponse, origin_form
 
 if TYPE_CHECKING:
     from .app import Service
+    from .socketio import EngineSession
     from .tunnel import TunnelSession
 
 log = logging.getLogger("webpubsub.server")
@@ -159,6 +160,7 @@ class ServiceProtocol(asyncio.Protocol):
         "_upgrade",
         "_url",
         "conn",
+        "eio",
         "last_received",
         "limits",
         "parser",
@@ -206,6 +208,7 @@ class ServiceProtocol(asyncio.Protocol):
         self.ws: ServerProtocol | None = None
         self.conn: Connection | None = None
         self.tunnel: TunnelSession | None = None  # an app server's tunnel, not a client
+        self.eio: EngineSession | None = None  # a Socket.IO client's Engine.IO WebSocket
         self.rate: MessageRate | None = None
         self._pending: list[bytes] = []
         # This turn's broadcast batches and how many of their frames are queued already.
@@ -252,6 +255,8 @@ class ServiceProtocol(asyncio.Protocol):
             self._connecting = None
         if self.tunnel is not None:
             self.tunnel.lost()
+        if self.eio is not None:
+            self.eio.ws_lost(self)
         conn = self.conn
         if conn is None:
             return
@@ -489,6 +494,9 @@ class ServiceProtocol(asyncio.Protocol):
         if self._draining:
             self._refuse(_shutting_down())
             return
+        if self.service.socketio.matches(request.path):
+            self.service.socketio.upgrade(request, self, rest)
+            return
         tunnels = self.service.tunnels
         if tunnels.matches(request.path):
             accepted = tunnels.handshake(request, self)
@@ -659,6 +667,49 @@ class ServiceProtocol(asyncio.Protocol):
         self._connecting = None
         self._accept_once_listening(result, rest)
 
+    # -- Socket.IO clients (server/socketio.py) ----------------------------------------------
+
+    def refuse(self, response: HttpResponse) -> None:
+        """Answer an upgrade with an HTTP error and close."""
+        self._connecting = None
+        self._refused = False
+        self._refuse(response)
+
+    def hold_upgrade(self, rest: bytes, answer: Coroutine[Any, Any, None]) -> None:
+        """Keep the upgrade unanswered while ``answer`` runs (a connect round trip)."""
+        self._refused = True
+        self._held = rest
+        self._connecting = self._loop.create_task(self._run_held(answer))
+
+    async def _run_held(self, answer: Coroutine[Any, Any, None]) -> None:
+        try:
+            await answer
+        finally:
+            if self._connecting is asyncio.current_task():
+                self._connecting = None
+
+    def take_held(self) -> bytes:
+        """What the client sent while its upgrade waited; reading goes on."""
+        self._refused = False
+        held, self._held = self._held, b""
+        if self.transport is not None:
+            self.transport.resume_reading()
+        return held
+
+    def accept_engine(self, ws: ServerProtocol, session: EngineSession, rest: bytes) -> None:
+        """An Engine.IO WebSocket: its frames go to the session."""
+        self.ws = ws
+        if self.transport is not None and self.transport.get_extra_info("sslcontext") is None:
+            self.transport.set_write_buffer_limits(high=0)
+        self.parser = None
+        self._headers = []
+        self._url = b""
+        self._write_ws()  # the 101 response
+        self.last_received = self._loop.time()
+        self.eio = session
+        if rest:
+            self._ws_received(rest)
+
     def _accept_tunnel(self, ws: ServerProtocol, session: TunnelSession, rest: bytes) -> None:
         """An app server's tunnel (socketio spec 4.1): frames go to its session."""
         self.ws = ws
@@ -805,6 +856,14 @@ class ServiceProtocol(asyncio.Protocol):
         stops (an exception escaping ``data_received`` makes asyncio abort the transport).
         """
         ws, conn = self.ws, self.conn
+        if self.eio is not None and ws is not None and not self._closing:
+            try:
+                self.eio.ws_message(self, data, is_text)
+            except Exception:
+                log.exception("error handling a Socket.IO message from %s", self.peer)
+                self.eio.end("Internal server error.")
+                self.close(CloseCode.INTERNAL_ERROR, "Internal server error.")
+            return
         if self.tunnel is not None and ws is not None and not self._closing:
             try:
                 self.tunnel.receive(data, is_text)

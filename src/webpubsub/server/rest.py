@@ -519,13 +519,16 @@ def path_segments(path: str) -> list[str]:
         ) from None
 
 
-async def invoke_unavailable(call: Call) -> HttpResponse:
-    raise NotFound("':invoke' is not available on this service.", code="Error.NotFound")
+async def invoke(call: Call) -> HttpResponse:
+    """A broadcast with acknowledgements to Socket.IO clients (socketio spec 4.5): 200,
+    then one JSON line per client that acknowledges."""
+    lines = call.service.socketio.invoke(call.hub, call.filter(), call.request.body)
+    return HttpResponse(200, content_type="application/octet-stream", stream=lines)
 
 
 # Operations only an app server's tunnel may call (socketio spec 4.4); ``:invoke`` (a
 # broadcast with acknowledgements, answered as a stream) is set by the Socket.IO relay.
-TUNNEL_ROUTES = [Route("POST", f"{H}/:invoke", invoke_unavailable, "WebPubSub_Invoke")]
+TUNNEL_ROUTES = [Route("POST", f"{H}/:invoke", invoke, "WebPubSub_Invoke")]
 
 
 def resolve(method: str, path: str, *, tunnel: bool = False) -> tuple[Route, dict[str, str]]:
