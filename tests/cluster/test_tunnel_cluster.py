@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from websockets.exceptions import InvalidStatus
 
+from tests.nodejs import JsError, NodeDriver, node_missing
 from tests.tunnel_client import TunnelClient, event_type
 from webpubsub.protocols import tunnel as t
 
@@ -126,3 +127,43 @@ async def test_events_relayed_to_the_tunnels_node(cluster: Cluster) -> None:
             assert gone.headers["ce-connectionId"] == [connection_id]
     finally:
         await ws.close()
+
+
+@pytest.mark.skipif(node_missing() is not None, reason=str(node_missing()))
+def test_socketio_app_server_on_one_node_clients_on_another(cluster: Cluster) -> None:
+    """The official packages: ``useAzureSocketIO`` connects to node 0, a socket.io-client
+    to node 1; greeting, events, acks both ways and broadcasts cross the cluster."""
+    hub = "sioc"
+    first, second = cluster.nodes[0], cluster.nodes[1]
+    app, clients = NodeDriver("socketio_app.mjs"), NodeDriver("socketio_client.mjs")
+    try:
+        app.request("start", hub=hub, connectionString=first.connection_string)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                clients.request(
+                    "connect",
+                    name="a",
+                    url=second.endpoint,
+                    path=f"/clients/socketio/hubs/{hub}",
+                    transports=["websocket"],
+                )
+                break
+            except JsError:
+                # 503 until node 1 heard of the app server (its next heartbeat)
+                assert time.monotonic() < deadline, "node 1 never learnt of the app server"
+                time.sleep(0.2)
+        socket = app.wait_for(lambda line: line.get("event") == "connection", "connection")
+        hello = clients.wait_for(lambda line: line.get("name") == "hello", "hello")
+        assert hello["args"] == ["world"]
+        clients.request("emit", name="a", event="howdy", args=["stranger"])
+        howdy = app.wait_for(lambda line: line.get("name") == "howdy", "howdy")
+        assert howdy["args"] == ["stranger"]
+        assert clients.request("emitWithAck", name="a", event="add", args=[2, 3]) == 5
+        assert app.request("askClient", socket=socket["id"], event="q", args=[41]) == 42
+        app.request("emit", event="news", args=["x"])
+        news = clients.wait_for(lambda line: line.get("name") == "news", "news")
+        assert news["args"] == ["x"]
+    finally:
+        clients.close()
+        app.close()
