@@ -62,11 +62,15 @@ function target(params) {
 
 serve(
   {
-    async start({ hub, connectionString, pingInterval, pingTimeout, namespaces }) {
+    async start({ hub, connectionString, pingInterval, pingTimeout, namespaces, refuse }) {
       const options = {};
       if (pingInterval) options.pingInterval = pingInterval;
       if (pingTimeout) options.pingTimeout = pingTimeout;
       io = new Server(0, options);
+      if (refuse) {
+        // check 12: a middleware refusing every socket, with data
+        io.use((socket, next) => next(Object.assign(new Error(refuse.message), { data: refuse.data })));
+      }
       for (const nsp of namespaces ?? ["/"]) {
         attach(nsp);
       }
@@ -119,6 +123,30 @@ serve(
     async disconnectAll({ nsp, close }) {
       io.of(nsp ?? "/").disconnectSockets(close ?? false);
       return "disconnected";
+    },
+    async burst({ n, room }) {
+      // check 14: broadcasts to all and to a room, interleaved, fired without waiting
+      for (let i = 0; i < n; i++) {
+        io.emit("bc", i);
+        io.to(room).emit("gc", i);
+      }
+      return "sent";
+    },
+    async socketsJoin(params) {
+      await target(params).socketsJoin(params.room);
+      return "joined";
+    },
+    async socketsLeave(params) {
+      await target(params).socketsLeave(params.room);
+      return "left";
+    },
+    async fetchSockets({ local }) {
+      const found = await (local ? io.local : io).fetchSockets();
+      return found.map((socket) => socket.id);
+    },
+    async serverSideEmit({ event }) {
+      io.serverSideEmit(event);
+      return "emitted";
     },
     async count({ nsp }) {
       return io.of(nsp ?? "/").sockets.size;

@@ -32,14 +32,16 @@ serve(
         report(name, "message", { name: event, args });
       });
       socket.on("disconnect", (reason) => report(name, "disconnect", { reason }));
+      socket.io.on("ping", () => report(name, "ping", {}));
       socket.io.engine?.on("upgrade", (transport) => report(name, "upgrade", { transport: transport.name }));
       return await new Promise((resolve, reject) => {
         socket.once("connect", () => {
           resolve({ id: socket.id, engineId: socket.io.engine.id, transport: socket.io.engine.transport.name });
         });
-        socket.once("connect_error", (err) =>
-          reject(Object.assign(new Error(err.message), { data: err.data })),
-        );
+        socket.once("connect_error", (err) => {
+          report(name, "connect_error", { message: err.message, data: err.data ?? null });
+          reject(Object.assign(new Error(err.message), { code: err.data?.code }));
+        });
       });
     },
     async emit({ name, event, args }) {

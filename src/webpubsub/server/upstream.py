@@ -93,6 +93,7 @@ class Backlog:
     """The user events of one connection waiting for the handler; ``events[0]`` is in flight."""
 
     events: deque[SendEvent] = field(default_factory=deque)
+    drained: asyncio.Event = field(default_factory=asyncio.Event)  # set once all are sent
 
 
 # A non-blocking event waiting to be sent: handler, context, kind, body.
@@ -403,7 +404,10 @@ class Upstream:
             self._notice(conn, handler, kind, body)
 
     def disconnected(self, conn: Connection, reason: str) -> None:
-        self._drop_backlog(conn)
+        if self.tunnels is None or not self.tunnels.owned(conn.hub, conn.connection_id):
+            self._drop_backlog(conn)
+        # else a Socket.IO client: what it sent before it went (a DISCONNECT packet, say)
+        # still goes to its app server, before ``disconnected`` (see _send_notices).
         for task in self._invocations.pop(conn, {}).values():
             task.cancel()  # the logical connection ended: abort its invocations
         handler = self.handler_for(
@@ -445,6 +449,9 @@ class Upstream:
         try:
             while chain:
                 _, ctx, kind, _ = chain[0]
+                backlog = self._queues.get(conn)
+                if kind is EventKind.DISCONNECTED and backlog is not None:
+                    await backlog.drained.wait()  # its user events first, in order
                 try:
                     await self._notify(*chain[0])
                 finally:
@@ -541,21 +548,26 @@ class Upstream:
     async def _drain(self, conn: Connection, backlog: Backlog) -> None:
         """Send one connection's events in order; no failure of one event stops the rest."""
         events = backlog.events
-        while events:
-            request = events[0]
-            try:
-                if self._queues.get(conn) is backlog:  # not if the connection left meanwhile
-                    await self._user_event(conn, request)
-            except Exception:
-                log.exception(
-                    "user event %r of %s failed unexpectedly", request.event, conn.connection_id
-                )
-                self._event_failed(conn, request, "The event could not be handled.")
-            finally:
-                events.popleft()
-                self._release(request)
-        if self._queues.get(conn) is backlog:
-            del self._queues[conn]
+        try:
+            while events:
+                request = events[0]
+                try:
+                    if self._queues.get(conn) is backlog:  # not if the connection left
+                        await self._user_event(conn, request)
+                except Exception:
+                    log.exception(
+                        "user event %r of %s failed unexpectedly",
+                        request.event,
+                        conn.connection_id,
+                    )
+                    self._event_failed(conn, request, "The event could not be handled.")
+                finally:
+                    events.popleft()
+                    self._release(request)
+            if self._queues.get(conn) is backlog:
+                del self._queues[conn]
+        finally:
+            backlog.drained.set()
 
     async def _user_event(self, conn: Connection, request: SendEvent) -> None:
         kind = EventKind.USER
@@ -612,6 +624,8 @@ class Upstream:
 
     def _event_failed(self, conn: Connection, request: SendEvent, error: str) -> None:
         """Tell the client: an ack with the error, or (simple client, no acks) a close."""
+        if conn.closed:
+            return  # gone (a Socket.IO client's last packets go up after it left)
         try:
             if not conn.codec.is_pubsub:
                 # A simple client whose message cannot be handled is dropped (spec 4.2).
