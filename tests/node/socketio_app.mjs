@@ -28,6 +28,7 @@ function attach(nsp) {
       connId: socket.conn.id,
       query: socket.handshake.query,
       auth: socket.handshake.auth,
+      claims: socket.request?.claims ?? null,
     });
     socket.emit("hello", "world");
     socket.onAny((event, ...args) => {
@@ -68,8 +69,8 @@ serve(
       if (pingTimeout) options.pingTimeout = pingTimeout;
       io = new Server(0, options);
       if (refuse) {
-        // check 12: a middleware refusing every socket, with data
-        io.use((socket, next) => next(Object.assign(new Error(refuse.message), { data: refuse.data })));
+        // check 12: a middleware that refuses with data
+        io.use((socket, next) => next(Object.assign(new Error("unauthorized"), { data: { code: 7 } })));
       }
       for (const nsp of namespaces ?? ["/"]) {
         attach(nsp);
@@ -124,29 +125,32 @@ serve(
       io.of(nsp ?? "/").disconnectSockets(close ?? false);
       return "disconnected";
     },
-    async burst({ n, room }) {
-      // check 14: broadcasts to all and to a room, interleaved, fired without waiting
-      for (let i = 0; i < n; i++) {
+    async emitMany({ count }) {
+      // check 14: broadcasts to all and to a room, interleaved
+      for (let i = 0; i < count; i++) {
         io.emit("bc", i);
-        io.to(room).emit("gc", i);
+        io.to("g").emit("gc", i);
       }
-      return "sent";
+      return "emitted";
     },
-    async socketsJoin(params) {
-      await target(params).socketsJoin(params.room);
+    async socketsJoin({ room, into }) {
+      (into ? io.in(into) : io).socketsJoin(room);
       return "joined";
     },
-    async socketsLeave(params) {
-      await target(params).socketsLeave(params.room);
+    async socketsLeave({ room, from }) {
+      io.in(from).socketsLeave(room);
       return "left";
     },
-    async fetchSockets({ local }) {
-      const found = await (local ? io.local : io).fetchSockets();
-      return found.map((socket) => socket.id);
+    async fetchLocal() {
+      return (await io.local.fetchSockets()).map((socket) => socket.id);
     },
-    async serverSideEmit({ event }) {
-      io.serverSideEmit(event);
-      return "emitted";
+    async fetchAll() {
+      try {
+        await io.fetchSockets();
+        return "fetched";
+      } catch (err) {
+        return { error: err.message };
+      }
     },
     async count({ nsp }) {
       return io.of(nsp ?? "/").sockets.size;

@@ -32,8 +32,8 @@ serve(
         report(name, "message", { name: event, args });
       });
       socket.on("disconnect", (reason) => report(name, "disconnect", { reason }));
-      socket.io.on("ping", () => report(name, "ping", {}));
       socket.io.engine?.on("upgrade", (transport) => report(name, "upgrade", { transport: transport.name }));
+      socket.io.engine?.on("ping", () => report(name, "ping"));
       return await new Promise((resolve, reject) => {
         socket.once("connect", () => {
           resolve({ id: socket.id, engineId: socket.io.engine.id, transport: socket.io.engine.transport.name });

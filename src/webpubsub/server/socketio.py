@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..core import commands as c
 from ..core.connection import CloseCode
-from ..core.errors import BadRequest, ClientError, RequestError
+from ..core.errors import BadRequest, ClientError, RequestError, TooManyRequests
 from ..core.events import UpstreamRejected
 from ..core.message import DataType
 from ..core.names import check_hub
@@ -273,6 +273,14 @@ class SocketIOEndpoint:
             hub = check_hub(hub_name)
             claims = endpoint._claims(request, PREFIX + hub_name, allow_anonymous=True)
             user_id, roles, groups = endpoint._identity(claims)
+            endpoint._check_quotas(hub, groups)
+            limits = self.service.settings.limits
+            if len(self.sessions) >= limits.max_connections:
+                # Polling clients hold no socket: the node's connection limit counts sessions.
+                raise TooManyRequests(
+                    f"This node has reached its limit of {limits.max_connections} connections.",
+                    code="Error.TooManyConnections",
+                )
         except RequestError as exc:
             return HttpResponse.error(exc)
         pending = Pending(request, hub, hub_name, claims, user_id, roles, groups, [], None)
