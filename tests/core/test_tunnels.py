@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from webpubsub.core.events import UpstreamRejected
-from webpubsub.core.tunnels import Route, RouteKind, TunnelRegistry, socketio_open
+from webpubsub.core.tunnels import (
+    RemotePins,
+    Route,
+    RouteKind,
+    TunnelRegistry,
+    socketio_open,
+)
 
 
 def registry() -> TunnelRegistry[str]:
@@ -153,3 +159,26 @@ class TestOwned:
         r.remove("h", "A", "a1", 0.0)
         assert r.expire(10.0) == [("h", "sio")]
         assert not r.owned("h", "sio")
+
+
+class TestRemotePins:
+    def test_round_robin_and_ownership(self) -> None:
+        pins = RemotePins(grace=10.0)
+        assert pins.pin("h", "c0", [], own=True) is None
+        assert [pins.pin("h", f"c{i}", ["B", "A"], own=i == 0) for i in range(3)] == [
+            "A",
+            "B",
+            "A",
+        ]
+        assert pins.sub("H", "c1") == "B"
+        assert pins.owned("h", "c0") and not pins.owned("h", "c1")
+        pins.unpin("h", "c0")
+        assert pins.sub("h", "c0") is None and not pins.owned("h", "c0")
+
+    def test_grace_runs_from_the_first_miss(self) -> None:
+        pins = RemotePins(grace=10.0)
+        pins.pin("h", "c", ["A"], own=True)
+        assert pins.missing("h", "c", 5.0) == 15.0
+        assert pins.missing("h", "c", 9.0) == 15.0
+        pins.found("h", "c")
+        assert pins.missing("h", "c", 20.0) == 30.0

@@ -38,9 +38,10 @@ serve(
         socket.once("connect", () => {
           resolve({ id: socket.id, engineId: socket.io.engine.id, transport: socket.io.engine.transport.name });
         });
-        socket.once("connect_error", (err) =>
-          reject(Object.assign(new Error(err.message), { data: err.data })),
-        );
+        socket.once("connect_error", (err) => {
+          report(name, "connect_error", { message: err.message, data: err.data ?? null });
+          reject(Object.assign(new Error(err.message), { code: err.data?.code }));
+        });
       });
     },
     async emit({ name, event, args }) {

@@ -223,10 +223,6 @@ class Connection:
         self.streams: Streams | None = None
 
     per_message = False
-    # Whether the user events a connection sent before it ended still go to the handler,
-    # before its `disconnected` (Socket.IO: its last packets are the app server's); others'
-    # waiting events are dropped when they leave.
-    last_events_first = False
 
     def deliver_message(self, message: Message) -> bool:
         """Per-message connections only: queue ``message``; False when it overflowed."""

@@ -167,6 +167,23 @@ class TunnelRegistry(Generic[T]):
             if not hub_tunnels.subs:
                 del self._hubs[key[0]]
 
+    def tunnel_of(self, hub: str, sub: str) -> T | None:
+        """A live tunnel of one app server (the sockets take turns), or None."""
+        hub_tunnels = self._hubs.get(hub.lower())
+        entry = hub_tunnels.subs.get(sub) if hub_tunnels is not None else None
+        if entry is None or not entry.tunnels:
+            return None
+        return self._next_tunnel(entry)
+
+    def live_subs(self) -> dict[str, list[str]]:
+        """Hub -> the app servers with a live tunnel here (what the other nodes are told)."""
+        live: dict[str, list[str]] = {}
+        for hub, hub_tunnels in self._hubs.items():
+            subs = sorted(sub for sub, entry in hub_tunnels.subs.items() if entry.tunnels)
+            if subs:
+                live[hub] = subs
+        return live
+
     def pins(self) -> list[tuple[str, str]]:
         """Every pinned (hub, connection id); hub in lower case."""
         return list(self._pins)
@@ -189,6 +206,59 @@ class TunnelRegistry(Generic[T]):
             if not hub_tunnels.subs:
                 del self._hubs[hub]
         return gone
+
+
+class RemotePins:
+    """Connections of this node pinned to app servers whose tunnels are on other nodes of a
+    cluster (the tunnel of a process lands on one node; its clients, on any).
+
+    Like :class:`TunnelRegistry`'s pins, but the sub's node is looked up at each call (it
+    moves when the app server reconnects elsewhere), and the grace period runs from the
+    first call that found the sub nowhere.
+    """
+
+    def __init__(self, grace: float = DEFAULT_GRACE) -> None:
+        self.grace = grace
+        self._subs: dict[tuple[str, str], str] = {}
+        self._owned: set[tuple[str, str]] = set()
+        self._missing_since: dict[tuple[str, str], float] = {}
+        self._turn = 0
+
+    def sub(self, hub: str, connection_id: str) -> str | None:
+        return self._subs.get((hub.lower(), connection_id))
+
+    def pin(self, hub: str, connection_id: str, subs: list[str], *, own: bool) -> str | None:
+        """Pin a new connection to one of ``subs`` (round robin); None if there is none."""
+        if not subs:
+            return None
+        key = (hub.lower(), connection_id)
+        sub = sorted(subs)[self._turn % len(subs)]
+        self._turn += 1
+        self._subs[key] = sub
+        if own:
+            self._owned.add(key)
+        return sub
+
+    def owned(self, hub: str, connection_id: str) -> bool:
+        return (hub.lower(), connection_id) in self._owned
+
+    def found(self, hub: str, connection_id: str) -> None:
+        """The connection's app server answered: any grace period is over."""
+        self._missing_since.pop((hub.lower(), connection_id), None)
+
+    def missing(self, hub: str, connection_id: str, now: float) -> float:
+        """Its app server is nowhere now: the deadline to wait for it (then unpin)."""
+        since = self._missing_since.setdefault((hub.lower(), connection_id), now)
+        return since + self.grace
+
+    def unpin(self, hub: str, connection_id: str) -> None:
+        key = (hub.lower(), connection_id)
+        self._subs.pop(key, None)
+        self._owned.discard(key)
+        self._missing_since.pop(key, None)
+
+    def pins(self) -> list[tuple[str, str]]:
+        return list(self._subs)
 
 
 # The handler of a Socket.IO connection: its app server, over the tunnel, on the path the

@@ -83,6 +83,7 @@ log = logging.getLogger("webpubsub.engine.redis")
 NODES = "wps:nodes"
 BOOT = "wps:boot"
 CONTROL = "wps:control"  # every node subscribes (see _hold)
+RPC_PREFIX = "wps:rpc:"  # + node id: calls to that node's app-server tunnels, and answers
 MAX_QUEUED_OPS = 100_000
 PUBLISH = frozenset({"publish", "spublish"})
 MAX_SENDERS = 10_000  # node ids whose last sequence number we remember
@@ -199,6 +200,16 @@ class RedisEngine:
         # master (a demoted master takes writes until Sentinel reconfigures it).
         self._recent_window = heartbeat_interval + timeout + 1.0
         self._reader_stale = False  # its connection is on a former master: reconnect
+        # App-server tunnels (server/tunnel.py): ours go out with the heartbeat report, the
+        # other nodes' are read from theirs; calls to a tunnel on another node travel on
+        # that node's RPC channel, answers on ours.
+        self.tunnel_subs: Callable[[], dict[str, list[str]]] = dict
+        self.on_rpc: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]] | None = None
+        self._rpc_channel = RPC_PREFIX + self.node_id
+        self._tunnel_holders: dict[str, dict[str, str]] = {}  # hub -> sub -> node
+        self._rpc_calls: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._rpc_next = 0
+        self._rpc_tasks: set[asyncio.Task[None]] = set()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -661,6 +672,7 @@ class RedisEngine:
                 # Every node is on the control channel, hubs or not: its subscriber count on
                 # the master tells a publisher that every node listens again (see _hold).
                 # Last, so that once Redis counts it, the hub channels before it are taken.
+                await self._pubsub.subscribe(self._rpc_channel)
                 await self._pubsub.subscribe(CONTROL)
                 self._subscribed = True
                 self._first_subscription.set()
@@ -693,10 +705,13 @@ class RedisEngine:
         data: bytes = message.get("data") or b""
         if not isinstance(data, bytes):
             return
-        head, _, body = data.partition(b"\n")
-        sender, _, raw_sequence = head.partition(b" ")
         raw_channel = message.get("channel", b"")
         name = raw_channel.decode("utf-8", "replace") if isinstance(raw_channel, bytes) else ""
+        if name == self._rpc_channel:
+            self._rpc_message(data)
+            return
+        head, _, body = data.partition(b"\n")
+        sender, _, raw_sequence = head.partition(b" ")
         if not (name.startswith("wps:{") and name.endswith("}:commands")):
             return
         if sender == self._sender:
@@ -898,11 +913,16 @@ class RedisEngine:
 
     def _counts(self) -> bytes:
         hubs = {name: len(hub.connections) for name, hub in self.node.hubs.items()}
-        return json.dumps({"total": self.local_connections(), "hubs": hubs}).encode()
+        report: dict[str, Any] = {"total": self.local_connections(), "hubs": hubs}
+        tunnels = self.tunnel_subs()
+        if tunnels:
+            report["tunnels"] = tunnels
+        return json.dumps(report).encode()
 
     def _count_peers(self, others: list[_Peer]) -> None:
         total = 0
         hubs: dict[str, int] = {}
+        holders: dict[str, dict[str, str]] = {}
         for other in others:
             if not other.report:
                 continue  # a node that is gone (its report expires with its heartbeat)
@@ -911,9 +931,66 @@ class RedisEngine:
                 total += int(counts["total"])
                 for hub, count in counts["hubs"].items():
                     hubs[hub] = hubs.get(hub, 0) + int(count)
+                for hub, subs in (counts.get("tunnels") or {}).items():
+                    for sub in subs:
+                        holders.setdefault(str(hub), {})[str(sub)] = other.node
             except (ValueError, KeyError, TypeError, AttributeError):
                 log.warning("ignoring a malformed connection count report from %s", other.node)
         self._peer_connections, self._peer_hub_connections = total, hubs
+        self._tunnel_holders = holders
+
+    # -- app-server tunnels on other nodes (server/tunnel.py) ----------------------------
+
+    def tunnel_holders(self, hub: str) -> dict[str, str]:
+        """The app servers (``sub``) with a tunnel for ``hub`` on another live node, and that
+        node, as of the last heartbeats."""
+        return self._tunnel_holders.get(hub.lower(), {})
+
+    async def rpc(self, node: str, call: dict[str, Any]) -> dict[str, Any]:
+        """Have ``node`` run ``call`` on its tunnels; its answer (the caller bounds the wait).
+
+        Raises ServiceUnavailable when Redis cannot take the call.
+        """
+        self._rpc_next += 1
+        call_id = self._rpc_next
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._rpc_calls[call_id] = future
+        try:
+            message = {**call, "t": "q", "id": call_id, "from": self.node_id}
+            try:
+                await self.redis.publish(RPC_PREFIX + node, json.dumps(message))
+            except (RedisError, OSError) as exc:
+                raise _unavailable(exc) from exc
+            return await future
+        finally:
+            self._rpc_calls.pop(call_id, None)
+
+    def _rpc_message(self, data: bytes) -> None:
+        try:
+            message = json.loads(data)
+            kind, call_id = message["t"], int(message["id"])
+        except (ValueError, KeyError, TypeError):
+            log.warning("ignoring a malformed tunnel call on %s", self._rpc_channel)
+            return
+        if kind == "a":
+            future = self._rpc_calls.get(call_id)
+            if future is not None and not future.done():
+                future.set_result(message)
+        elif kind == "q" and self.on_rpc is not None:
+            task = asyncio.get_running_loop().create_task(self._rpc_answer(message))
+            self._rpc_tasks.add(task)
+            task.add_done_callback(self._rpc_tasks.discard)
+
+    async def _rpc_answer(self, call: dict[str, Any]) -> None:
+        assert self.on_rpc is not None
+        try:
+            answer = await self.on_rpc(call)
+        except Exception:
+            log.exception("a tunnel call from node %s failed", call.get("from"))
+            answer = {"error": "internal", "message": "the call failed on the tunnel's node"}
+        answer.update(t="a", id=call["id"])
+        with contextlib.suppress(RedisError, OSError):
+            await self.redis.publish(RPC_PREFIX + str(call.get("from")), json.dumps(answer))
 
     async def _others(self) -> list[_Peer]:
         """The other nodes in one round trip: is their heartbeat alive, what they count."""

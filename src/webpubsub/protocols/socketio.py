@@ -83,7 +83,6 @@ class SocketIOConnection(Connection):
     __slots__ = ("_attaching", "acks", "node", "on_event", "sio")
 
     per_message = True
-    last_events_first = True
 
     def __init__(
         self,

@@ -133,6 +133,8 @@ class Service:
                 retry_window=self.settings.limits.recovery_window,
             )
             engine.local_connections = lambda: len(self.protocols)
+            engine.tunnel_subs = self.tunnels.registry.live_subs
+            engine.on_rpc = self.tunnels.serve_remote
             await engine.start()
             self.engine = engine
             self.client_endpoint.peer_hub_connections = engine.peer_hub_connections

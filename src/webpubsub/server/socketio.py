@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..core import commands as c
 from ..core.connection import CloseCode
-from ..core.errors import BadRequest, RequestError, TooManyRequests
+from ..core.errors import BadRequest, ClientError, RequestError, TooManyRequests
 from ..core.events import UpstreamRejected
 from ..core.message import DataType
 from ..core.names import check_hub
@@ -311,7 +311,7 @@ class SocketIOEndpoint:
         """Client packets up to the app server: one ``message`` event, in order."""
         try:
             self.service.upstream.user_event(conn, SendEvent("message", payload, DataType.TEXT))
-        except RequestError as exc:  # Throttled: too many waiting
+        except ClientError as exc:  # Throttled: too many waiting
             log.warning("Socket.IO client %s: %s", conn.connection_id, exc.message)
             return False
         return True

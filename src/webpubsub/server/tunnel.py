@@ -16,19 +16,20 @@ Which app server gets which connection is decided in ``core/tunnels.py``; the fr
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.server import ServerProtocol
 
 from ..core.errors import BadRequest, ProtocolViolation, RequestError, Unauthorized
 from ..core.names import check_hub
-from ..core.tunnels import RouteKind, TunnelRegistry
+from ..core.tunnels import RemotePins, RouteKind, TunnelRegistry
 from ..protocols import tunnel as frames
 from ..protocols.frames import binary_frame
 from .http import HttpRequest, HttpResponse, origin_form
@@ -43,6 +44,7 @@ TUNNEL_PATH = "/server/tunnel"
 FRAME_HEADROOM = 64 * 1024  # a frame's JSON (URL, headers) on top of the body limit
 GOING_AWAY = 1001
 TRY_AGAIN_LATER = 1013
+REMOTE_POLL = 0.25  # seconds between looks at the cluster for an app server coming back
 
 
 class TunnelUnavailable(Exception):
@@ -279,6 +281,7 @@ class Tunnels:
         self.service = service
         limits = service.settings.limits
         self.registry: TunnelRegistry[TunnelSession] = TunnelRegistry(limits.tunnel_grace)
+        self.remote = RemotePins(limits.tunnel_grace)
         self.sessions: set[TunnelSession] = set()
         self._waiters: dict[tuple[str, str], asyncio.Future[None]] = {}
         self._suspects: set[tuple[str, str]] = set()  # pins with no connection, last sweep
@@ -361,7 +364,15 @@ class Tunnels:
     # -- calls to app servers -----------------------------------------------------------------
 
     def has_tunnel(self, hub: str) -> bool:
-        return self.registry.has_tunnel(hub)
+        """Whether the hub has an app server, here or (in a cluster) on another node."""
+        engine = self.service.engine
+        return self.registry.has_tunnel(hub) or (
+            engine is not None and bool(engine.tunnel_holders(hub))
+        )
+
+    def owned(self, hub: str, connection_id: str) -> bool:
+        """Whether every event of the connection goes to its app server (Socket.IO)."""
+        return self.registry.owned(hub, connection_id) or self.remote.owned(hub, connection_id)
 
     async def fetch(
         self,
@@ -380,6 +391,16 @@ class Tunnels:
         target = self.service.settings.endpoint.rstrip("/") + path
         wire_headers = {name: [value] for name, value in headers.items()}
         loop = self.service.loop
+        engine = self.service.engine
+        remote = self.remote.sub(hub, connection_id) is not None or (
+            engine is not None
+            and self.registry.pinned(hub, connection_id) is None
+            and not self.registry.has_tunnel(hub)
+        )
+        if remote:
+            return await self._fetch_remote(
+                hub, connection_id, method, target, wire_headers, body, cap
+            )
         while True:
             route = self.registry.route(hub, connection_id, loop.time())
             if route.kind is RouteKind.LIVE:
@@ -398,14 +419,108 @@ class Tunnels:
                 if self._waiters.get(key) is waiter:
                     del self._waiters[key]  # the next round finds the route gone
 
+    async def _fetch_remote(
+        self,
+        hub: str,
+        connection_id: str,
+        method: str,
+        url: str,
+        headers: frames.Headers,
+        body: bytes,
+        cap: int | None,
+    ) -> TunnelAnswer:
+        """A call for a connection whose app server's tunnel is on another node (cluster):
+        relayed through Redis to that node, which sends it on the tunnel. When the app
+        server is nowhere (reconnecting), the cluster's view is polled until its grace
+        period ends (the view changes with the nodes' heartbeats)."""
+        engine = self.service.engine
+        assert engine is not None
+        loop = self.service.loop
+        sub = self.remote.sub(hub, connection_id)
+        if sub is None:
+            sub = self.remote.pin(hub, connection_id, list(engine.tunnel_holders(hub)), own=False)
+            if sub is None:
+                raise TunnelUnavailable("no app server is connected for the hub")
+        while True:
+            here = self.registry.tunnel_of(hub, sub)
+            if here is not None:  # the app server came back through this node
+                self.remote.found(hub, connection_id)
+                return await here.exchange(method, url, headers, body, cap)
+            node = engine.tunnel_holders(hub).get(sub)
+            if node is not None:
+                call = {
+                    "hub": hub.lower(),
+                    "sub": sub,
+                    "method": method,
+                    "url": url,
+                    "headers": headers,
+                    "body": base64.b64encode(body).decode(),
+                    "cap": cap,
+                }
+                answer = await engine.rpc(node, call)
+                error = answer.get("error")
+                if error is None:
+                    self.remote.found(hub, connection_id)
+                    return TunnelAnswer(
+                        int(answer["status"]),
+                        [(str(k), str(v)) for k, v in answer["headers"]],
+                        base64.b64decode(answer["body"]),
+                    )
+                if error == "too_large":
+                    raise AnswerTooLarge(str(answer.get("message")))
+                if error != "no_tunnel":
+                    raise TunnelUnavailable(str(answer.get("message") or error), str(error))
+            now = loop.time()
+            deadline = self.remote.missing(hub, connection_id, now)
+            if now >= deadline:
+                raise TunnelUnavailable("the connection's app server did not come back")
+            await asyncio.sleep(min(REMOTE_POLL, deadline - now))
+
+    async def serve_remote(self, call: dict[str, Any]) -> dict[str, Any]:
+        """A call another node relays to a tunnel of this one (see :meth:`_fetch_remote`)."""
+        tunnel = self.registry.tunnel_of(str(call["hub"]), str(call["sub"]))
+        if tunnel is None:
+            return {"error": "no_tunnel", "message": "the app server has no tunnel here"}
+        limits = self.service.settings.limits
+        cap = call.get("cap")
+        raw_headers = call.get("headers")
+        headers: frames.Headers = raw_headers if isinstance(raw_headers, dict) else {}
+        try:
+            async with asyncio.timeout(limits.upstream_timeout):
+                answer = await tunnel.exchange(
+                    str(call["method"]),
+                    str(call["url"]),
+                    headers,
+                    base64.b64decode(str(call["body"])),
+                    cap if isinstance(cap, int) else None,
+                )
+        except TimeoutError:
+            return {"error": "timeout", "message": "timed out"}
+        except TunnelUnavailable as exc:
+            return {"error": exc.kind, "message": str(exc)}
+        except AnswerTooLarge as exc:
+            return {"error": "too_large", "message": str(exc)}
+        return {
+            "status": answer.status_code,
+            "headers": answer.headers,
+            "body": base64.b64encode(answer.content).decode(),
+        }
+
     def own(self, hub: str, connection_id: str) -> bool:
-        """Pin a new Socket.IO connection to the next app server, for all its events;
-        False when the hub has none."""
+        """Pin a new Socket.IO connection to the next app server, for all its events (one
+        with a tunnel here first, else one on another node); False when the hub has none."""
         route = self.registry.route(hub, connection_id, self.service.loop.time(), own=True)
-        return route.kind is RouteKind.LIVE
+        if route.kind is RouteKind.LIVE:
+            return True
+        engine = self.service.engine
+        if engine is None:
+            return False
+        subs = list(engine.tunnel_holders(hub))
+        return self.remote.pin(hub, connection_id, subs, own=True) is not None
 
     def unpin(self, hub: str, connection_id: str) -> None:
         self.registry.unpin(hub, connection_id)
+        self.remote.unpin(hub, connection_id)
 
     # -- the service's tick -------------------------------------------------------------------
 
@@ -425,9 +540,10 @@ class Tunnels:
         if now < self._next_sweep:
             return
         self._next_sweep = now + 60.0
-        missing = {pin for pin in self.registry.pins() if node.find_connection(*pin) is None}
+        pins = self.registry.pins() + self.remote.pins()
+        missing = {pin for pin in pins if node.find_connection(*pin) is None}
         for hub, connection_id in missing & self._suspects:
-            self.registry.unpin(hub, connection_id)
+            self.unpin(hub, connection_id)
         self._suspects = missing
 
 

@@ -25,7 +25,7 @@ import httpx
 
 from ..core import mqtt as mqtt_rules
 from ..core.connection import CloseCode, Connection
-from ..core.errors import InternalServerError, Throttled
+from ..core.errors import InternalServerError, ServiceUnavailable, Throttled
 from ..core.events import (
     SYSTEM_CONTENT_TYPE,
     ConnectResult,
@@ -93,7 +93,7 @@ class Backlog:
     """The user events of one connection waiting for the handler; ``events[0]`` is in flight."""
 
     events: deque[SendEvent] = field(default_factory=deque)
-    after: Callable[[], None] | None = None  # once drained (a Socket.IO `disconnected`)
+    drained: asyncio.Event = field(default_factory=asyncio.Event)  # set once all are sent
 
 
 # A non-blocking event waiting to be sent: handler, context, kind, body.
@@ -251,7 +251,7 @@ class Upstream:
     ) -> EventHandlerSettings | None:
         """The handler of one connection's event: the hub's, except for a connection that
         belongs to an app server whole (a Socket.IO client): its app server's tunnel."""
-        if self.tunnels is not None and self.tunnels.registry.owned(hub, connection_id):
+        if self.tunnels is not None and self.tunnels.owned(hub, connection_id):
             return TUNNEL_HANDLER if TUNNEL_HANDLER.handles(event, kind) else None
         return self.hub_settings(hub).handler_for(event, kind)
 
@@ -404,16 +404,10 @@ class Upstream:
             self._notice(conn, handler, kind, body)
 
     def disconnected(self, conn: Connection, reason: str) -> None:
-        backlog = self._queues.get(conn)
-        if backlog is not None and conn.last_events_first:
-            # A Socket.IO client's last packets (its namespace DISCONNECT, a last emit) are
-            # its app server's to see before `disconnected` (socketio spec 5.5).
-            backlog.after = lambda: self._disconnected(conn, reason)
-            return
-        self._drop_backlog(conn)
-        self._disconnected(conn, reason)
-
-    def _disconnected(self, conn: Connection, reason: str) -> None:
+        if self.tunnels is None or not self.tunnels.owned(conn.hub, conn.connection_id):
+            self._drop_backlog(conn)
+        # else a Socket.IO client: what it sent before it went (a DISCONNECT packet, say)
+        # still goes to its app server, before ``disconnected`` (see _send_notices).
         for task in self._invocations.pop(conn, {}).values():
             task.cancel()  # the logical connection ended: abort its invocations
         handler = self.handler_for(
@@ -455,6 +449,9 @@ class Upstream:
         try:
             while chain:
                 _, ctx, kind, _ = chain[0]
+                backlog = self._queues.get(conn)
+                if kind is EventKind.DISCONNECTED and backlog is not None:
+                    await backlog.drained.wait()  # its user events first, in order
                 try:
                     await self._notify(*chain[0])
                 finally:
@@ -551,23 +548,26 @@ class Upstream:
     async def _drain(self, conn: Connection, backlog: Backlog) -> None:
         """Send one connection's events in order; no failure of one event stops the rest."""
         events = backlog.events
-        while events:
-            request = events[0]
-            try:
-                if self._queues.get(conn) is backlog:  # not if the connection left meanwhile
-                    await self._user_event(conn, request)
-            except Exception:
-                log.exception(
-                    "user event %r of %s failed unexpectedly", request.event, conn.connection_id
-                )
-                self._event_failed(conn, request, "The event could not be handled.")
-            finally:
-                events.popleft()
-                self._release(request)
-        if self._queues.get(conn) is backlog:
-            del self._queues[conn]
-        if backlog.after is not None:
-            backlog.after()
+        try:
+            while events:
+                request = events[0]
+                try:
+                    if self._queues.get(conn) is backlog:  # not if the connection left
+                        await self._user_event(conn, request)
+                except Exception:
+                    log.exception(
+                        "user event %r of %s failed unexpectedly",
+                        request.event,
+                        conn.connection_id,
+                    )
+                    self._event_failed(conn, request, "The event could not be handled.")
+                finally:
+                    events.popleft()
+                    self._release(request)
+            if self._queues.get(conn) is backlog:
+                del self._queues[conn]
+        finally:
+            backlog.drained.set()
 
     async def _user_event(self, conn: Connection, request: SendEvent) -> None:
         kind = EventKind.USER
@@ -624,6 +624,8 @@ class Upstream:
 
     def _event_failed(self, conn: Connection, request: SendEvent, error: str) -> None:
         """Tell the client: an ack with the error, or (simple client, no acks) a close."""
+        if conn.closed:
+            return  # gone (a Socket.IO client's last packets go up after it left)
         try:
             if not conn.codec.is_pubsub:
                 # A simple client whose message cannot be handled is dropped (spec 4.2).
@@ -873,6 +875,11 @@ class Upstream:
             raise UpstreamFailure(str(exc), exc.kind) from None
         except TunnelAnswerTooLarge as exc:
             raise UpstreamFailure(str(exc), "too_large") from None
+        except ServiceUnavailable as exc:  # a call relayed to another node: Redis is down
+            raise UpstreamFailure(exc.message, "redis") from None
+        except Exception as exc:
+            log.exception("a call over the tunnel to %s failed unexpectedly", url)
+            raise UpstreamFailure(type(exc).__name__) from None
         return Answer(answer.status_code, httpx.Headers(answer.headers), answer.content)
 
     async def _validate(self, handler: EventHandlerSettings, hub: str) -> bool:
