@@ -164,6 +164,21 @@ def test_socketio_app_server_on_one_node_clients_on_another(cluster: Cluster) ->
         app.request("emit", event="news", args=["x"])
         news = clients.wait_for(lambda line: line.get("name") == "news", "news")
         assert news["args"] == ["x"]
+        # A broadcast with acknowledgements (:invoke) reaches the clients of both nodes.
+        clients.request(
+            "connect",
+            name="b",
+            url=first.endpoint,
+            path=f"/clients/socketio/hubs/{hub}",
+            transports=["polling"],
+        )
+        deadline = time.monotonic() + 10
+        while True:  # node 0 learns of node 1's clients with its next heartbeat
+            answer = app.request("emitWithAck", event="q", args=[1], timeout=3000)
+            if answer == {"answers": [2, 2]} or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert answer == {"answers": [2, 2]}
     finally:
         clients.close()
         app.close()

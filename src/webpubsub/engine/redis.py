@@ -207,6 +207,7 @@ class RedisEngine:
         self.on_rpc: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]] | None = None
         self._rpc_channel = RPC_PREFIX + self.node_id
         self._tunnel_holders: dict[str, dict[str, str]] = {}  # hub -> sub -> node
+        self._hub_nodes: dict[str, set[str]] = {}  # hub -> the other nodes with its clients
         self._rpc_calls: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._rpc_next = 0
         self._rpc_tasks: set[asyncio.Task[None]] = set()
@@ -923,6 +924,7 @@ class RedisEngine:
         total = 0
         hubs: dict[str, int] = {}
         holders: dict[str, dict[str, str]] = {}
+        hub_nodes: dict[str, set[str]] = {}
         for other in others:
             if not other.report:
                 continue  # a node that is gone (its report expires with its heartbeat)
@@ -931,6 +933,8 @@ class RedisEngine:
                 total += int(counts["total"])
                 for hub, count in counts["hubs"].items():
                     hubs[hub] = hubs.get(hub, 0) + int(count)
+                    if int(count):
+                        hub_nodes.setdefault(str(hub), set()).add(other.node)
                 for hub, subs in (counts.get("tunnels") or {}).items():
                     for sub in subs:
                         holders.setdefault(str(hub), {})[str(sub)] = other.node
@@ -938,8 +942,13 @@ class RedisEngine:
                 log.warning("ignoring a malformed connection count report from %s", other.node)
         self._peer_connections, self._peer_hub_connections = total, hubs
         self._tunnel_holders = holders
+        self._hub_nodes = hub_nodes
 
     # -- app-server tunnels on other nodes (server/tunnel.py) ----------------------------
+
+    def nodes_with(self, hub: str) -> list[str]:
+        """The other live nodes with connections of ``hub``, as of the last heartbeats."""
+        return sorted(self._hub_nodes.get(hub, ()))
 
     def tunnel_holders(self, hub: str) -> dict[str, str]:
         """The app servers (``sub``) with a tunnel for ``hub`` on another live node, and that

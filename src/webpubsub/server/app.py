@@ -7,6 +7,7 @@ import logging
 import ssl
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from ..auth.tokens import TokenValidator, bearer_token
 from ..core import commands as c
@@ -134,7 +135,7 @@ class Service:
             )
             engine.local_connections = lambda: len(self.protocols)
             engine.tunnel_subs = self.tunnels.registry.live_subs
-            engine.on_rpc = self.tunnels.serve_remote
+            engine.on_rpc = self._serve_rpc
             await engine.start()
             self.engine = engine
             self.client_endpoint.peer_hub_connections = engine.peer_hub_connections
@@ -196,6 +197,13 @@ class Service:
             waiter = self.flusher.written(hub)
             if waiter is not None:
                 await waiter
+
+    async def _serve_rpc(self, call: dict[str, Any]) -> dict[str, Any]:
+        """A call another node relays here: a broadcast with acknowledgements to this node's
+        Socket.IO clients, or an exchange on one of this node's app-server tunnels."""
+        if call.get("kind") == "invoke":
+            return await self.socketio.serve_remote_invoke(call)
+        return await self.tunnels.serve_remote(call)
 
     def _check_limits(self, command: Command) -> None:
         """The configurable limits on what a REST command may carry or create.

@@ -524,7 +524,9 @@ def path_segments(path: str) -> list[str]:
 async def invoke(call: Call) -> HttpResponse:
     """A broadcast with acknowledgements to Socket.IO clients (socketio spec 4.5): 200,
     then one JSON line per client that acknowledges."""
-    lines = call.service.socketio.invoke(call.hub, call.filter(), call.request.body)
+    call.filter()  # a bad filter is a 400 before anything is sent
+    text = call.request.query_one("filter")
+    lines = call.service.socketio.invoke(call.hub, text, call.request.body)
     return HttpResponse(200, content_type="application/octet-stream", stream=lines)
 
 

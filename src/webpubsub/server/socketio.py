@@ -7,6 +7,7 @@ app server that answered its ``connect`` over the tunnel (server/tunnel.py).
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 import json
 import logging
@@ -19,7 +20,7 @@ from ..core.errors import BadRequest, ClientError, RequestError, TooManyRequests
 from ..core.events import UpstreamRejected
 from ..core.message import DataType
 from ..core.names import check_hub
-from ..core.odata import Filter
+from ..core.odata import parse_filter
 from ..core.requests import SendEvent
 from ..core.socketio import INVOKE_ACK_BASE, with_ack_id
 from ..protocols import engineio
@@ -217,6 +218,7 @@ class SocketIOEndpoint:
     def __init__(self, service: Service) -> None:
         self.service = service
         self.sessions: dict[str, EngineSession] = {}
+        self._invoke_tasks: set[asyncio.Task[None]] = set()
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -368,20 +370,38 @@ class SocketIOEndpoint:
 
     # -- broadcasts with acknowledgements (``:invoke``, socketio spec 4.5) ------------------
 
-    def invoke(self, hub: str, filter: Filter | None, body: bytes) -> AsyncIterator[bytes]:
+    def invoke(
+        self, hub: str, filter_text: str | None, body: bytes, *, here_only: bool = False
+    ) -> AsyncIterator[bytes]:
         """Send one EVENT to the hub's Socket.IO clients the filter selects, each with an ack
         id of the service's; the answer streams one JSON line per client that acknowledges
-        and ends when every one has acknowledged or gone (an empty answer for none)."""
+        and ends when every one has acknowledged or gone (an empty answer for none). In a
+        cluster the other nodes with clients of the hub do the same for theirs, and their
+        lines join the stream when each is done (``here_only``: not, for such a node)."""
         try:
             packets = engineio.split_payload(body)
         except engineio.EngineIOError as exc:
             raise BadRequest(f"The body is not an Engine.IO payload: {exc}.") from None
         if not packets or with_ack_id(packets[0], 0) is None:
             raise BadRequest("The body must be one EVENT packet (and its attachments).")
+        filter = parse_filter(filter_text) if filter_text and filter_text.strip() else None
         found = self.service.node.hubs.get(hub)
         targets = found.select(c.ToAll(), filter=filter) if found is not None else []
-        answers: asyncio.Queue[bytes | None] = asyncio.Queue()
+        answers: asyncio.Queue[bytes | list[bytes] | None] = asyncio.Queue()
         waiting = 0
+        engine = self.service.engine
+        if engine is not None and not here_only:
+            call = {
+                "kind": "invoke",
+                "hub": hub,
+                "filter": filter_text,
+                "body": base64.b64encode(body).decode(),
+            }
+            for node in engine.nodes_with(hub):
+                waiting += 1
+                task = self.loop.create_task(_remote_answers(engine, node, call, answers))
+                self._invoke_tasks.add(task)
+                task.add_done_callback(self._invoke_tasks.discard)
         for conn in targets:
             if not isinstance(conn, SocketIOConnection) or conn.closed:
                 continue
@@ -398,6 +418,19 @@ class SocketIOEndpoint:
                 waiting += 1
         return _answers(answers, waiting)
 
+    async def serve_remote_invoke(self, call: dict[str, Any]) -> dict[str, Any]:
+        """Another node's ``:invoke``, for this node's clients: every line, once all are in."""
+        try:
+            lines = self.invoke(
+                str(call["hub"]),
+                call.get("filter") if isinstance(call.get("filter"), str) else None,
+                base64.b64decode(str(call["body"])),
+                here_only=True,
+            )
+        except (RequestError, ValueError, KeyError) as exc:
+            return {"error": "bad_invoke", "message": str(exc)}
+        return {"lines": [line.decode() async for line in lines]}
+
     def tick(self, now: float) -> None:
         for session in list(self.sessions.values()):
             session.tick(now)
@@ -411,15 +444,37 @@ _invoke_ids = itertools.count(INVOKE_ACK_BASE)
 INVOKE_CAP = 300.0  # s: a broadcast's acknowledgements are awaited this long at most [I]
 
 
-async def _answers(answers: asyncio.Queue[bytes | None], waiting: int) -> AsyncIterator[bytes]:
-    """The acknowledgements as they come, until every client answered or went."""
+async def _remote_answers(
+    engine: Any, node: str, call: dict[str, Any], answers: asyncio.Queue[bytes | list[bytes] | None]
+) -> None:
+    """One other node's part of a broadcast with acknowledgements: its lines, once all in."""
+    lines: list[bytes] = []
+    try:
+        async with asyncio.timeout(INVOKE_CAP):
+            answer = await engine.rpc(node, call)
+        lines = [str(line).encode() for line in answer.get("lines") or []]
+    except (TimeoutError, RequestError) as exc:
+        log.warning("node %s did not answer a broadcast with acknowledgements: %s", node, exc)
+    except Exception:
+        log.exception("asking node %s for its part of a broadcast with acks failed", node)
+    finally:
+        answers.put_nowait(lines)
+
+
+async def _answers(
+    answers: asyncio.Queue[bytes | list[bytes] | None], waiting: int
+) -> AsyncIterator[bytes]:
+    """The acknowledgements as they come, until every client (and node) answered or went."""
     try:
         async with asyncio.timeout(INVOKE_CAP):
             while waiting:
-                line = await answers.get()
+                item = await answers.get()
                 waiting -= 1
-                if line is not None:
-                    yield line
+                if isinstance(item, list):
+                    for line in item:
+                        yield line
+                elif item is not None:
+                    yield item
     except TimeoutError:
         log.warning("a broadcast with acknowledgements gave up after %d s", INVOKE_CAP)
 
