@@ -215,3 +215,34 @@ async def test_a_poll_whose_connection_closes_ends_the_session(
         lambda: events(tunnel, "azure.webpubsub.sys.disconnected"), "disconnected"
     )
     await tunnel.ws.close()
+
+
+async def test_rest_and_metrics_see_socketio_connections(
+    service: ServiceThread, hub: str, tunnel: TunnelClient
+) -> None:
+    """A Socket.IO client is a connection like any other: REST exists, group membership and
+    sends, close; /metrics counts it under its own subprotocol label."""
+    from azure.messaging.webpubsubservice import WebPubSubServiceClient
+
+    rest = WebPubSubServiceClient.from_connection_string(service.connection_string, hub=hub)
+    url = path(service, hub)
+    async with httpx.AsyncClient(timeout=TIMEOUT) as client:
+        sid = await open_polling(client, url)
+        query = {"EIO": "4", "transport": "polling", "sid": sid}
+        assert await asyncio.to_thread(rest.connection_exists, sid)
+        await asyncio.to_thread(rest.add_connection_to_group, "room", sid)
+        await asyncio.to_thread(
+            rest.send_to_group, "room", '42["m","x"]', content_type="text/plain"
+        )
+        assert (await client.get(url, params=query)).text == '42["m","x"]'
+        metrics = (await client.get(f"{service.endpoint}/metrics")).text
+        assert (
+            f'webpubsub_connections_opened_total{{hub="{hub}",subprotocol="socketio"}}' in metrics
+        )
+        await asyncio.to_thread(rest.close_connection, sid, reason="bye")
+        answer = await client.get(url, params=query)
+        assert answer.text.endswith("1")  # Engine.IO's close
+    await async_wait_until(
+        lambda: events(tunnel, "azure.webpubsub.sys.disconnected"), "disconnected"
+    )
+    assert not await asyncio.to_thread(rest.connection_exists, sid)

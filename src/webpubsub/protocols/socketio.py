@@ -32,7 +32,7 @@ class EngineTransport(Transport, Protocol):
 
     def push(self, packets: list[str]) -> None: ...
 
-    def end(self, reason: str) -> None: ...
+    def end(self, reason: str, *, linger: bool = False) -> None: ...
 
 
 class SocketIOCodec(WithoutExtras):
@@ -210,7 +210,7 @@ class SocketIOConnection(Connection):
         if upstream and self.on_event is not None:
             self.on_event(self, engineio.join_payload(upstream))
         if close:
-            self.end("The app server closed the connection.")
+            self.end("The app server closed the connection.", orderly=True)
         return True
 
     # -- groups ----------------------------------------------------------------------------
@@ -240,13 +240,14 @@ class SocketIOConnection(Connection):
 
     # -- the end ---------------------------------------------------------------------------
 
-    def end(self, reason: str) -> None:
-        """Close the Engine.IO connection: the app server hears ``disconnected``."""
+    def end(self, reason: str, *, orderly: bool = False) -> None:
+        """Close the Engine.IO connection: the app server hears ``disconnected``.
+        ``orderly``: the client is told (its next poll gets the close), not just dropped."""
         if self.closed:
             return
         self.node.disconnect(self, reason)
         self.closed = True
-        self.engine.end(reason)
+        self.engine.end(reason, linger=orderly)
         self.drop_acks()
 
     def drop_acks(self) -> None:

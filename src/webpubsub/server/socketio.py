@@ -85,7 +85,7 @@ class EngineSession:
 
     def close(self, code: int, reason: str) -> None:
         """The node closes the connection (REST close, shutdown)."""
-        self.end(reason)
+        self.end(reason, linger=True)
 
     # -- EngineTransport (protocols.socketio) ---------------------------------------------
 
@@ -101,8 +101,10 @@ class EngineSession:
         self.queue.extend(packets)
         self._wake()
 
-    def end(self, reason: str) -> None:
-        """Close the Engine.IO connection on whatever carries it now."""
+    def end(self, reason: str, *, linger: bool = False) -> None:
+        """Close the Engine.IO connection on whatever carries it now. ``linger``: an orderly
+        close, which a polling client learns from its next poll (``6\x1e1``) if none is held
+        now; after a protocol error the session is simply gone."""
         if self.ended:
             return
         self.ended = True
@@ -119,7 +121,8 @@ class EngineSession:
             self._wake()
         if self.probing is not None:
             self.probing.close(CloseCode.NORMAL, reason[:100])
-        self.endpoint.sessions.pop(self.sid, None)
+        if not (linger and self.ws is None and self.poll is None):
+            self.endpoint.sessions.pop(self.sid, None)
 
     def _wake(self) -> None:
         poll = self.poll
@@ -149,6 +152,8 @@ class EngineSession:
                 return _engine_error(engineio.BAD_REQUEST)
         self.last_seen = self.endpoint.loop.time()
         packets, self.queue = self.queue, []
+        if self.ended:
+            self.endpoint.sessions.pop(self.sid, None)  # its close is on its way
         return HttpResponse(
             200, engineio.join_payload(packets or [engineio.NOOP]), content_type=TEXT
         )
@@ -210,6 +215,7 @@ class EngineSession:
         """A polling client that stopped polling, past ping interval + timeout, is gone."""
         if self.ws is None and self.poll is None and now - self.last_seen > self.silence:
             self.end("The client stopped polling.")
+            self.endpoint.sessions.pop(self.sid, None)  # if it lingered, it waited enough
 
 
 class SocketIOEndpoint:
