@@ -57,9 +57,12 @@ def _engine_error(error: tuple[int, str], status: int = 400) -> HttpResponse:
 class EngineSession:
     """One Engine.IO session: polling until (and unless) a WebSocket takes over."""
 
-    def __init__(self, endpoint: SocketIOEndpoint, sid: str, handshake: dict[str, Any]) -> None:
+    def __init__(
+        self, endpoint: SocketIOEndpoint, sid: str, handshake: dict[str, Any], peer: str = ""
+    ) -> None:
         self.endpoint = endpoint
         self.sid = sid
+        self.peer = peer  # the client's address, as Live Trace shows it
         self.conn: SocketIOConnection | None = None
         self.queue: list[str] = []  # packets for the next poll
         self.poll: asyncio.Future[None] | None = None  # a GET waiting for packets
@@ -304,7 +307,7 @@ class SocketIOEndpoint:
                 "Socket.IO connect refused for %s: %d %s", request.client, exc.status, exc.message
             )
             return HttpResponse(exc.status, exc.message.encode(), content_type=TEXT)
-        session = EngineSession(self, pending.connection_id, handshake)
+        session = EngineSession(self, pending.connection_id, handshake, request.client)
         node = self.service.node
         conn = SocketIOConnection(
             hub, session, node, connection_id=pending.connection_id, user_id=user_id, roles=roles
