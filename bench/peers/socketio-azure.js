@@ -5,7 +5,9 @@
 //
 // Clients connect to the service at /clients/socketio/hubs/bench (Engine.IO over WebSocket)
 // and join the room of ?room=NAME; POST /publish[?room=NAME] here emits to all (or the room),
-// which the service fans out. Answers 202 once the emit is handed to Socket.IO.
+// which the service fans out. Answers 202 once the service has accepted the broadcast (the
+// adapter's send-to-all request answered), so the publisher is paced by the service as it is
+// by plain Socket.IO's synchronous emit, instead of piling requests up in this process.
 "use strict";
 
 const http = require("node:http");
@@ -28,13 +30,18 @@ const httpServer = http.createServer((req, res) => {
     const body = Buffer.concat(chunks).toString("utf8");
     const room = url.searchParams.get("room");
     (room ? io.to(room) : io).emit("m", body);
-    res.writeHead(202, { "Content-Length": "0" });
-    res.end();
+    const sent = broadcasts;
+    broadcasts = [];
+    Promise.all(sent).then(() => {
+      res.writeHead(202, { "Content-Length": "0" });
+      res.end();
+    });
   });
 });
 httpServer.keepAliveTimeout = 0;
 
 const io = new Server(httpServer, { perMessageDeflate: false, serveClient: false });
+let broadcasts = []; // the adapter's broadcasts started by the request being handled
 
 io.on("connection", (socket) => {
   const room = socket.handshake.query.room;
@@ -46,6 +53,15 @@ io.on("connection", (socket) => {
 
 async function main() {
   await useAzureSocketIO(io, { hub: "bench", connectionString });
+  // The Web PubSub adapter's broadcast is async (a REST request to the service) and emit()
+  // drops its promise: keep it, so the publish request can wait for it.
+  const adapter = io.of("/").adapter;
+  const broadcast = adapter.broadcast.bind(adapter);
+  adapter.broadcast = (packet, opts) => {
+    const done = broadcast(packet, opts);
+    broadcasts.push(done);
+    return done;
+  };
   httpServer.listen(port, "127.0.0.1", 4096, () => {
     console.log(`listening on ${httpServer.address().port}`);
   });
