@@ -81,6 +81,19 @@ class TestCommands:
         hub.apply(c.Send(c.ToAll(), message, frozenset({"c1"}), parse_filter("userId ne 'u3'")))
         assert [len(transports[cid].frames) for cid in ("c1", "c2", "c3")] == [0, 1, 0]  # type: ignore[attr-defined]
 
+    def test_send_to_all_filtered_by_one_group_walks_that_group(self) -> None:
+        # Web PubSub for Socket.IO's io.emit: sendToAll with "'<namespace group>' in groups".
+        hub, transports = hub_with(("c1", "u1"), ("c2", "u2"), ("c3", "u3"))
+        hub.join(hub.connections["c1"], "it's")
+        hub.join(hub.connections["c2"], "it's")
+        only = parse_filter("'it''s' in groups")
+        assert only.in_group == "it's"
+        message = Message(b'{"a":1}', DataType.JSON)
+        hub.apply(c.Send(c.ToAll(), message, frozenset({"c2"}), only))
+        assert [len(transports[cid].frames) for cid in ("c1", "c2", "c3")] == [1, 0, 0]  # type: ignore[attr-defined]
+        hub.apply(c.Send(c.ToAll(), message, frozenset(), parse_filter("'nobody' in groups")))
+        assert [len(transports[cid].frames) for cid in ("c1", "c2", "c3")] == [1, 0, 0]  # type: ignore[attr-defined]
+
     def test_group_send_is_from_group(self) -> None:
         hub, transports = hub_with(("c1", None))
         hub.join(hub.connections["c1"], "room")

@@ -722,3 +722,38 @@ class TestProperties:
         assert isinstance(result, bool)
         assert parse_filter(f"not ({text})").matches(target) is not result
         assert parse_filter(f"({text}) eq true").matches(target) is result
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(st.sampled_from(TOKENS), max_size=12).map(" ".join) | bool_expr(2), targets)
+    def test_in_group_holds_exactly_for_the_groups_members(self, text: str, target: Conn) -> None:
+        try:
+            compiled = parse_filter(text)
+        except FilterError:
+            return
+        if compiled.in_group is not None:
+            assert compiled.matches(target) is (compiled.in_group in target.groups)
+
+    @settings(max_examples=200, deadline=None)
+    @given(texts | st.text(max_size=30), targets)
+    def test_any_group_literal_is_recognised(self, group: str, target: Conn) -> None:
+        compiled = parse_filter("'" + group.replace("'", "''") + "' in groups")
+        assert compiled.in_group == group
+        assert compiled.matches(target) is (group in target.groups)
+
+
+@pytest.mark.parametrize(
+    ("text", "group"),
+    [
+        ("'a' in groups", "a"),
+        ("  'it''s'   in   groups ", "it's"),
+        ("'a' in groups or 'b' in groups", None),
+        ("'a'' in groups or ''b' in groups", "a' in groups or 'b"),
+        ("not ('a' in groups)", None),
+        ("'a' in groups and userId eq 'u'", None),
+        ("userId eq 'a'", None),
+    ],
+)
+def test_in_group_names_the_group_of_a_one_group_filter(text: str, group: str | None) -> None:
+    # The hub walks that group instead of testing every connection: it must be exactly
+    # the connections the filter holds for.
+    assert Filter(text).in_group == group

@@ -154,6 +154,9 @@ class Hub:
         """
         conns: Iterable[Connection]
         match target:
+            case c.ToAll() if filter is not None and filter.in_group is not None:
+                conns = self.groups.get(filter.in_group, {}).values()
+                filter = None  # walking its group is the test
             case c.ToAll():
                 conns = self.connections.values()
             case c.ToGroup(group):

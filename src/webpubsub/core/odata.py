@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import enum
 import operator
+import re
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
@@ -118,6 +119,8 @@ class FilterTarget(Protocol):
     def subprotocol(self) -> str | None: ...
 
 
+_IN_GROUP = re.compile(r"\s*'((?:[^']|'')*)'\s+in\s+groups\s*")
+
 _Eval = Callable[[FilterTarget], Any]
 _Predicate = Callable[[FilterTarget], bool]
 
@@ -133,9 +136,14 @@ class Filter:
 
     text: str
     _predicate: _Predicate = field(init=False, repr=False, compare=False)
+    # The group of a filter that is exactly ``'g' in groups`` (Web PubSub for Socket.IO's
+    # broadcast to a namespace or room): the hub walks that group instead of testing all.
+    in_group: str | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_predicate", _compile(self.text))
+        only = _IN_GROUP.fullmatch(self.text)
+        object.__setattr__(self, "in_group", only[1].replace("''", "'") if only else None)
 
     def __reduce__(self) -> tuple[type[Filter], tuple[str]]:
         return (Filter, (self.text,))

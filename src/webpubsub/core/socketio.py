@@ -113,6 +113,16 @@ class Decision:
     close_after: bool = False
 
 
+def stateless(packet: str) -> bool:
+    """Whether :meth:`SocketIOState.from_server` relays ``packet`` as it is to every
+    connection, whatever its namespaces: all but CONNECT, DISCONNECT and the close packet.
+    A broadcast made only of such packets is serialized once for all its recipients."""
+    if packet == "1":
+        return False
+    head = peek(packet)
+    return head is None or head.kind not in (CONNECT, DISCONNECT)
+
+
 @dataclass
 class SocketIOState:
     """One connection's namespaces: namespace -> the socket id the app server gave it."""

@@ -14,6 +14,8 @@ import binascii
 import json
 from typing import Any
 
+from .frames import binary_frame, text_frame
+
 OPEN, CLOSE, PING, PONG, MESSAGE, UPGRADE, NOOP = "0", "1", "2", "3", "4", "5", "6"
 TYPES = frozenset("0123456")
 SEPARATOR = "\x1e"
@@ -84,6 +86,15 @@ def to_frame(packet: str) -> tuple[bool, bytes]:
     if packet[:1] == "b":
         return True, base64.b64decode(packet[1:])
     return False, packet.encode("utf-8")
+
+
+def ws_frames(packets: list[str]) -> bytes:
+    """Packets as the WebSocket frames that carry them, one frame each, joined."""
+    out = []
+    for packet in packets:
+        binary, payload = to_frame(packet)
+        out.append(binary_frame(payload) if binary else text_frame(payload))
+    return b"".join(out)
 
 
 def open_packet(handshake: dict[str, Any], upgrades: list[str]) -> str:

@@ -16,7 +16,14 @@ from typing import TYPE_CHECKING, Protocol
 from ..core import commands as c
 from ..core.connection import Connection, Transport, WithoutExtras
 from ..core.message import Message, Source
-from ..core.socketio import Do, SocketIOState, ack_of, namespace_group, with_ack_id
+from ..core.socketio import (
+    Do,
+    SocketIOState,
+    ack_of,
+    namespace_group,
+    stateless,
+    with_ack_id,
+)
 from . import engineio
 
 if TYPE_CHECKING:
@@ -31,6 +38,11 @@ class EngineTransport(Transport, Protocol):
     """What a Socket.IO connection writes to: its Engine.IO session (polling or WebSocket)."""
 
     def push(self, packets: list[str]) -> None: ...
+
+    def push_frames(self, frames: bytes) -> bool:
+        """Queue WebSocket frames as they are; False when the session is not on WebSocket
+        (then the packets go through ``push``)."""
+        ...
 
     def end(self, reason: str, *, linger: bool = False) -> None: ...
 
@@ -75,6 +87,21 @@ SOCKETIO = SocketIOCodec()
 # Client packets that go up to the app server (socketio spec 5.1): messages (and their
 # binary attachments) and pongs, its engine.io socket's heartbeat.
 _UPSTREAM = frozenset((engineio.MESSAGE, engineio.PONG, engineio.CLOSE))
+
+
+# The key, in a message's frame cache, of the WebSocket frames of a payload every Socket.IO
+# connection relays as it is (b"": one that needs each connection's rules).
+_SHARED = ("socketio", "frames")
+
+
+def _shared_frames(data: bytes) -> bytes:
+    try:
+        packets = engineio.split_payload(data)
+    except engineio.EngineIOError:
+        return b""  # each connection logs and drops it
+    if not all(stateless(packet) for packet in packets):
+        return b""
+    return engineio.ws_frames(packets)
 
 
 class SocketIOConnection(Connection):
@@ -179,6 +206,11 @@ class SocketIOConnection(Connection):
         group, or to all): relayed packet by packet under socketio spec 5.2-5.4."""
         if self.closed:
             return True
+        shared = message.frames.get(_SHARED)
+        if shared is None:
+            shared = message.frames[_SHARED] = _shared_frames(message.data)
+        if shared and self.engine.push_frames(shared):
+            return True  # the hot path: frames serialized once for every recipient
         try:
             packets = engineio.split_payload(message.data)
         except engineio.EngineIOError as exc:

@@ -24,7 +24,7 @@ from ..core.odata import parse_filter
 from ..core.requests import SendEvent
 from ..core.socketio import INVOKE_ACK_BASE, with_ack_id
 from ..protocols import engineio
-from ..protocols.frames import binary_frame, text_frame
+from ..protocols.frames import text_frame
 from ..protocols.socketio import SocketIOConnection
 from .client_endpoint import Pending
 from .http import HttpRequest, HttpResponse
@@ -97,12 +97,19 @@ class EngineSession:
             return
         ws = self.ws
         if ws is not None:
-            for packet in packets:
-                binary, payload = engineio.to_frame(packet)
-                ws.send(binary_frame(payload) if binary else text_frame(payload))
+            ws.send(engineio.ws_frames(packets))
             return
         self.queue.extend(packets)
         self._wake()
+
+    def push_frames(self, frames: bytes) -> bool:
+        if self.ended:
+            return True
+        ws = self.ws
+        if ws is None:
+            return False
+        ws.send(frames)
+        return True
 
     def end(self, reason: str, *, linger: bool = False) -> None:
         """Close the Engine.IO connection on whatever carries it now. ``linger``: an orderly
