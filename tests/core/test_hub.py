@@ -94,6 +94,18 @@ class TestCommands:
         hub.apply(c.Send(c.ToAll(), message, frozenset(), parse_filter("'nobody' in groups")))
         assert [len(transports[cid].frames) for cid in ("c1", "c2", "c3")] == [1, 0, 0]  # type: ignore[attr-defined]
 
+    def test_filter_on_one_connection_id_looks_it_up(self) -> None:
+        # The Socket.IO adapter's socket.join(): addConnectionsToGroups with connectionId eq.
+        hub, transports = hub_with(("c1", "u1"), ("c2", "u2"))
+        hub.apply(c.AddToGroups(("room",), parse_filter("connectionId eq 'c2'")))
+        hub.apply(c.AddToGroups(("room",), parse_filter("connectionId eq 'c9'")))
+        assert set(hub.groups["room"]) == {"c2"}
+        message = Message(b"x", DataType.TEXT)
+        only_c1 = parse_filter("connectionId eq 'c1'")
+        hub.apply(c.Send(c.ToAll(), message, frozenset({"c1"}), only_c1))
+        hub.apply(c.Send(c.ToAll(), message, frozenset(), only_c1))
+        assert [len(transports[cid].frames) for cid in ("c1", "c2")] == [1, 0]  # type: ignore[attr-defined]
+
     def test_group_send_is_from_group(self) -> None:
         hub, transports = hub_with(("c1", None))
         hub.join(hub.connections["c1"], "room")

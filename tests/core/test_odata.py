@@ -732,6 +732,8 @@ class TestProperties:
             return
         if compiled.in_group is not None:
             assert compiled.matches(target) is (compiled.in_group in target.groups)
+        if compiled.connection_id is not None:
+            assert compiled.matches(target) is (compiled.connection_id == target.connection_id)
 
     @settings(max_examples=200, deadline=None)
     @given(texts | st.text(max_size=30), targets)
@@ -739,6 +741,9 @@ class TestProperties:
         compiled = parse_filter("'" + group.replace("'", "''") + "' in groups")
         assert compiled.in_group == group
         assert compiled.matches(target) is (group in target.groups)
+        compiled = parse_filter("connectionId  eq '" + group.replace("'", "''") + "'")
+        assert compiled.connection_id == group
+        assert compiled.matches(target) is (group == target.connection_id)
 
 
 @pytest.mark.parametrize(
@@ -751,9 +756,29 @@ class TestProperties:
         ("not ('a' in groups)", None),
         ("'a' in groups and userId eq 'u'", None),
         ("userId eq 'a'", None),
+        ("connectionId eq 'a'", None),
     ],
 )
 def test_in_group_names_the_group_of_a_one_group_filter(text: str, group: str | None) -> None:
     # The hub walks that group instead of testing every connection: it must be exactly
     # the connections the filter holds for.
     assert Filter(text).in_group == group
+
+
+@pytest.mark.parametrize(
+    ("text", "connection_id"),
+    [
+        ("connectionId eq 'c1'", "c1"),
+        (" connectionId  eq  'it''s' ", "it's"),
+        ("connectionId ne 'c1'", None),
+        ("ConnectionId eq 'c1'", None),
+        ("'c1' eq connectionId", None),
+        ("connectionId eq 'a' or connectionId eq 'b'", None),
+        ("connectionId eq 'a'' or connectionId eq ''b'", "a' or connectionId eq 'b"),
+    ],
+)
+def test_connection_id_names_the_connection_of_a_one_connection_filter(
+    text: str, connection_id: str | None
+) -> None:
+    with contextlib.suppress(FilterError):
+        assert Filter(text).connection_id == connection_id

@@ -157,6 +157,10 @@ class Hub:
             case c.ToAll() if filter is not None and filter.in_group is not None:
                 conns = self.groups.get(filter.in_group, {}).values()
                 filter = None  # walking its group is the test
+            case c.ToAll() if filter is not None and filter.connection_id is not None:
+                found = self.connections.get(filter.connection_id)
+                conns = (found,) if found is not None else ()
+                filter = None  # so is looking the connection up
             case c.ToAll():
                 conns = self.connections.values()
             case c.ToGroup(group):

@@ -120,6 +120,7 @@ class FilterTarget(Protocol):
 
 
 _IN_GROUP = re.compile(r"\s*'((?:[^']|'')*)'\s+in\s+groups\s*")
+_CONNECTION_ID = re.compile(r"\s*connectionId\s+eq\s+'((?:[^']|'')*)'\s*")
 
 _Eval = Callable[[FilterTarget], Any]
 _Predicate = Callable[[FilterTarget], bool]
@@ -136,14 +137,18 @@ class Filter:
 
     text: str
     _predicate: _Predicate = field(init=False, repr=False, compare=False)
-    # The group of a filter that is exactly ``'g' in groups`` (Web PubSub for Socket.IO's
-    # broadcast to a namespace or room): the hub walks that group instead of testing all.
+    # What a filter of the two shapes Web PubSub for Socket.IO sends most is exactly, so the
+    # hub looks the connections up instead of testing each: ``'g' in groups`` (a broadcast
+    # to a namespace or room) and ``connectionId eq 'c'`` (a socket joining a room).
     in_group: str | None = field(init=False, repr=False, compare=False)
+    connection_id: str | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_predicate", _compile(self.text))
-        only = _IN_GROUP.fullmatch(self.text)
-        object.__setattr__(self, "in_group", only[1].replace("''", "'") if only else None)
+        group = _IN_GROUP.fullmatch(self.text)
+        object.__setattr__(self, "in_group", group[1].replace("''", "'") if group else None)
+        conn = _CONNECTION_ID.fullmatch(self.text)
+        object.__setattr__(self, "connection_id", conn[1].replace("''", "'") if conn else None)
 
     def __reduce__(self) -> tuple[type[Filter], tuple[str]]:
         return (Filter, (self.text,))
