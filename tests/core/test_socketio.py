@@ -56,3 +56,26 @@ def test_client_disconnect_leaves_the_namespace() -> None:
     assert state.from_client("41") == "/"
     assert state.sockets == {}
     assert state.from_client('42["e"]') is None
+
+
+@given(
+    st.sampled_from(['42["e",1]', '42/chat,["e"]', '43/a,5["ok"]', "44", '451-["e",{}]', "b AQI="])
+    | st.text(max_size=12),
+    st.sampled_from([None, "0~Lw~", "0~Lw~cg"]),
+    st.dictionaries(st.sampled_from(["/", "/chat"]), st.sampled_from(["s1", "s2"])),
+)
+def test_a_stateless_packet_is_relayed_as_it_is_whatever_the_state(
+    packet: str, group: str | None, sockets: dict[str, str]
+) -> None:
+    # What lets a broadcast be serialized once for every Socket.IO recipient.
+    if not sio.stateless(packet):
+        return
+    state = sio.SocketIOState(dict(sockets))
+    assert state.from_server(packet, group) == sio.Decision(Do.RELAY, packet)
+    assert state.sockets == sockets
+
+
+def test_connect_disconnect_and_close_are_not_stateless() -> None:
+    for packet in ("1", '40{"sid":"s"}', "40", "41", '41/chat,{"close":true}'):
+        assert not sio.stateless(packet)
+    assert sio.stateless('42["m","x"]') and sio.stateless("2")

@@ -57,3 +57,10 @@ def test_open_packet_and_error_body() -> None:
         "code": 1,
         "message": "Session ID unknown",
     }
+
+
+def test_ws_frames_carry_each_packet_in_its_own_frame() -> None:
+    frames = engineio.ws_frames(['42["m","é"]', "b" + base64.b64encode(b"\x00\x01").decode()])
+    text = '42["m","é"]'.encode()
+    assert frames == bytes((0x81, len(text))) + text + bytes((0x82, 2)) + b"\x00\x01"
+    assert engineio.ws_frames([]) == b""
