@@ -889,6 +889,13 @@ def measure(n: int, cfg: Config) -> dict[str, dict[str, Any]]:
     log(f"  N = {n:,} ({groups} groups of {n // groups}): {', '.join(s.label for s in subjects)}")
     others = wait_for_quiet(cfg, f"N={n:,}")
 
+    def idle_all() -> None:
+        # Both servers share core 0: a session timed while either is still tearing down the
+        # N connections of the one before measures that teardown too (webpubsub's later
+        # sessions ran at 0.8 of its core, 5.3k/s against 7k/s for the first).
+        for s in subjects:
+            s.server.wait_idle()
+
     def each(name: str, shape: tuple[int, int, str], runs: int, **kwargs: Any) -> None:
         for s in subjects:
             s.result[name] = []
@@ -942,12 +949,14 @@ def measure(n: int, cfg: Config) -> dict[str, dict[str, Any]]:
         if cfg.handshake_runs > 1:
             for s in subjects:
                 s.open_clients(s.inputs.paths)
+                idle_all()
                 s.result["handshake"].append(s.connect())
                 s.close_clients()
         if profiling and ours is not None:
+            ours.open_clients(ours.inputs.paths)
+            idle_all()
             spy = _profile(ours.server, cfg, f"handshake-{n}", 3)
             log("    (profiled with py-spy; not part of the figures)")
-            ours.open_clients(ours.inputs.paths)
             ours.result["handshake_profiled"] = ours.connect()
             ours.close_clients()
             _wait_profile(spy)
@@ -956,6 +965,7 @@ def measure(n: int, cfg: Config) -> dict[str, dict[str, Any]]:
         for s in subjects:
             subprotocol = "json.webpubsub.azure.v1" if s.mode == "wps" else ""
             s.open_clients(s.inputs.paths_c2g, subprotocol=subprotocol)
+            idle_all()
             c = s.connect()
             if cfg.handshake_runs > 2:
                 s.result["handshake"].append(c)  # a third sample ("connected" message included)
