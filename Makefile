@@ -22,7 +22,7 @@ test: install
 	$(VENV)/bin/mypy
 	$(PY) -m pytest -q
 
-bench:  ## webpubsub vs Socket.IO 4.8, and MQTT vs Mosquitto, on this machine, under 5 minutes (docs/benchmarks.md)
+bench:  ## webpubsub vs Socket.IO 4.8, and MQTT vs Mosquitto, on this machine, about 7 minutes (docs/benchmarks.md)
 	python3 -m bench $(ARGS)
 
 lint: install

@@ -1,6 +1,6 @@
 """The benchmark runner: webpubsub against Socket.IO 4.8 (and MQTT against Mosquitto), one run.
 
-    python3 -m bench            # full run (3 runs per figure, median), under 5 minutes
+    python3 -m bench            # full run (3 runs per figure, median), about 7 minutes
     python3 -m bench --quick    # one run per figure, shorter phases (about a minute)
 
 From a fresh clone it creates ``.venv`` (``pip install -e '.[bench]'``), builds the C load
