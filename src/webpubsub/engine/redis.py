@@ -420,11 +420,22 @@ class RedisEngine:
 
     # -- Directory (REST queries) -------------------------------------------------------
 
+    # A connection this node holds exists, whatever Redis says yet: its registration is
+    # written behind the handshake, and an app server that adds a client to a group right
+    # after it connected (through this node) must not hear 404. This node is the authority
+    # on its own connections; others' are Redis's.
+
     async def connection_exists(self, hub: str, connection_id: str) -> bool:
+        self.check_ready()
+        if self.node.connection_exists(hub, connection_id):
+            return True
         found = bool(await self._query("exists", hub_prefix(hub) + "c:" + connection_id))
         return found or self._negative()
 
     async def user_exists(self, hub: str, user_id: str) -> bool:
+        self.check_ready()
+        if self.node.user_exists(hub, user_id):
+            return True
         found = bool(await self._query("scard", hub_prefix(hub) + "u:" + user_id))
         return found or self._negative()
 
