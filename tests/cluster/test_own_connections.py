@@ -1,10 +1,12 @@
-"""A node answers for the connections it holds, whatever Redis has been told yet.
+"""A new connection is visible where an app server may look for it.
 
-Its connections are registered in Redis behind the handshake (the write is queued, not
-waited for). An app server that checks or manages a client right after it connected,
-through the node the client is on, must find it: here Redis is stopped (SIGSTOP, with a
-``redis_timeout`` long enough that the node stays healthy), so the registration cannot
-have landed, and the node still answers that the connection and its user exist.
+A node registers its connections in Redis behind the handshake (the write is queued, not
+waited for). Here Redis is stopped (SIGSTOP, with a ``redis_timeout`` long enough that the
+nodes stay healthy), so a registration cannot land until it resumes:
+
+* the node holding a connection answers for it itself (exists, user exists);
+* the ``connected`` event waits for the registration, so an app server that answers it
+  through another node (a REST call behind a load balancer) finds the connection.
 """
 
 from __future__ import annotations
@@ -16,8 +18,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.upstream_app import UpstreamApp
+
 from .conftest import Node, RedisServer, free_port, require_redis_server
 from .test_cluster import call, connect, sdk
+
+SETTINGS = "[cluster]\nnode_ttl = 60.0\nheartbeat_interval = 0.5\nredis_timeout = 30.0\n"
 
 
 @pytest.fixture
@@ -26,9 +32,7 @@ def stalled_later() -> Iterator[tuple[RedisServer, Node]]:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         config = workdir / "node.toml"
-        config.write_text(
-            "[cluster]\nnode_ttl = 60.0\nheartbeat_interval = 0.5\nredis_timeout = 30.0\n"
-        )
+        config.write_text(SETTINGS)
         redis = RedisServer(free_port(), workdir)
         redis.start()
         node = Node(free_port(), config, redis.url)
@@ -57,3 +61,44 @@ async def test_a_connection_exists_on_its_node_before_redis_has_it(
             assert await call(client.connection_exists, second_id)
             assert await call(client.user_exists, "late")
         redis.process.send_signal(signal.SIGCONT)
+
+
+async def test_connected_is_sent_once_the_other_nodes_see_the_connection(
+    tmp_path: Path,
+) -> None:
+    require_redis_server()
+    hub = "seen"
+    with UpstreamApp() as app:
+        config = tmp_path / "node.toml"
+        config.write_text(
+            SETTINGS + f'[[hubs.{hub}.event_handlers]]\nurl_template = "{app.url_template}"\n'
+            'system_events = ["connected"]\n'
+        )
+        redis = RedisServer(free_port(), tmp_path)
+        redis.start()
+        a, b = Node(free_port(), config, redis.url), Node(free_port(), config, redis.url)
+        assert redis.process is not None
+        try:
+            a.start()
+            b.start()
+            first, _ = await connect(a, hub, "early")  # a now listens on the hub
+            async with first:
+                app.wait_for(lambda seen: len(app.events("connected")) == 1)
+                redis.process.send_signal(signal.SIGSTOP)
+                late, late_id = await connect(a, hub, "late")
+                async with late:
+                    # Not while its registration cannot reach Redis (a bounded look: the
+                    # event, if sent, would arrive within milliseconds).
+                    with pytest.raises(AssertionError):
+                        app.wait_for(lambda seen: len(app.events("connected")) == 2, 1.0)
+                    redis.process.send_signal(signal.SIGCONT)
+                    app.wait_for(lambda seen: len(app.events("connected")) == 2)
+                    event = app.events("connected")[1]
+                    assert event.headers["ce-connectionid"] == late_id
+                    # What an app server would do with it, through the other node.
+                    assert await call(sdk(b, hub).connection_exists, late_id)
+        finally:
+            redis.process.send_signal(signal.SIGCONT)
+            b.stop()
+            a.stop()
+            redis.stop()

@@ -51,6 +51,9 @@ class Wire:
     def connection_added(self, conn: Connection, groups: Iterable[str]) -> None:
         pass
 
+    async def registered(self, connection_id: str) -> None:
+        return None
+
     def connection_removed(self, conn: Connection) -> None:
         pass
 

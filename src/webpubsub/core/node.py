@@ -89,6 +89,12 @@ class Engine(Protocol):
 
     def connection_added(self, conn: Connection, groups: Iterable[str]) -> None: ...
 
+    async def registered(self, connection_id: str) -> None:
+        """Return once the other nodes can see this node's connection (its registration
+        reached the shared state), or the engine gave up waiting; at once when nothing is
+        pending. The upstream's events wait for it, so an app server that reacts to
+        ``connected`` through another node finds the connection."""
+
     def connection_removed(self, conn: Connection) -> None: ...
 
     def hub_added(self, hub: str) -> None: ...

@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import json
 import logging
 import secrets
@@ -171,6 +172,8 @@ class RedisEngine:
         self._channels: set[str] = set()  # hub channels we want
         self._confirmed: set[str] = set()  # hub channels Redis confirmed on this connection
         self._listeners: dict[str, asyncio.Future[None]] = {}
+        # Connections whose registration is not in Redis yet: the future of its last write.
+        self._registering: dict[str, asyncio.Future[None]] = {}
         self._pubsub: Any = None
         self._tasks: list[asyncio.Task[None]] = []
         self._sharded = False
@@ -322,8 +325,27 @@ class RedisEngine:
             self._queue(op)
 
     def connection_added(self, conn: Connection, groups: Iterable[str]) -> None:
-        for op in self._register_ops(conn, groups):
+        ops = self._register_ops(conn, groups)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        ops[-1].done = done
+        self._registering[conn.connection_id] = done
+        done.add_done_callback(functools.partial(self._registered, conn.connection_id))
+        for op in ops:
             self._queue(op)
+
+    def _registered(self, connection_id: str, done: asyncio.Future[None]) -> None:
+        if self._registering.get(connection_id) is done:
+            del self._registering[connection_id]
+        _consume(done)
+
+    async def registered(self, connection_id: str) -> None:
+        done = self._registering.get(connection_id)
+        if done is None:
+            return
+        # Bounded like a REST write: past it (Redis unreachable) the event goes anyway,
+        # late rather than never; the writer retries the registration meanwhile.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.shield(done), self.publish_timeout)
 
     def connection_removed(self, conn: Connection) -> None:
         self._queue(_Op("unregister", [hub_prefix(conn.hub)], [conn.connection_id]))

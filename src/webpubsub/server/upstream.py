@@ -447,6 +447,11 @@ class Upstream:
 
     async def _send_notices(self, conn: Connection, chain: deque[Notice]) -> None:
         try:
+            engine = self.node.engine
+            if engine is not None:
+                # In a cluster, not before the other nodes can see the connection: the app
+                # server's answer to ``connected`` may reach any of them.
+                await engine.registered(conn.connection_id)
             while chain:
                 _, ctx, kind, _ = chain[0]
                 backlog = self._queues.get(conn)
