@@ -293,18 +293,18 @@ static void client_write(int i, const char *data, size_t n) {
     if (want) client_events(i);
 }
 
-static void send_frame(int i, int opcode, const char *payload, size_t n) {
-    char buf[14 + 4096];
+/* A masked, final WebSocket frame of `opcode` holding data (at most 65535 bytes) written
+   to out; returns its length. */
+static size_t ws_frame(char *out, int opcode, const char *data, size_t n) {
     size_t hl;
-    if (n > 4096) return;
-    buf[0] = (char)(0x80 | opcode);
+    out[0] = (char)(0x80 | opcode);
     if (n < 126) {
-        buf[1] = (char)(0x80 | n);
+        out[1] = (char)(0x80 | n);
         hl = 2;
     } else {
-        buf[1] = (char)(0x80 | 126);
-        buf[2] = (char)(n >> 8);
-        buf[3] = (char)(n & 0xff);
+        out[1] = (char)(0x80 | 126);
+        out[2] = (char)(n >> 8);
+        out[3] = (char)(n & 0xff);
         hl = 4;
     }
     mask_state ^= mask_state << 13;
@@ -312,10 +312,16 @@ static void send_frame(int i, int opcode, const char *payload, size_t n) {
     mask_state ^= mask_state << 5;
     uint8_t key[4];
     memcpy(key, &mask_state, 4);
-    memcpy(buf + hl, key, 4);
+    memcpy(out + hl, key, 4);
     hl += 4;
-    for (size_t k = 0; k < n; k++) buf[hl + k] = (char)(payload[k] ^ key[k & 3]);
-    client_write(i, buf, hl + n);
+    for (size_t k = 0; k < n; k++) out[hl + k] = (char)(data[k] ^ key[k & 3]);
+    return hl + n;
+}
+
+static void send_frame(int i, int opcode, const char *payload, size_t n) {
+    char buf[14 + 4096];
+    if (n > 4096) return;
+    client_write(i, buf, ws_frame(buf, opcode, payload, n));
 }
 
 static void on_ready(int i) {
@@ -855,29 +861,6 @@ static void pub_issue_window(int k) {
 
 
 /* -- MQTT publishers (--mode mqtt) ----------------------------------------------------------- */
-/* A masked WebSocket binary frame holding data; returns its length. */
-static size_t ws_wrap(char *out, const char *data, size_t n) {
-    size_t hl;
-    out[0] = (char)0x82;
-    if (n < 126) {
-        out[1] = (char)(0x80 | n);
-        hl = 2;
-    } else {
-        out[1] = (char)(0x80 | 126);
-        out[2] = (char)(n >> 8);
-        out[3] = (char)(n & 0xff);
-        hl = 4;
-    }
-    mask_state ^= mask_state << 13;
-    mask_state ^= mask_state >> 17;
-    mask_state ^= mask_state << 5;
-    uint8_t key[4];
-    memcpy(key, &mask_state, 4);
-    memcpy(out + hl, key, 4);
-    hl += 4;
-    for (size_t k = 0; k < n; k++) out[hl + k] = (char)(data[k] ^ key[k & 3]);
-    return hl + n;
-}
 
 static int write_all(int fd, const char *data, size_t n) {
     while (n) {
@@ -915,7 +898,7 @@ static int mqtt_pub_handshake(int fd, int k) {
     if (mqtt_tcp) {
         memcpy(buf, pkt, n);
     } else {
-        n = ws_wrap(buf, pkt, n);
+        n = ws_frame(buf, 0x2, pkt, n);
     }
     if (write_all(fd, buf, n) < 0) return -1;
     size_t want = mqtt_tcp ? 4 : 6; /* CONNACK, in one unmasked frame over WebSocket */
@@ -954,7 +937,7 @@ static void mqtt_issue_window(int k) {
             memcpy(out + len, pkt, q);
             len += q;
         } else {
-            len += ws_wrap(out + len, pkt, q);
+            len += ws_frame(out + len, 0x2, pkt, q);
         }
         p->ring[p->rhead++ % RING] = target;
         p->outstanding++;

@@ -32,10 +32,10 @@ from .run import (
     STEADY,
     Config,
     LoadGen,
+    Measured,
     Server,
     _fmt,
     _median,
-    _phase,
     _pinned,
     _profile,
     _wait_profile,
@@ -158,7 +158,7 @@ class Mosquitto(Server):
         raise RuntimeError(f"mosquitto did not start; see {self.logfile}")
 
 
-class MqttSubject:
+class MqttSubject(Measured):
     """One broker at one N: its process, its N subscribers and one publisher."""
 
     def __init__(self, kind: str, transport: str, n: int, cfg: Config, mosquitto: Path | None):
@@ -206,6 +206,7 @@ class MqttSubject:
             self.paths.write_text("/mqtt\n")
             self.pub_path = "/mqtt"
             self.server = Mosquitto(mosquitto, self.port, transport, cfg, server_log)
+        self.measured = self.server
         self.result: dict[str, Any] = {
             "clients": n,
             "transport": transport,
@@ -234,18 +235,9 @@ class MqttSubject:
         c = timed_connect(self.gen, [self.server], what, self.n, timeout=120)
         self.result["handshake"].append(c)
 
-    def phase(self, name: str, shape: tuple[int, int, str], **kwargs: Any) -> dict[str, Any]:
-        assert self.gen is not None
-        self.phase_id += 1
-        return _phase(
-            self.gen, self.server, self.label, name, self.phase_id, self.cfg, shape, **kwargs
-        )
-
     def stop(self) -> None:
         try:
-            if self.gen is not None:
-                self.gen.close()
-                self.gen = None
+            self.close_clients()
         finally:
             self.server.stop()
 

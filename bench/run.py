@@ -781,7 +781,30 @@ def check_server(cfg: Config) -> None:
         raise SystemExit(f"bench: webpubsub does not start:\n{tail}")
 
 
-class Subject:
+class Measured:
+    """What every subject of a scenario shares: a generator of clients, and the server
+    whose CPU its phases measure (``measured``)."""
+
+    label: str
+    cfg: Config
+    gen: LoadGen | None
+    phase_id: int
+    measured: Server
+
+    def phase(self, name: str, shape: tuple[int, int, str], **kwargs: Any) -> dict[str, Any]:
+        assert self.gen is not None
+        self.phase_id += 1
+        return _phase(
+            self.gen, self.measured, self.label, name, self.phase_id, self.cfg, shape, **kwargs
+        )
+
+    def close_clients(self) -> None:
+        if self.gen is not None:
+            self.gen.close()
+            self.gen = None
+
+
+class Subject(Measured):
     """One server under test at one N: its process, input files, clients and results."""
 
     def __init__(self, kind: str, n: int, cfg: Config):
@@ -801,6 +824,7 @@ class Subject:
         self.inputs = write_inputs(kind, self.port, key, self.groups, BUILD / f"{kind}-{n}")
         self.mode = "wps" if kind == "webpubsub" else "sio"
         self.server = Server(kind, self.port, key, cfg.server_cpu, server_log, server_env(cfg))
+        self.measured = self.server
         self.result: dict[str, Any] = {
             "clients": n,
             "groups": self.groups,
@@ -832,21 +856,9 @@ class Subject:
             drain=self.cfg.drain,
         )
 
-    def close_clients(self) -> None:
-        if self.gen is not None:
-            self.gen.close()
-            self.gen = None
-
     def connect(self) -> dict[str, Any]:
         assert self.gen is not None
         return timed_connect(self.gen, [self.server], f"{self.label:<9} connect", self.n)
-
-    def phase(self, name: str, shape: tuple[int, int, str], **kwargs: Any) -> dict[str, Any]:
-        assert self.gen is not None
-        self.phase_id += 1
-        return _phase(
-            self.gen, self.server, self.label, name, self.phase_id, self.cfg, shape, **kwargs
-        )
 
     def stop(self) -> None:
         try:

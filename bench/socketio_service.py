@@ -25,11 +25,11 @@ from .run import (
     STEADY,
     Config,
     LoadGen,
+    Measured,
     Server,
     _complete,
     _fmt,
     _median,
-    _phase,
     free_port,
     log,
     server_env,
@@ -56,7 +56,7 @@ class AppServer(Server):
         return ["node", script, str(self.port), self.connection_string], "listening on"
 
 
-class SioSubject:
+class SioSubject(Measured):
     """One way of serving the Socket.IO app at one N: its processes and its N clients."""
 
     def __init__(self, kind: str, n: int, cfg: Config):
@@ -78,8 +78,8 @@ class SioSubject:
             log_path = logs / f"sio-{kind}-{n}.server.log"
             log_path.write_text("")
             self.client_port = self.app_port
-            self.main = Server("socketio", self.app_port, "", cfg.server_cpu, log_path)
-            self.servers = [self.main]
+            self.measured = Server("socketio", self.app_port, "", cfg.server_cpu, log_path)
+            self.servers = [self.measured]
         else:
             self.client_port = free_port()
             key = secrets.token_urlsafe(32)
@@ -87,14 +87,14 @@ class SioSubject:
             app_log = logs / f"sio-{kind}-{n}.app.log"
             service_log.write_text("")
             app_log.write_text("")
-            self.main = Server(
+            self.measured = Server(
                 "webpubsub", self.client_port, key, cfg.server_cpu, service_log, server_env(cfg)
             )
             connection_string = (
                 f"Endpoint=http://127.0.0.1;Port={self.client_port};AccessKey={key};Version=1.0;"
             )
             self.app = AppServer(self.app_port, connection_string, cfg.server_cpu, app_log)
-            self.servers = [self.main, self.app]
+            self.servers = [self.measured, self.app]
             paths = [
                 f"/clients/socketio/hubs/{HUB}/?EIO=4&transport=websocket&room=g{g}"
                 for g in range(self.groups)
@@ -126,18 +126,9 @@ class SioSubject:
         c = timed_connect(self.gen, self.servers, what, self.n, timeout=180)
         self.result["handshake"].append(c)
 
-    def phase(self, name: str, shape: tuple[int, int, str], **kwargs: Any) -> dict[str, Any]:
-        assert self.gen is not None
-        self.phase_id += 1
-        return _phase(
-            self.gen, self.main, self.label, name, self.phase_id, self.cfg, shape, **kwargs
-        )
-
     def stop(self) -> None:
         try:
-            if self.gen is not None:
-                self.gen.close()
-                self.gen = None
+            self.close_clients()
         finally:
             for server in reversed(self.servers):
                 server.stop()
