@@ -823,6 +823,31 @@ static void pub_close(int k) {
 
 /* Send a whole window of pipelined requests in one write(), so that they reach the server
  * together: a burst. The next window leaves when every request of this one is answered. */
+/* A publish request (to all, or to group `target`) went into this window. */
+static void pub_issued(pub_t *p, uint32_t target) {
+    p->ring[p->rhead++ % RING] = target;
+    p->outstanding++;
+    ph.issued++;
+    if (target == 0) {
+        ph.sent_all++;
+        ph.expected += ph.active_clients;
+    } else {
+        ph.sent_group[target - 1]++;
+        ph.expected += ph.members[target - 1];
+    }
+}
+
+/* Write a window of requests to publisher k (what the kernel does not take waits). */
+static void pub_write(int k, const char *out, size_t len) {
+    pub_t *p = &pubs[k];
+    int want = 0;
+    if (buffered_write(p->fd, &p->wbuf, &p->wlen, &p->woff, &p->wcap, out, len, &want) < 0) {
+        pub_close(k);
+        return;
+    }
+    if (want) ep_set(p->fd, TAG_PUB, (uint32_t)k, EPOLLIN | EPOLLOUT, EPOLL_CTL_MOD);
+}
+
 static void pub_issue_window(int k) {
     pub_t *p = &pubs[k];
     if (mode == MODE_MQTT) {
@@ -840,23 +865,9 @@ static void pub_issue_window(int k) {
         /* the template's body is exactly the PAYLOAD_LEN bytes make_payload writes */
         make_payload(out + len + tp->marker, now_ns(), 999999, ph.id);
         len += tp->len;
-        p->ring[p->rhead++ % RING] = target;
-        p->outstanding++;
-        ph.issued++;
-        if (target == 0) {
-            ph.sent_all++;
-            ph.expected += ph.active_clients;
-        } else {
-            ph.sent_group[target - 1]++;
-            ph.expected += ph.members[target - 1];
-        }
+        pub_issued(p, target);
     }
-    int want = 0;
-    if (buffered_write(p->fd, &p->wbuf, &p->wlen, &p->woff, &p->wcap, out, len, &want) < 0) {
-        pub_close(k);
-        return;
-    }
-    if (want) ep_set(p->fd, TAG_PUB, (uint32_t)k, EPOLLIN | EPOLLOUT, EPOLL_CTL_MOD);
+    pub_write(k, out, len);
 }
 
 
@@ -939,23 +950,9 @@ static void mqtt_issue_window(int k) {
         } else {
             len += ws_frame(out + len, 0x2, pkt, q);
         }
-        p->ring[p->rhead++ % RING] = target;
-        p->outstanding++;
-        ph.issued++;
-        if (target == 0) {
-            ph.sent_all++;
-            ph.expected += ph.active_clients;
-        } else {
-            ph.sent_group[target - 1]++;
-            ph.expected += ph.members[target - 1];
-        }
+        pub_issued(p, target);
     }
-    int want = 0;
-    if (buffered_write(p->fd, &p->wbuf, &p->wlen, &p->woff, &p->wcap, out, len, &want) < 0) {
-        pub_close(k);
-        return;
-    }
-    if (want) ep_set(p->fd, TAG_PUB, (uint32_t)k, EPOLLIN | EPOLLOUT, EPOLL_CTL_MOD);
+    pub_write(k, out, len);
 }
 
 static int mqtt_answered = 0;

@@ -164,23 +164,38 @@ class Cluster:
     nodes: list[Node]
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
+# Short timings, so that a test of failures does not wait long for the nodes to notice.
+FAST = "[cluster]\nnode_ttl = 2.0\nheartbeat_interval = 0.5\nredis_timeout = 1.0\n"
+
+
+@contextmanager
+def running_cluster(config: str = FAST, nodes: int = 3, *, logs: bool = False) -> Iterator[Cluster]:
+    """A throwaway Redis and ``nodes`` started nodes sharing the TOML ``config``
+    (with ``logs``, each node's output kept at info level, for ``Node.log``)."""
     require_redis_server()
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        config = workdir / "node.toml"
-        config.write_text(
-            "[cluster]\nnode_ttl = 2.0\nheartbeat_interval = 0.5\nredis_timeout = 1.0\n"
-        )
+        path = workdir / "node.toml"
+        path.write_text(config)
         redis = RedisServer(free_port(), workdir)
         redis.start()
-        nodes = [Node(free_port(), config, redis.url) for _ in range(3)]
+        members = [
+            Node(free_port(), path, redis.url, workdir / f"node{i}.log" if logs else None)
+            for i in range(nodes)
+        ]
         try:
-            for node in nodes:
+            for node in members:
                 node.start()
-            yield Cluster(redis, nodes)
+            yield Cluster(redis, members)
         finally:
-            for node in nodes:
+            for node in members:
                 node.stop()
+            if redis.process is not None:
+                redis.process.send_signal(signal.SIGCONT)  # a test may have stopped it
             redis.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    with running_cluster() as running:
+        yield running

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import queue
 import time
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -15,7 +14,12 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from .conftest import Cluster, Node, RedisServer, free_port, require_redis_server
+from .conftest import (
+    FAST,
+    Cluster,
+    Node,
+    running_cluster,
+)
 
 ROLES = ["webpubsub.joinLeaveGroup", "webpubsub.sendToGroup"]
 TIMEOUT = 10.0
@@ -226,19 +230,12 @@ def test_live_session_moves_while_messages_flow(cluster: Cluster) -> None:
         second.client.loop_stop()
 
 
-def test_the_holder_killed_means_a_new_session(tmp_path: Path) -> None:
+def test_the_holder_killed_means_a_new_session() -> None:
     """kill -9 of the node holding a session: it is lost with that node's memory; a CONNECT
     through another node gets 0x88 (Server unavailable, the client retries) while the dead
     node's heartbeat lasts, then a new session, never a hang."""
-    require_redis_server()
-    config = tmp_path / "node.toml"
-    config.write_text("[cluster]\nnode_ttl = 2.0\nheartbeat_interval = 0.5\nredis_timeout = 1.0\n")
-    redis = RedisServer(free_port(), tmp_path)
-    redis.start()
-    a, b = (Node(free_port(), config, redis.url) for _ in range(2))
-    try:
-        a.start()
-        b.start()
+    with running_cluster(FAST, 2) as running:
+        a, b = running.nodes
         first = Session(a, "orphans", "lost", 5, clean=False)
         first.subscribe("g", 1)
         first.leave()
@@ -252,7 +249,3 @@ def test_the_holder_killed_means_a_new_session(tmp_path: Path) -> None:
             again.client.loop_stop()
         assert set(answers) <= {(0x88, False), (0, False)}
         assert sdk(b, "orphans").connection_exists("lost")
-    finally:
-        b.stop()
-        a.stop()
-        redis.stop()

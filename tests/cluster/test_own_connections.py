@@ -12,15 +12,13 @@ nodes stay healthy), so a registration cannot land until it resumes:
 from __future__ import annotations
 
 import signal
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from tests.upstream_app import UpstreamApp
 
-from .conftest import Node, RedisServer, free_port, require_redis_server
+from .conftest import Node, RedisServer, running_cluster
 from .test_cluster import call, connect, sdk
 
 SETTINGS = "[cluster]\nnode_ttl = 60.0\nheartbeat_interval = 0.5\nredis_timeout = 30.0\n"
@@ -28,22 +26,8 @@ SETTINGS = "[cluster]\nnode_ttl = 60.0\nheartbeat_interval = 0.5\nredis_timeout 
 
 @pytest.fixture
 def stalled_later() -> Iterator[tuple[RedisServer, Node]]:
-    require_redis_server()
-    with tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(tmp)
-        config = workdir / "node.toml"
-        config.write_text(SETTINGS)
-        redis = RedisServer(free_port(), workdir)
-        redis.start()
-        node = Node(free_port(), config, redis.url)
-        try:
-            node.start()
-            yield redis, node
-        finally:
-            if redis.process is not None:
-                redis.process.send_signal(signal.SIGCONT)
-            node.stop()
-            redis.stop()
+    with running_cluster(SETTINGS, 1) as running:
+        yield running.redis, running.nodes[0]
 
 
 async def test_a_connection_exists_on_its_node_before_redis_has_it(
@@ -63,24 +47,16 @@ async def test_a_connection_exists_on_its_node_before_redis_has_it(
         redis.process.send_signal(signal.SIGCONT)
 
 
-async def test_connected_is_sent_once_the_other_nodes_see_the_connection(
-    tmp_path: Path,
-) -> None:
-    require_redis_server()
+async def test_connected_is_sent_once_the_other_nodes_see_the_connection() -> None:
     hub = "seen"
     with UpstreamApp() as app:
-        config = tmp_path / "node.toml"
-        config.write_text(
-            SETTINGS + f'[[hubs.{hub}.event_handlers]]\nurl_template = "{app.url_template}"\n'
+        handlers = (
+            f'[[hubs.{hub}.event_handlers]]\nurl_template = "{app.url_template}"\n'
             'system_events = ["connected"]\n'
         )
-        redis = RedisServer(free_port(), tmp_path)
-        redis.start()
-        a, b = Node(free_port(), config, redis.url), Node(free_port(), config, redis.url)
-        assert redis.process is not None
-        try:
-            a.start()
-            b.start()
+        with running_cluster(SETTINGS + handlers, 2) as running:
+            redis, (a, b) = running.redis, running.nodes
+            assert redis.process is not None
             first, _ = await connect(a, hub, "early")  # a now listens on the hub
             async with first:
                 app.wait_for(lambda seen: len(app.events("connected")) == 1)
@@ -97,8 +73,3 @@ async def test_connected_is_sent_once_the_other_nodes_see_the_connection(
                     assert event.headers["ce-connectionid"] == late_id
                     # What an app server would do with it, through the other node.
                     assert await call(sdk(b, hub).connection_exists, late_id)
-        finally:
-            redis.process.send_signal(signal.SIGCONT)
-            b.stop()
-            a.stop()
-            redis.stop()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -20,7 +19,12 @@ import websockets
 from tests.upstream_app import Reply, UpstreamApp
 from webpubsub.auth.tokens import client_audience
 
-from .conftest import Cluster, Node, RedisServer, free_port, require_redis_server
+from .conftest import (
+    FAST,
+    Cluster,
+    Node,
+    running_cluster,
+)
 from .reliable import RELIABLE, Reliable
 from .test_cluster import call, receive, sdk, until
 
@@ -175,18 +179,11 @@ class TestRecoveryOnAnyNode:
         await client.ws.close()
 
 
-async def test_the_holder_killed_means_a_clear_refusal(tmp_path: Path) -> None:
+async def test_the_holder_killed_means_a_clear_refusal() -> None:
     """kill -9 of the node holding a detached connection: its state is gone, and a recovery
     through another node is refused with 1008 (the client starts afresh), not left hanging."""
-    require_redis_server()
-    config = tmp_path / "node.toml"
-    config.write_text("[cluster]\nnode_ttl = 2.0\nheartbeat_interval = 0.5\nredis_timeout = 1.0\n")
-    redis = RedisServer(free_port(), tmp_path)
-    redis.start()
-    a, b = (Node(free_port(), config, redis.url) for _ in range(2))
-    try:
-        a.start()
-        b.start()
+    with running_cluster(FAST, 2) as running:
+        a, b = running.nodes
         client = Reliable("orphans", "eve")
         await client.connect(a)
         client.drop()
@@ -201,31 +198,19 @@ async def test_the_holder_killed_means_a_clear_refusal(tmp_path: Path) -> None:
             assert closed.value.rcvd is not None
             closes.append(closed.value.rcvd.code)
         assert set(closes) <= {1008, 1013}  # 1013 (try again) only while a's heartbeat lasts
-    finally:
-        b.stop()
-        a.stop()
-        redis.stop()
 
 
-async def test_invocations_and_streams_through_a_three_node_cluster(tmp_path: Path) -> None:
+async def test_invocations_and_streams_through_a_three_node_cluster() -> None:
     """Issue 14's cluster case: a client on node a invokes the hub's event handler and gets
     its answer; a stream it writes reaches subscribers on nodes b and c, in order."""
-    require_redis_server()
     with UpstreamApp() as app:
         app.rules["ask"] = Reply(200, b'{"ok":true}', {"Content-Type": "application/json"})
-        config = tmp_path / "node.toml"
-        config.write_text(
-            "[cluster]\nnode_ttl = 2.0\nheartbeat_interval = 0.5\nredis_timeout = 1.0\n"
+        handlers = (
             f'[[hubs.calls.event_handlers]]\nurl_template = "{app.url_template}"\n'
             'user_event_pattern = "*"\n'
         )
-        redis = RedisServer(free_port(), tmp_path)
-        redis.start()
-        nodes = [Node(free_port(), config, redis.url) for _ in range(3)]
-        try:
-            for node in nodes:
-                node.start()
-            a, b, c = nodes
+        with running_cluster(FAST + handlers) as running:
+            a, b, c = running.nodes
             publisher = Reliable("calls", "alice")
             await publisher.connect(a)
             assert publisher.ws is not None
@@ -262,7 +247,3 @@ async def test_invocations_and_streams_through_a_three_node_cluster(tmp_path: Pa
             for reader in readers:
                 await reader.read(11)
                 assert reader.data == [str(n) for n in range(1, 11)] + [""]
-        finally:
-            for node in nodes:
-                node.stop()
-            redis.stop()

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from websockets.exceptions import InvalidStatus
@@ -20,7 +18,13 @@ from tests.nodejs import JsError, NodeDriver, node_missing
 from tests.tunnel_client import TunnelClient, event_type
 from webpubsub.protocols import tunnel as t
 
-from .conftest import ACCESS_KEY, Cluster, Node, RedisServer, free_port, require_redis_server
+from .conftest import (
+    ACCESS_KEY,
+    FAST,
+    Cluster,
+    Node,
+    running_cluster,
+)
 from .test_cluster import connect, receive
 
 HUB = "tch"
@@ -32,25 +36,9 @@ DISCONNECTED = "azure.webpubsub.sys.disconnected"
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
     """Three nodes; hub ``tch`` sends its events to the app servers' tunnels."""
-    require_redis_server()
-    with tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(tmp)
-        config = workdir / "node.toml"
-        config.write_text(
-            "[cluster]\nnode_ttl = 2.0\nheartbeat_interval = 0.5\nredis_timeout = 1.0\n"
-            f'[[hubs.{HUB}.event_handlers]]\nurl_template = "tunnel:///eventhandler/"\n'
-        )
-        redis = RedisServer(free_port(), workdir)
-        redis.start()
-        nodes = [Node(free_port(), config, redis.url) for _ in range(3)]
-        try:
-            for node in nodes:
-                node.start()
-            yield Cluster(redis, nodes)
-        finally:
-            for node in nodes:
-                node.stop()
-            redis.stop()
+    handlers = f'[[hubs.{HUB}.event_handlers]]\nurl_template = "tunnel:///eventhandler/"\n'
+    with running_cluster(FAST + handlers) as running:
+        yield running
 
 
 async def echo(request: t.HttpRequest) -> tuple[int, dict[str, list[str]], bytes]:

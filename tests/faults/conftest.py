@@ -7,15 +7,12 @@ file, so a test can also check what an operator would read.
 
 from __future__ import annotations
 
-import signal
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
-from tests.cluster.conftest import Node, RedisServer, free_port, require_redis_server
+from tests.cluster.conftest import Node, RedisServer, running_cluster
 
 NODE_TTL = 2.0
 CONFIG = f"""
@@ -39,21 +36,5 @@ class Cluster:
 
 @pytest.fixture
 def cluster() -> Iterator[Cluster]:
-    require_redis_server()
-    with tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(tmp)
-        config = workdir / "node.toml"
-        config.write_text(CONFIG)
-        redis = RedisServer(free_port(), workdir)
-        redis.start()
-        nodes = [Node(free_port(), config, redis.url, workdir / f"node{i}.log") for i in range(3)]
-        try:
-            for node in nodes:
-                node.start()
-            yield Cluster(redis, nodes)
-        finally:
-            for node in nodes:
-                node.stop()
-            if redis.process is not None:
-                redis.process.send_signal(signal.SIGCONT)
-            redis.stop()
+    with running_cluster(CONFIG, logs=True) as running:
+        yield Cluster(running.redis, running.nodes)
