@@ -87,6 +87,7 @@ class Load:
     unknown: int = 0  # no answer (timeout, connection error)
     next_id: int = 0
     accepted_at: list[float] = field(default_factory=list)
+    via: dict[int, str] = field(default_factory=dict)  # accepted id -> the node that took it
     refused_at: list[float] = field(default_factory=list)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -114,6 +115,7 @@ class Load:
                     continue
                 if response.status_code == 202:
                     self.accepted.add(i)
+                    self.via[i] = node.endpoint
                     self.accepted_at.append(time.monotonic())
                 else:
                     self.refused[response.status_code] += 1

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -221,7 +222,18 @@ async def test_sentinel_failover_under_rest_load(deployment: Deployment, fault: 
     else:
         await load.recovered(failed, 60, timeout=30)
     await load.stop()
-    await check_delivery(load, receivers)
+    try:
+        await check_delivery(load, receivers)
+    except AssertionError:
+        for client in receivers:
+            missing = await client.has(load.accepted)
+            taken = Counter(load.via[i] for i in missing)
+            print(f"client on {client.node.endpoint} misses {len(missing)}, taken by {taken}")
+        for i, node in enumerate(nodes):  # what an operator would read, to find out why
+            noise = ("DIAG wrote", "DIAG ask ok", "webpubsub.connections", "webpubsub.access")
+            lines = [x for x in node.log().splitlines() if not any(n in x for n in noise)]
+            print(f"--- node {i} ({node.endpoint}) log ---\n" + "\n".join(lines[-400:]))
+        raise
     refusals = [t - failed for t in load.refused_at if t > failed]
     assert refusals or fault == "demote", "no 503 at all: did the master really fail?"
     last = max(refusals, default=0.0)

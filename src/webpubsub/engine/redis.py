@@ -52,7 +52,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import MasterNotFoundError, Sentinel
+from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
@@ -92,6 +92,7 @@ RETRY_DELAYS = (0.05, 0.1, 0.2, 0.5)  # between attempts at a failed batch
 PROBE_INTERVAL = 0.2  # how often an unhealthy node tries Redis again
 READER_POLL = 0.25  # how soon the reader notices it must reconnect
 MAX_RECENT = 100_000
+MAX_RECENT_BYTES = 64 * 1024 * 1024
 # Connections to Redis: reads (REST queries, recoveries) take at most MAX_READS at once and
 # wait for one beyond that, so that a storm of them cannot starve the writer, the reader and
 # the heartbeat (redis-py's pool refuses at once when it is out of connections).
@@ -198,10 +199,15 @@ class RedisEngine:
         # With Sentinel: the master we last wrote to; a new one means a failover happened.
         self._master: Any = None
         self._replay = False  # send the recent publishes again (a failover: some may be lost)
-        self._recent: collections.deque[tuple[float, _Op]] = collections.deque(maxlen=MAX_RECENT)
+        self._recent: collections.deque[tuple[float, _Op]] = collections.deque()
+        self._recent_bytes = 0
         # Publishes written this long before we notice a failover may have gone to the former
-        # master (a demoted master takes writes until Sentinel reconfigures it).
+        # master (a demoted master takes writes until Sentinel reconfigures it)...
         self._recent_window = heartbeat_interval + timeout + 1.0
+        # ... and so may every publish since the sentinels last named our master to us: a
+        # node whose questions to them time out (a loaded machine) can go on writing to a
+        # former master for seconds while the others listen on the new one.
+        self._confirmed_at = time.monotonic()
         self._reader_stale = False  # its connection is on a former master: reconnect
         # App-server tunnels (server/tunnel.py): ours go out with the heartbeat report, the
         # other nodes' are read from theirs; calls to a tunnel on another node travel on
@@ -593,6 +599,7 @@ class RedisEngine:
                 self._replay = False
                 recent = [op for _, op in self._recent]
                 self._recent.clear()
+                self._recent_bytes = 0
                 batch = recent + batch
             if not batch:
                 continue
@@ -623,12 +630,27 @@ class RedisEngine:
                 self._ops = [op for op in batch if op.name in PUBLISH] + self._ops
                 self._wake.set()
             elif self._sentinel is not None:
-                self._recent.extend((now, op) for op in batch if op.name in PUBLISH)
-                while self._recent and self._recent[0][0] < now - self._recent_window:
-                    self._recent.popleft()
+                self._remember(now, batch)
             for op in batch:
                 if op.done is not None and not op.done.done():
                     op.done.set_result(None)
+
+    def _remember(self, now: float, batch: list[_Op]) -> None:
+        """Keep the publishes a failover might have lost, to replay them once noticed: those
+        of the last ``_recent_window`` and those since the sentinels last confirmed our
+        master (with that margin), at most MAX_RECENT of them and MAX_RECENT_BYTES."""
+        recent = self._recent
+        for op in batch:
+            if op.name in PUBLISH:
+                recent.append((now, op))
+                self._recent_bytes += _op_size(op)
+        horizon = min(now, self._confirmed_at) - self._recent_window
+        while recent and (
+            recent[0][0] < horizon
+            or len(recent) > MAX_RECENT
+            or self._recent_bytes > MAX_RECENT_BYTES
+        ):
+            self._recent_bytes -= _op_size(recent.popleft()[1])
 
     async def _hold(self) -> None:
         """Wait out the settle time, then until every live node listens on this master.
@@ -1057,10 +1079,13 @@ class RedisEngine:
         if self._sentinel is None:
             return
         pool: Any = self.redis.connection_pool
+        asked = time.monotonic()
         try:
             # Bounded: hung sentinels must not delay our heartbeat past node_ttl.
             limit = min(self.timeout, self.heartbeat_interval)
-            await asyncio.wait_for(pool.get_master_address(), limit)
+            address = await asyncio.wait_for(pool.get_master_address(), limit)
+            if self._master is not None and tuple(address) == tuple(self._master):
+                self._confirmed_at = asked  # what we wrote before went where all listen
         except (RedisError, OSError, TimeoutError) as exc:
             # The master may be fine all the same: the beat that follows tells.
             log.debug("no sentinel named the master: %s", self._describe(exc))
@@ -1222,6 +1247,30 @@ class RedisEngine:
         self._redis_ok = ok
 
 
+class SentinelMasterPool(SentinelConnectionPool):
+    """A master pool that never hands out a connection to a former master.
+
+    redis-py's asyncio pool (8.1) drops its idle connections when the sentinels name a new
+    master, but a connection in use at that moment goes back to the pool still connected to
+    the old one, and is handed out again: after a ``SENTINEL FAILOVER`` (the former master
+    alive and writable for seconds) a node's reader re-subscribed there, or its writer
+    published there, while the other nodes had moved, and their messages were lost between
+    them. A connection released to the wrong address is closed; it reconnects to the
+    current master when next used.
+    """
+
+    async def release(self, connection: Any) -> None:
+        master = self.master_address
+        if (
+            self.is_master
+            and master is not None
+            and connection.is_connected
+            and (connection.host, connection.port) != tuple(master)
+        ):
+            await connection.disconnect()
+        await super().release(connection)
+
+
 class _Sentinel(Sentinel):
     """Sentinel asking every sentinel at once, the newest configuration winning.
 
@@ -1282,6 +1331,7 @@ def _client(url: str, timeout: float) -> tuple[aioredis.Redis, Sentinel | None]:
     client = sentinel.master_for(
         target.service_name,
         redis_class=aioredis.Redis,
+        connection_pool_class=SentinelMasterPool,
         db=target.db,
         username=target.username,
         password=target.password,
@@ -1318,6 +1368,10 @@ def _encode(value: Any) -> Any:
     if isinstance(value, bytes | int | float):
         return value
     raise TypeError(f"cannot send {type(value).__name__} to Redis")
+
+
+def _op_size(op: _Op) -> int:
+    return sum(len(arg) for arg in op.args if isinstance(arg, bytes))
 
 
 def _fail(op: _Op, error: BaseException) -> None:
