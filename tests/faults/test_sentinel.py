@@ -172,22 +172,7 @@ def deployment() -> Iterator[Deployment]:
 FAULTS = {"kill": "master kill -9", "hang": "master SIGSTOP", "demote": "SENTINEL FAILOVER"}
 
 
-DEMOTE_GAP = (
-    "known gap: under load, about one SENTINEL FAILOVER run in ten loses a few dozen accepted "
-    "messages at one node (the former master stays up as a replica; not yet understood, "
-    "see docs/reliability.md)"
-)
-
-
-@pytest.mark.parametrize(
-    "fault",
-    [
-        pytest.param(name, marks=pytest.mark.xfail(strict=False, reason=DEMOTE_GAP))
-        if name == "demote"
-        else name
-        for name in FAULTS
-    ],
-)
+@pytest.mark.parametrize("fault", list(FAULTS))
 async def test_sentinel_failover_under_rest_load(deployment: Deployment, fault: str) -> None:
     """``kill``: the master dies (connections break at once). ``hang``: it stops answering
     and stays stopped (like a partition): nothing breaks, calls time out, and subscribers
