@@ -634,22 +634,32 @@ static void on_frame(int i, int opcode, const char *p, size_t n, uint64_t now) {
     on_message(i, p, n, now);
 }
 
+/* The header of the WebSocket frame at b (avail bytes there): its length, with the payload
+   length in *plen; 0 while the header is incomplete. The mask bit is not counted. */
+static size_t ws_header(const uint8_t *b, size_t avail, uint64_t *plen) {
+    if (avail < 2) return 0;
+    *plen = b[1] & 0x7f;
+    if (*plen == 126) {
+        if (avail < 4) return 0;
+        *plen = ((uint64_t)b[2] << 8) | b[3];
+        return 4;
+    }
+    if (*plen == 127) {
+        if (avail < 10) return 0;
+        *plen = 0;
+        for (int k = 0; k < 8; k++) *plen = (*plen << 8) | b[2 + k];
+        return 10;
+    }
+    return 2;
+}
+
 static size_t parse_frames(int i, const char *buf, size_t len, uint64_t now) {
     size_t off = 0;
     while (len - off >= 2) {
         const uint8_t *b = (const uint8_t *)buf + off;
-        uint64_t plen = b[1] & 0x7f;
-        size_t hl = 2;
-        if (plen == 126) {
-            if (len - off < 4) break;
-            plen = ((uint64_t)b[2] << 8) | b[3];
-            hl = 4;
-        } else if (plen == 127) {
-            if (len - off < 10) break;
-            plen = 0;
-            for (int k = 0; k < 8; k++) plen = (plen << 8) | b[2 + k];
-            hl = 10;
-        }
+        uint64_t plen;
+        size_t hl = ws_header(b, len - off, &plen);
+        if (!hl) break;
         if (b[1] & 0x80) hl += 4; /* a masked server frame would be a server bug; skip it */
         if (len - off < hl + plen) break;
         on_frame(i, b[0] & 0x0f, buf + off + hl, (size_t)plen, now);
@@ -975,18 +985,9 @@ static size_t ws_payloads(pub_t *p, const char *buf, size_t len) {
     size_t off = 0;
     while (len - off >= 2) {
         const uint8_t *b = (const uint8_t *)buf + off;
-        uint64_t plen = b[1] & 0x7f;
-        size_t hl = 2;
-        if (plen == 126) {
-            if (len - off < 4) break;
-            plen = ((uint64_t)b[2] << 8) | b[3];
-            hl = 4;
-        } else if (plen == 127) {
-            if (len - off < 10) break;
-            plen = 0;
-            for (int k = 0; k < 8; k++) plen = (plen << 8) | b[2 + k];
-            hl = 10;
-        }
+        uint64_t plen;
+        size_t hl = ws_header(b, len - off, &plen);
+        if (!hl) break;
         if (len - off < hl + plen) break;
         int opcode = b[0] & 0x0f;
         if (opcode == 0 || opcode == 2) {

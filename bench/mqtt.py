@@ -48,6 +48,7 @@ from .run import (
     summarize_runs,
     timed_connect,
     wait_for_quiet,
+    warm_then_measure,
 )
 
 # (kind, label, transport): the three rows, phases taken in this order.
@@ -258,14 +259,7 @@ def measure_mqtt(n: int, cfg: Config, mosquitto: Path | None) -> dict[str, dict[
         for s in subjects:
             s.open()
         time.sleep(cfg.settle)
-        for s in subjects:  # warm-up, not recorded
-            s.phase("warm-up", BURST, seconds=cfg.seconds / 2)
-        for name, shape in SCENARIOS:
-            for s in subjects:
-                s.result[name] = []
-            for _ in range(cfg.runs):
-                for s in subjects:
-                    s.result[name].append(s.phase(name, shape))
+        warm_then_measure(subjects, SCENARIOS, cfg)
         ours = subjects[0]
         if cfg.profile and n == max(cfg.sizes):
             spy = _profile(ours.server, cfg, f"mqtt-burst-{n}", int(cfg.seconds) + 1)

@@ -804,6 +804,21 @@ class Measured:
             self.gen = None
 
 
+def warm_then_measure(
+    subjects: list[Any], scenarios: tuple[tuple[str, tuple[int, int, str]], ...], cfg: Config
+) -> None:
+    """A warm-up burst (not recorded), then every scenario ``cfg.runs`` times, the subjects
+    taking turns in each run so that a drifting machine affects them alike."""
+    for s in subjects:
+        s.phase("warm-up", BURST, seconds=cfg.seconds / 2)
+    for name, shape in scenarios:
+        for s in subjects:
+            s.result[name] = []
+        for _ in range(cfg.runs):
+            for s in subjects:
+                s.result[name].append(s.phase(name, shape))
+
+
 class Subject(Measured):
     """One server under test at one N: its process, input files, clients and results."""
 

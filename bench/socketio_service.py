@@ -36,6 +36,7 @@ from .run import (
     summarize_runs,
     timed_connect,
     wait_for_quiet,
+    warm_then_measure,
     write_inputs,
 )
 
@@ -145,14 +146,7 @@ def measure(n: int, cfg: Config) -> dict[str, dict[str, Any]]:
         for s in subjects:
             s.open()
         time.sleep(cfg.settle)
-        for s in subjects:  # warm-up, not recorded
-            s.phase("warm-up", BURST, seconds=cfg.seconds / 2)
-        for name, shape in SCENARIOS:
-            for s in subjects:
-                s.result[name] = []
-            for _ in range(cfg.runs):
-                for s in subjects:
-                    s.result[name].append(s.phase(name, shape))
+        warm_then_measure(subjects, SCENARIOS, cfg)
     finally:
         for s in subjects:
             s.stop()
