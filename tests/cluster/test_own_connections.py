@@ -11,6 +11,7 @@ nodes stay healthy), so a registration cannot land until it resumes:
 
 from __future__ import annotations
 
+import asyncio
 import signal
 from collections.abc import Iterator
 
@@ -59,16 +60,22 @@ async def test_connected_is_sent_once_the_other_nodes_see_the_connection() -> No
             assert redis.process is not None
             first, _ = await connect(a, hub, "early")  # a now listens on the hub
             async with first:
-                app.wait_for(lambda seen: len(app.events("connected")) == 1)
+                await asyncio.to_thread(
+                    app.wait_for, lambda seen: len(app.events("connected")) == 1
+                )
                 redis.process.send_signal(signal.SIGSTOP)
                 late, late_id = await connect(a, hub, "late")
                 async with late:
                     # Not while its registration cannot reach Redis (a bounded look: the
                     # event, if sent, would arrive within milliseconds).
                     with pytest.raises(AssertionError):
-                        app.wait_for(lambda seen: len(app.events("connected")) == 2, 1.0)
+                        await asyncio.to_thread(
+                            app.wait_for, lambda seen: len(app.events("connected")) == 2, 1.0
+                        )
                     redis.process.send_signal(signal.SIGCONT)
-                    app.wait_for(lambda seen: len(app.events("connected")) == 2)
+                    await asyncio.to_thread(
+                        app.wait_for, lambda seen: len(app.events("connected")) == 2
+                    )
                     event = app.events("connected")[1]
                     assert event.headers["ce-connectionid"] == late_id
                     # What an app server would do with it, through the other node.

@@ -62,7 +62,6 @@ from __future__ import annotations
 
 import enum
 import operator
-import re
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
@@ -119,9 +118,6 @@ class FilterTarget(Protocol):
     def subprotocol(self) -> str | None: ...
 
 
-_IN_GROUP = re.compile(r"\s*'((?:[^']|'')*)'\s+in\s+groups\s*")
-_CONNECTION_ID = re.compile(r"\s*connectionId\s+eq\s+'((?:[^']|'')*)'\s*")
-
 _Eval = Callable[[FilterTarget], Any]
 _Predicate = Callable[[FilterTarget], bool]
 
@@ -144,11 +140,11 @@ class Filter:
     connection_id: str | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_predicate", _compile(self.text))
-        group = _IN_GROUP.fullmatch(self.text)
-        object.__setattr__(self, "in_group", group[1].replace("''", "'") if group else None)
-        conn = _CONNECTION_ID.fullmatch(self.text)
-        object.__setattr__(self, "connection_id", conn[1].replace("''", "'") if conn else None)
+        predicate, tokens = _compile(self.text)
+        group, connection_id = _lookup(tokens)
+        object.__setattr__(self, "_predicate", predicate)
+        object.__setattr__(self, "in_group", group)
+        object.__setattr__(self, "connection_id", connection_id)
 
     def __reduce__(self) -> tuple[type[Filter], tuple[str]]:
         return (Filter, (self.text,))
@@ -456,8 +452,8 @@ def _clip(s: str) -> str:
 # --- Parser and compiler -----------------------------------------------------------------------
 
 
-def _compile(text: str) -> _Predicate:
-    """Parse, check and compile ``text`` into a predicate over connections."""
+def _compile(text: str) -> tuple[_Predicate, list[_Token]]:
+    """Parse, check and compile ``text`` into a predicate over connections; its tokens."""
     if not isinstance(text, str):
         raise FilterError(f"Filter must be a string, not {type(text).__name__}.")
     if len(text) > MAX_FILTER_LENGTH:
@@ -466,12 +462,30 @@ def _compile(text: str) -> _Predicate:
         )
     if not text.strip():
         raise FilterError("Filter is empty.")
-    expr = _Parser(text).parse()
+    parser = _Parser(text)
+    expr = parser.parse()
     if expr.const:
         result = bool(expr.value)
-        return lambda _t: result
+        return (lambda _t: result), parser.tokens
     fn: _Predicate = expr.fn
-    return fn
+    return fn, parser.tokens
+
+
+def _lookup(tokens: list[_Token]) -> tuple[str | None, str | None]:
+    """(group, connection id) of a compiled filter that is exactly ``'g' in groups`` or
+    ``connectionId eq 'c'`` (names are case-insensitive, as the parser reads them)."""
+    if len(tokens) != 4:  # three and END
+        return None, None
+    first, middle, last = ((t.kind, t.value) for t in tokens[:3])
+    if first[0] is _Kind.STRING and middle == (_Kind.NAME, "in") and last == _GROUPS:
+        return first[1], None
+    if first == _CONNECTION_ID and middle == (_Kind.NAME, "eq") and last[0] is _Kind.STRING:
+        return None, last[1]
+    return None, None
+
+
+_GROUPS: Final = (_Kind.NAME, "groups")
+_CONNECTION_ID: Final = (_Kind.NAME, "connectionid")
 
 
 class _Parser:
@@ -479,7 +493,7 @@ class _Parser:
 
     def __init__(self, text: str) -> None:
         self._text = text
-        self._tokens = _tokenize(text)
+        self.tokens = _tokenize(text)
         self._index = 0
         self._depth = 0
         self._clauses = 0
@@ -487,10 +501,10 @@ class _Parser:
     # -- token helpers --
 
     def _peek(self) -> _Token:
-        return self._tokens[self._index]
+        return self.tokens[self._index]
 
     def _next(self) -> _Token:
-        token = self._tokens[self._index]
+        token = self.tokens[self._index]
         if token.kind is not _Kind.END:
             self._index += 1
         return token

@@ -802,14 +802,10 @@ class ServiceProtocol(asyncio.Protocol):
         self.parser = None
         self._headers = []
         self._url = b""
-        # The 101 response waits for the end of this loop turn, so the frames the accept
-        # queues (the connected message) leave with it in one write: a syscall and a wake-up
-        # of the client fewer per handshake. Nothing is queued before it.
-        response = b"".join(ws.data_to_send())
-        if response:
-            if not self._pending:
-                self.service.flusher.mark(self)
-            self._pending.insert(0, response)
+        # The 101 response is queued like any frame, first, so the frames the accept queues
+        # (the connected message) leave with it in one write at the end of this loop turn:
+        # a syscall and a wake-up of the client fewer per handshake.
+        self.send(b"".join(ws.data_to_send()))
         self.last_received = self._loop.time()
 
     def accept_engine(self, ws: ServerProtocol, session: EngineSession, rest: bytes) -> None:
