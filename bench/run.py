@@ -804,19 +804,26 @@ class Measured:
             self.gen = None
 
 
+def each(
+    subjects: list[Any], name: str, shape: tuple[int, int, str], runs: int, **kwargs: Any
+) -> None:
+    """A scenario ``runs`` times, the subjects taking turns in each run so that a drifting
+    machine affects them alike."""
+    for s in subjects:
+        s.result[name] = []
+    for _ in range(runs):
+        for s in subjects:
+            s.result[name].append(s.phase(name, shape, **kwargs))
+
+
 def warm_then_measure(
     subjects: list[Any], scenarios: tuple[tuple[str, tuple[int, int, str]], ...], cfg: Config
 ) -> None:
-    """A warm-up burst (not recorded), then every scenario ``cfg.runs`` times, the subjects
-    taking turns in each run so that a drifting machine affects them alike."""
+    """A warm-up burst (not recorded), then every scenario ``cfg.runs`` times."""
     for s in subjects:
         s.phase("warm-up", BURST, seconds=cfg.seconds / 2)
     for name, shape in scenarios:
-        for s in subjects:
-            s.result[name] = []
-        for _ in range(cfg.runs):
-            for s in subjects:
-                s.result[name].append(s.phase(name, shape))
+        each(subjects, name, shape, cfg.runs)
 
 
 class Subject(Measured):
@@ -923,13 +930,6 @@ def measure(n: int, cfg: Config) -> dict[str, dict[str, Any]]:
         for s in subjects:
             s.server.wait_idle()
 
-    def each(name: str, shape: tuple[int, int, str], runs: int, **kwargs: Any) -> None:
-        for s in subjects:
-            s.result[name] = []
-        for _ in range(runs):
-            for s in subjects:
-                s.result[name].append(s.phase(name, shape, **kwargs))
-
     try:
         for s in subjects:
             s.server.start()
@@ -957,13 +957,14 @@ def measure(n: int, cfg: Config) -> dict[str, dict[str, Any]]:
         # servers get their caches and allocators warm.
         for s in subjects:
             s.phase("warm-up", BURST, seconds=cfg.seconds / 2)
-        each("steady", STEADY, cfg.runs)
-        each("burst", BURST, cfg.runs)
-        each("stall", BURST, cfg.runs, stall=True)  # right after the bursts it is compared with
-        each("group", GROUPS, cfg.runs)
+        each(subjects, "steady", STEADY, cfg.runs)
+        each(subjects, "burst", BURST, cfg.runs)
+        # Right after the bursts it is compared with.
+        each(subjects, "stall", BURST, cfg.runs, stall=True)
+        each(subjects, "group", GROUPS, cfg.runs)
         # Last with these clients: they all drop and reconnect under the steady broadcast.
         storm_seconds = STORM_AT + max(cfg.seconds, STORM_AFTER)
-        each("storm", STEADY, 1, storm_at=STORM_AT, seconds=storm_seconds)
+        each(subjects, "storm", STEADY, 1, storm_at=STORM_AT, seconds=storm_seconds)
         if profiling and ours is not None:
             for name, shape in (("steady", STEADY), ("burst", BURST), ("group", GROUPS)):
                 spy = _profile(ours.server, cfg, f"{name}-{n}", int(cfg.seconds) + 1)
@@ -996,7 +997,7 @@ def measure(n: int, cfg: Config) -> dict[str, dict[str, Any]]:
             c = s.connect()
             if cfg.handshake_runs > 2:
                 s.result["handshake"].append(c)  # a third sample ("connected" message included)
-        each("c2g", (0, 1, "none"), cfg.runs, senders=C2G_SENDERS_PER_GROUP)
+        each(subjects, "c2g", (0, 1, "none"), cfg.runs, senders=C2G_SENDERS_PER_GROUP)
     finally:
         for s in subjects:
             s.stop()
